@@ -1,0 +1,380 @@
+"""TU graph-classification datasets from a local folder, as a LightningDataModule for graph
+contrastive learning (GraphCL-style augmented pairs for training; the plain graphs for the SVC
+protocol of InfoGraph / HCL).
+
+Layout (the raw TU zip, https://chrsmrrs.github.io/datasets/)::
+
+    <root>/<NAME>/raw/<NAME>_A.txt
+    <root>/<NAME>/raw/<NAME>_graph_indicator.txt
+    <root>/<NAME>/raw/<NAME>_graph_labels.txt
+    <root>/<NAME>/raw/<NAME>_node_labels.txt        (optional)
+    <root>/<NAME>/raw/<NAME>_node_attributes.txt    (optional)
+    <root>/<NAME>/raw/<NAME>_edge_labels.txt        (optional)
+    <root>/<NAME>/raw/<NAME>_edge_attributes.txt    (optional)
+
+Nothing is downloaded. Two real datasets ship inside the ``grakel`` wheel
+(``grakel/tests/data/MUTAG`` and ``grakel/tests/data/Cuneiform``); :func:`prepare_grakel_tu`
+copies them into that layout, and :class:`TUDataModule` does so by itself for those names.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader as TorchDataLoader
+from torch.utils.data import get_worker_info
+
+import lightning as L
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader as PyGDataLoader
+from torch_geometric.transforms import BaseTransform, Compose, OneHotDegree
+from torch_geometric.utils import degree
+
+from graphneg.data.graph_augment import (
+    AttributeMask,
+    EdgePerturb,
+    Identity,
+    NodeDrop,
+    RandomChoice,
+    SubgraphSample,
+    TwoViews,
+    collate_views,
+    reseed_augmentations,
+)
+
+__all__ = ["GRAKEL_TU_DATASETS", "AUGMENTATIONS", "prepare_grakel_tu", "build_augmentation",
+           "CappedOneHotDegree", "TUDataModule"]
+
+#: TU datasets shipped by the grakel wheel (``grakel/tests/data/<NAME>``).
+GRAKEL_TU_DATASETS = ("MUTAG", "Cuneiform")
+
+#: Augmentation names of :func:`build_augmentation` (GraphCL's names are accepted as aliases).
+AUGMENTATIONS = ("none", "node_drop", "edge_perturb", "attr_mask", "subgraph",
+                 "random2", "random3", "random4")
+_ALIASES = {"dnodes": "node_drop", "pedges": "edge_perturb", "mask_nodes": "attr_mask",
+            "identity": "none"}
+
+_REQUIRED = ("A", "graph_indicator", "graph_labels")
+_OPTIONAL = ("node_labels", "node_attributes", "edge_labels", "edge_attributes", "graph_attributes")
+
+
+def _canonical_grakel_name(name: str) -> Optional[str]:
+    for known in GRAKEL_TU_DATASETS:
+        if name.lower() == known.lower():
+            return known
+    return None
+
+
+def _layout_message(name: str, root: Union[str, Path]) -> str:
+    raw = Path(root) / name / "raw"
+    req = ", ".join(f"{name}_{s}.txt" for s in _REQUIRED)
+    opt = ", ".join(f"{name}_{s}.txt" for s in _OPTIONAL)
+    return (
+        f"TU dataset {name!r} not found: expected the raw TU files in {raw}/ : {req} "
+        f"(optional: {opt}). Unzip the dataset from https://chrsmrrs.github.io/datasets/ so that "
+        f"{raw / (name + '_A.txt')} exists; nothing is downloaded. Offline copies of "
+        f"{' and '.join(GRAKEL_TU_DATASETS)} come with grakel: graphneg.data.tu.prepare_grakel_tu(name, root)."
+    )
+
+
+def prepare_grakel_tu(name: str, root: Union[str, Path] = "datasets/tu") -> Path:
+    """Copy a TU dataset shipped by the installed ``grakel`` wheel into ``<root>/<NAME>/raw/``.
+
+    ``grakel`` ships the real TU files of MUTAG (188 graphs, 2 classes) and Cuneiform (267 graphs,
+    30 classes) under ``grakel/tests/data/<NAME>/``; copied into the raw layout,
+    ``torch_geometric.datasets.TUDataset(root, NAME)`` loads them without network access.
+    Existing files with the same size are left alone. Returns the raw folder.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`GRAKEL_TU_DATASETS`.
+        ModuleNotFoundError: grakel is not installed.
+        FileNotFoundError: the installed grakel has no ``tests/data/<NAME>`` folder.
+    """
+    canonical = _canonical_grakel_name(str(name))
+    if canonical is None:
+        raise ValueError(
+            f"grakel ships only {GRAKEL_TU_DATASETS} as TU files, got {name!r}; place other datasets "
+            f"by hand: {_layout_message(str(name), root)}"
+        )
+    import importlib.util
+
+    spec = importlib.util.find_spec("grakel")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "prepare_grakel_tu needs the grakel package (its wheel ships the MUTAG and Cuneiform TU "
+            "files): pip install grakel, or install graphneg with the 'demo' extra "
+            "(pip install 'graphneg[demo]')"
+        )
+    src = Path(list(spec.submodule_search_locations)[0]) / "tests" / "data" / canonical
+    files = sorted(src.glob(f"{canonical}_*.txt")) if src.is_dir() else []
+    if not files:
+        raise FileNotFoundError(
+            f"the installed grakel has no TU files for {canonical} under {src}; reinstall grakel "
+            "(pip install --force-reinstall grakel) or place the files by hand: "
+            + _layout_message(canonical, root)
+        )
+    raw = Path(root) / canonical / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        dst = raw / f.name
+        if not dst.exists() or dst.stat().st_size != f.stat().st_size:
+            shutil.copyfile(f, dst)
+    return raw
+
+
+def build_augmentation(spec: Union[str, Callable, None], aug_ratio: float = 0.2,
+                       attr_mask_fill: str = "zero") -> Callable:
+    """One GraphCL augmentation from its name (a callable is returned unchanged).
+
+    Ratios follow GraphCL's ``aug_ratio`` convention (official ``semisupervised_TU`` code): node
+    dropping removes, edge perturbation perturbs and attribute masking masks ``aug_ratio`` of the
+    nodes / edges, while subgraph sampling *keeps* ``1 - aug_ratio`` of the nodes. ``random2``:
+    node dropping or subgraph; ``random3``: + edge perturbation; ``random4``: + attribute masking
+    (a uniform choice per graph, as GraphCL's ``random2/3/4``). Seeds are set afterwards by
+    :func:`~graphneg.data.graph_augment.reseed_augmentations`.
+    """
+    if spec is None:
+        return Identity()
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"augment must be a name in {AUGMENTATIONS} or a callable, got {spec!r}")
+    key = _ALIASES.get(spec.lower(), spec.lower())
+    if key not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {spec!r}; choose one of {AUGMENTATIONS}")
+    r = float(aug_ratio)
+    if not 0.0 <= r < 1.0:
+        raise ValueError(f"aug_ratio must lie in [0, 1), got {aug_ratio}")
+    make = {
+        "node_drop": lambda: NodeDrop(r),
+        "edge_perturb": lambda: EdgePerturb(r),
+        "attr_mask": lambda: AttributeMask(r, fill=attr_mask_fill),
+        "subgraph": lambda: SubgraphSample(1.0 - r),
+    }
+    if key == "none":
+        return Identity()
+    if key in make:
+        return make[key]()
+    names = {"random2": ("node_drop", "subgraph"),
+             "random3": ("node_drop", "edge_perturb", "subgraph"),
+             "random4": ("node_drop", "edge_perturb", "subgraph", "attr_mask")}[key]
+    return RandomChoice([make[n]() for n in names])
+
+
+class CappedOneHotDegree(BaseTransform):
+    r"""One-hot node degree with degrees above ``max_degree`` clamped to ``max_degree``.
+
+    Reconstructed: InfoGraph / HCL (``graph/deepinfomax.py``) use
+    :class:`~torch_geometric.transforms.OneHotDegree` when the largest degree is below 1000 and a
+    normalised scalar degree above; here large-degree datasets keep a one-hot code of
+    ``min(deg, max_degree)`` (``max_degree + 1`` channels), which bounds the width.
+    Replaces ``x``. Shapes: ``x=[N, max_degree + 1]``.
+    """
+
+    def __init__(self, max_degree: int):
+        self.max_degree = int(max_degree)
+
+    def forward(self, data: Data) -> Data:
+        deg = degree(data.edge_index[0], data.num_nodes, dtype=torch.long)
+        deg = deg.clamp(max=self.max_degree)
+        data.x = torch.nn.functional.one_hot(deg, self.max_degree + 1).to(torch.float)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.max_degree})"
+
+
+def _worker_init(worker_id: int) -> None:
+    """Reseed the augmentations of each DataLoader worker from the worker's seed."""
+    info = get_worker_info()
+    if info is not None:
+        reseed_augmentations(getattr(info.dataset, "transform", None), info.seed % (2 ** 62))
+
+
+class TUDataModule(L.LightningDataModule):
+    r"""A TU graph-classification dataset read from ``<root>/<name>/raw`` for graph contrastive
+    learning.
+
+    * ``train_dataloader`` yields pairs ``(view1, view2)`` of :class:`~torch_geometric.data.Batch`,
+      two augmented views of the same shuffled graphs (GraphCL, You et al. NeurIPS 2020, Sec. 3.2).
+    * ``val_dataloader`` / ``test_dataloader`` / ``predict_dataloader`` yield the plain graphs of
+      the **whole** dataset in file order (InfoGraph / HCL evaluate the embeddings of all graphs
+      with the 10-fold SVC protocol, :func:`graphneg.metrics.graph_protocol.svc_protocol`).
+
+    Node features: the node labels (one-hot) of the TU files, plus the continuous node attributes
+    with ``use_node_attr=True``; datasets without either get one-hot node degrees
+    (:class:`~torch_geometric.transforms.OneHotDegree` with the dataset's largest degree, as
+    InfoGraph / HCL ``deepinfomax.py``; above ``max_degree_cap`` the degree is clamped,
+    :class:`CappedOneHotDegree`).
+
+    Nothing is downloaded: MUTAG and Cuneiform are copied from the grakel wheel when missing
+    (:func:`prepare_grakel_tu`); any other name without its raw files raises ``FileNotFoundError``
+    naming the expected layout.
+
+    Args:
+        name: TU dataset name, as in the file names (``"MUTAG"``, ``"PROTEINS"``, ...).
+        root: folder holding ``<name>/raw``.
+        batch_size: graphs per training batch (HCL / GraphCL: 128).
+        num_workers: DataLoader workers.
+        augment: augmentation of the first view, a name of :data:`AUGMENTATIONS` or a callable.
+        augment2: augmentation of the second view (``None``: the same kind as ``augment``, with
+            its own random stream).
+        aug_ratio: GraphCL's augmentation strength (see :func:`build_augmentation`).
+        seed: seeds the augmentations and the training shuffle (reproducible batches).
+        use_node_attr: add the continuous node attributes to ``x``.
+        max_degree_cap: largest degree one-hot encoded for featureless datasets.
+        eval_batch_size: batch size of the evaluation loaders (default ``batch_size``).
+        drop_last: drop the last incomplete training batch.
+        pin_memory: DataLoader ``pin_memory``.
+        attr_mask_fill: mask value of attribute masking (``"zero"``, ``"mean"``, ``"gaussian"``).
+    """
+
+    def __init__(self, name: str, root: str = "datasets/tu", batch_size: int = 128,
+                 num_workers: int = 0, augment: Union[str, Callable] = "random4",
+                 augment2: Union[str, Callable, None] = None, aug_ratio: float = 0.2, seed: int = 0,
+                 use_node_attr: bool = False, max_degree_cap: int = 1000,
+                 eval_batch_size: Optional[int] = None, drop_last: bool = False,
+                 pin_memory: bool = False, attr_mask_fill: str = "zero"):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a TU dataset name such as 'MUTAG', got {name!r}")
+        for arg, value in (("batch_size", batch_size), ("max_degree_cap", max_degree_cap)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        if eval_batch_size is not None and (not isinstance(eval_batch_size, int) or eval_batch_size < 1):
+            raise ValueError(f"eval_batch_size must be a positive integer, got {eval_batch_size!r}")
+        self.name = _canonical_grakel_name(name) or name
+        self.root = str(root)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.aug_ratio = aug_ratio
+        self.seed = int(seed)
+        self.use_node_attr = use_node_attr
+        self.max_degree_cap = max_degree_cap
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self.attr_mask_fill = attr_mask_fill
+        # build once now so a bad name / ratio fails at construction
+        self.augment1 = build_augmentation(augment, aug_ratio, attr_mask_fill)
+        self.augment2 = build_augmentation(augment if augment2 is None else augment2, aug_ratio,
+                                           attr_mask_fill)
+        if self.augment2 is self.augment1 and not isinstance(self.augment1, Identity):
+            self.augment2 = copy.deepcopy(self.augment1)
+        self.views = TwoViews(self.augment1, self.augment2)
+        reseed_augmentations(self.views, self.seed)
+        self.feature_transform: Optional[BaseTransform] = None
+        self._dataset = None
+        self._train_dataset = None
+
+    # -- data on disk ------------------------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        return Path(self.root) / self.name / "raw"
+
+    def _ensure_raw(self) -> None:
+        missing = [s for s in _REQUIRED if not (self.raw_dir / f"{self.name}_{s}.txt").is_file()]
+        if not missing:
+            return
+        if self.name in GRAKEL_TU_DATASETS:
+            prepare_grakel_tu(self.name, self.root)
+            return
+        raise FileNotFoundError(_layout_message(self.name, self.root))
+
+    def prepare_data(self) -> None:
+        self._ensure_raw()
+        from torch_geometric.datasets import TUDataset
+
+        TUDataset(self.root, self.name, use_node_attr=self.use_node_attr)  # processes once
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self._load()
+
+    def _load(self):
+        if self._dataset is not None:
+            return self._dataset
+        self._ensure_raw()
+        from torch_geometric.datasets import TUDataset
+
+        base = TUDataset(self.root, self.name, use_node_attr=self.use_node_attr)
+        if len(base) == 0:
+            raise ValueError(f"TU dataset {self.name!r} in {self.raw_dir} holds no graphs")
+        if base[0].x is None:
+            max_deg = 0
+            for g in base:  # one pass at setup (not a hot path)
+                if g.edge_index.numel():
+                    max_deg = max(max_deg, int(degree(g.edge_index[0], g.num_nodes).max()))
+            if max_deg <= self.max_degree_cap:
+                self.feature_transform = OneHotDegree(max_deg)
+            else:
+                self.feature_transform = CappedOneHotDegree(self.max_degree_cap)
+        base.transform = self.feature_transform
+        train = copy.copy(base)
+        train.transform = (self.views if self.feature_transform is None
+                           else Compose([self.feature_transform, self.views]))
+        self._dataset, self._train_dataset = base, train
+        return base
+
+    # -- dataset facts -----------------------------------------------------------------------
+    @property
+    def dataset(self):
+        """The plain dataset (node features set, no augmentation)."""
+        return self._load()
+
+    @property
+    def train_dataset(self):
+        """The dataset whose items are ``(view1, view2)`` pairs."""
+        self._load()
+        return self._train_dataset
+
+    @property
+    def num_features(self) -> int:
+        return int(self.dataset[0].x.size(-1))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.dataset.num_classes)
+
+    @property
+    def labels(self) -> Tensor:
+        """Graph labels ``[num_graphs]`` in dataset order (the order of the evaluation loaders)."""
+        return self.dataset.y.view(-1).clone()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    # -- loaders -----------------------------------------------------------------------------
+    def train_dataloader(self) -> TorchDataLoader:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        return TorchDataLoader(
+            self.train_dataset, batch_size=self.batch_size, shuffle=True,
+            collate_fn=collate_views, num_workers=self.num_workers,
+            worker_init_fn=_worker_init if self.num_workers > 0 else None,
+            generator=generator, drop_last=self.drop_last, pin_memory=self.pin_memory,
+            persistent_workers=False,
+        )
+
+    def _eval_loader(self) -> PyGDataLoader:
+        return PyGDataLoader(self.dataset, batch_size=self.eval_batch_size, shuffle=False,
+                             num_workers=self.num_workers, pin_memory=self.pin_memory)
+
+    def val_dataloader(self) -> PyGDataLoader:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> PyGDataLoader:
+        return self._eval_loader()
+
+    def predict_dataloader(self) -> PyGDataLoader:
+        return self._eval_loader()
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(name={self.name!r}, root={self.root!r}, "
+                f"batch_size={self.batch_size}, views={self.views!r})")
