@@ -67,3 +67,16 @@ def test_mnist5k_missing_file(tmp_path):
         load_mnist5k(tmp_path / "nope.csv.gz")
     with pytest.raises(ValueError, match="overlap"):
         MNIST5kDataModule(train_classes=(0, 1), test_classes=(1, 2))
+
+
+def test_mnist5k_stratified_split():
+    dm = MNIST5kDataModule(split="stratified", test_fraction=0.25, limit_per_class=20, mode="metric")
+    dm.setup("fit")
+    assert torch.equal(torch.bincount(dm.train_set.labels), torch.full((10,), 15))
+    assert torch.equal(torch.bincount(dm.test_set.labels), torch.full((10,), 5))
+    images, labels = load_mnist5k()
+    # test images are the 16th..20th image of each class, in file order
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    for c in range(10):
+        keep[(labels == c).nonzero(as_tuple=True)[0][15:20]] = True
+    assert torch.equal(dm.test_set.images, images[keep])

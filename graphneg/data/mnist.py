@@ -110,6 +110,10 @@ class MNIST5kDataModule(L.LightningDataModule):
             batches of ``batch_size``; labels are only used by the evaluation).
         batch_size: contrastive mode's training batch size.
         limit_per_class: keep only the first n images of each class (tiny tests).
+        split: ``"zero_shot"`` (train_classes / test_classes, the retrieval protocol) or ``"stratified"``
+            (every class in both, the first ``1 - test_fraction`` of each class's images train, the rest
+            test: the linear / kNN-probe protocol of contrastive learning).
+        test_fraction: the held-out fraction of each class in the stratified split.
     """
 
     def __init__(
@@ -125,13 +129,20 @@ class MNIST5kDataModule(L.LightningDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         limit_per_class: Optional[int] = None,
+        split: str = "zero_shot",
+        test_fraction: float = 0.2,
         seed: int = 0,
     ) -> None:
         super().__init__()
         if mode not in ("metric", "contrastive"):
             raise ValueError(f"mode must be 'metric' or 'contrastive', got {mode!r}")
+        if split not in ("zero_shot", "stratified"):
+            raise ValueError(f"split must be 'zero_shot' or 'stratified', got {split!r}")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        self.split, self.test_fraction = split, test_fraction
         overlap = set(train_classes) & set(test_classes)
-        if overlap:
+        if overlap and split == "zero_shot":
             raise ValueError(f"train_classes and test_classes overlap on {sorted(overlap)}")
         self.data_path = data_path
         self.train_classes, self.test_classes = tuple(train_classes), tuple(test_classes)
@@ -143,16 +154,21 @@ class MNIST5kDataModule(L.LightningDataModule):
 
     @property
     def num_train_classes(self) -> int:
-        return len(self.train_classes)
+        return len(self.train_classes) if self.split == "zero_shot" else 10
 
-    def _subset(self, images: Tensor, labels: Tensor, classes: Sequence[int], remap: bool):
+    def _subset(self, images: Tensor, labels: Tensor, classes: Sequence[int], remap: bool, part=None):
         keep = torch.isin(labels, torch.as_tensor(classes))
+        rank = torch.zeros_like(labels)
+        count = torch.zeros_like(labels)
+        for c in classes:  # a handful of classes, not a per-sample loop
+            ix = (labels == c).nonzero(as_tuple=True)[0]
+            rank[ix] = torch.arange(ix.numel())
+            count[ix] = ix.numel() if self.limit_per_class is None else min(ix.numel(), self.limit_per_class)
         if self.limit_per_class is not None:
-            rank = torch.zeros_like(labels)
-            for c in classes:  # a handful of classes, not a per-sample loop
-                ix = (labels == c).nonzero(as_tuple=True)[0]
-                rank[ix] = torch.arange(ix.numel())
             keep &= rank < self.limit_per_class
+        if part is not None:  # stratified split: first (1 - test_fraction) of each class train
+            n_train = (count.double() * (1 - self.test_fraction)).floor().long()
+            keep &= (rank < n_train) if part == "train" else (rank >= n_train)
         x, y = images[keep], labels[keep]
         if remap:  # train labels become 0..C-1 (classifier heads, proxies)
             lut = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
@@ -168,8 +184,13 @@ class MNIST5kDataModule(L.LightningDataModule):
         missing = (set(self.train_classes) | set(self.test_classes)) - present
         if missing:
             raise ValueError(f"classes {sorted(missing)} are not in the data (present: {sorted(present)})")
-        xtr, ytr = self._subset(images, labels, self.train_classes, remap=True)
-        xte, yte = self._subset(images, labels, self.test_classes, remap=False)
+        if self.split == "zero_shot":
+            xtr, ytr = self._subset(images, labels, self.train_classes, remap=True)
+            xte, yte = self._subset(images, labels, self.test_classes, remap=False)
+        else:
+            classes = sorted(present)
+            xtr, ytr = self._subset(images, labels, classes, remap=False, part="train")
+            xte, yte = self._subset(images, labels, classes, remap=False, part="test")
         views = None
         transform = _digit_augment() if self.augment else None
         if self.mode == "contrastive":
@@ -195,6 +216,8 @@ class MNIST5kDataModule(L.LightningDataModule):
     def train_eval_dataloader(self) -> DataLoader:
         """Un-augmented training images in order (linear / kNN probes fit on these)."""
         return DataLoader(self.train_eval_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+
+    memory_dataloader = train_eval_dataloader  # the name the vision DataModules use for the kNN bank
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)

@@ -1,0 +1,351 @@
+"""LightningDataModules for contrastive learning on CIFAR-10, CIFAR-100 and STL-10 (offline).
+
+The protocol is HCL's (Robinson et al., ICLR 2021; official code ``image/utils.py`` ``get_dataset`` and
+``image/main.py``), itself SimCLR's:
+
+* **contrastive training** (``train_dataloader``): the training images (STL-10: ``train+unlabeled``,
+  105k images) through :class:`~graphneg.data.image_augment.SimCLRViews`; each batch is
+  ``(view1, view2, label)`` (STL-10's unlabeled images carry label ``-1``); shuffled, ``drop_last``;
+* **memory bank / probe set** (``memory_dataloader``): the labelled training images with the
+  deterministic evaluation transform, ``(image, label)``: the kNN bank and the linear-probe training
+  set (HCL's ``memory_data``);
+* **evaluation** (``val_dataloader`` / ``test_dataloader``): the official test split, ``(image,
+  label)``. CIFAR/STL have no validation split; like HCL, the online kNN monitor uses the test split.
+  With ``val_with_memory=True`` ``val_dataloader`` returns ``[memory_loader, test_loader]``
+  (``dataloader_idx`` 0 = bank, 1 = queries) so a LightningModule can build the bank inside its
+  validation loop.
+
+Data never comes from the network: torchvision datasets are built with ``download=False``, and the
+expected folder is checked first; when files are missing a :class:`FileNotFoundError` names the layout
+and how to get it (download the archive on a machine with network access and extract it under
+``root``). ``verify_checksums=False`` skips torchvision's MD5 checks (for re-packed or small custom copies
+in the official format).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Callable, List, Optional, Tuple, Union
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets import CIFAR10, CIFAR100, STL10
+
+from graphneg.data.image_augment import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    STL10_MEAN,
+    STL10_STD,
+    SimCLRViews,
+    cifar100_views,
+    cifar_views,
+    eval_transform,
+    stl_views,
+)
+
+__all__ = [
+    "TwoViewDataset",
+    "VisionContrastiveDataModule",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "STL10DataModule",
+]
+
+
+class TwoViewDataset(Dataset):
+    """Wrap an ``(image, label)`` dataset: item ``i`` becomes ``(view1, view2, label)``.
+
+    ``views`` is called once per item and must return two tensors (e.g. :class:`SimCLRViews`), as
+    HCL's ``CIFAR10Pair`` / ``STL10Pair`` (official code ``image/utils.py``) apply the random transform
+    twice to the same image.
+    """
+
+    def __init__(self, dataset: Dataset, views: Callable) -> None:
+        self.dataset = dataset
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        views = self.views(image)
+        if len(views) != 2:
+            raise ValueError(f"views must return two augmented tensors, got {len(views)}; use num_views=2")
+        return views[0], views[1], label
+
+
+# --- torchvision datasets with an optional checksum check -------------------------------------------
+
+class _LocalCopy:
+    """Mixin for torchvision's CIFAR/STL classes: with ``verify_checksums=False`` only check presence."""
+
+    def __init__(self, *args, verify_checksums: bool = True, **kwargs) -> None:
+        self.verify_checksums = verify_checksums
+        super().__init__(*args, **kwargs)
+
+    def _check_integrity(self) -> bool:
+        if self.verify_checksums:
+            return super()._check_integrity()
+        return all(os.path.isfile(os.path.join(self.root, self.base_folder, name))
+                   for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:  # CIFAR only
+        if self.verify_checksums:
+            return super()._load_meta()
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+class _CIFAR10(_LocalCopy, CIFAR10):
+    pass
+
+
+class _CIFAR100(_LocalCopy, CIFAR100):
+    pass
+
+
+class _STL10(_LocalCopy, STL10):
+    pass
+
+
+# --- DataModules ----------------------------------------------------------------------------------
+
+class VisionContrastiveDataModule(LightningDataModule):
+    """Shared base of the offline image DataModules (see the module docstring for the protocol).
+
+    Subclasses set the class attributes (``display_name``, ``folder``, ``required_files``,
+    ``archive_url``, ``num_classes``, ``mean``, ``std``) and implement :meth:`_dataset`.
+
+    Args:
+        root: directory that contains the dataset's extracted folder (e.g. ``<root>/cifar-10-batches-py``).
+        batch_size: contrastive batch size (HCL: 256); each batch holds ``2 * batch_size`` views.
+        num_workers: DataLoader workers (default ``min(4, os.cpu_count())``).
+        views: two-view transform for training (default: the dataset's SimCLR preset).
+        eval_batch_size: batch size of the memory / test loaders (default ``2 * batch_size``).
+        pin_memory: pin host memory (default: when CUDA is available).
+        drop_last: drop the last incomplete training batch (HCL: True; keeps the negative count fixed).
+        verify_checksums: let torchvision check the official MD5 sums; ``False`` for custom copies.
+        memory_size: use a fixed random subset of this many training images as kNN bank / probe set
+            (``None``: all of them), drawn with ``seed``.
+        val_with_memory: ``val_dataloader`` returns ``[memory_loader, test_loader]``.
+        seed: seed of the ``memory_size`` subset.
+    """
+
+    display_name: str = ""
+    folder: str = ""
+    required_files: Tuple[str, ...] = ()
+    archive_url: str = ""
+    num_classes: int = 0
+    mean: Tuple[float, ...] = ()
+    std: Tuple[float, ...] = ()
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 256,
+        num_workers: Optional[int] = None,
+        views: Optional[SimCLRViews] = None,
+        eval_batch_size: Optional[int] = None,
+        pin_memory: Optional[bool] = None,
+        drop_last: bool = True,
+        verify_checksums: bool = True,
+        memory_size: Optional[int] = None,
+        val_with_memory: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if eval_batch_size is not None and (not isinstance(eval_batch_size, int) or eval_batch_size < 1):
+            raise ValueError(f"eval_batch_size must be a positive int or None, got {eval_batch_size!r}")
+        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
+            raise ValueError(f"num_workers must be a non-negative int or None, got {num_workers!r}")
+        if memory_size is not None and (not isinstance(memory_size, int) or memory_size < 1):
+            raise ValueError(f"memory_size must be a positive int or None (all images), got {memory_size!r}")
+        self.root = os.fspath(root)
+        self.batch_size = batch_size
+        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.views = views if views is not None else self.default_views()
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.drop_last = drop_last
+        self.verify_checksums = verify_checksums
+        self.memory_size = memory_size
+        self.val_with_memory = val_with_memory
+        self.seed = seed
+        self.eval_transform = eval_transform(self.mean, self.std)
+        self.train_set: Optional[Dataset] = None
+        self.memory_set: Optional[Dataset] = None
+        self.test_set: Optional[Dataset] = None
+        self.classes: Optional[List[str]] = None
+
+    # -- to be provided by subclasses
+    def default_views(self) -> SimCLRViews:
+        raise TypeError(f"{type(self).__name__} must define default_views()")
+
+    def _dataset(self, split: str, transform, verify: bool) -> Dataset:
+        """``split``: ``"contrastive"`` (training images), ``"memory"`` (labelled train), ``"test"``."""
+        raise TypeError(f"{type(self).__name__} must define _dataset()")
+
+    # -- checks
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.root, self.folder)
+
+    def check_files(self) -> None:
+        """Raise :class:`FileNotFoundError` naming the expected layout when a required file is absent."""
+        missing = [f for f in self.required_files if not os.path.isfile(os.path.join(self.data_dir, f))]
+        if not missing:
+            return
+        archive = self.archive_url.rsplit("/", 1)[-1]
+        raise FileNotFoundError(
+            f"{self.display_name} not found: expected the extracted folder {self.data_dir}/ holding "
+            f"{', '.join(self.required_files)}; missing: {', '.join(missing)}. graphneg never downloads "
+            f"(download=False, no network at run time): on a machine with network access download "
+            f"{self.archive_url} and extract it into {self.root} (tar -xzf {archive} -C {self.root}), "
+            f"which creates {self.folder}/; or pass root=<the directory that contains {self.folder}/>."
+        )
+
+    def prepare_data(self) -> None:
+        self.check_files()
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.check_files()
+        try:
+            if stage in (None, "fit") and self.train_set is None:
+                self.train_set = TwoViewDataset(self._dataset("contrastive", None, self.verify_checksums),
+                                                self.views)
+            if self.memory_set is None:
+                memory = self._dataset("memory", self.eval_transform, self.verify_checksums)
+                self.classes = getattr(memory, "classes", None)
+                if self.memory_size is not None and self.memory_size < len(memory):
+                    g = torch.Generator().manual_seed(self.seed)
+                    idx = torch.randperm(len(memory), generator=g)[: self.memory_size].sort().values
+                    memory = Subset(memory, idx.tolist())
+                self.memory_set = memory
+            if self.test_set is None:
+                self.test_set = self._dataset("test", self.eval_transform, self.verify_checksums)
+        except RuntimeError as err:
+            if "corrupted" not in str(err):
+                raise
+            raise RuntimeError(
+                f"{self.display_name} files in {self.data_dir} are present but their MD5 checksums do not "
+                f"match the official archive ({err}); re-extract {self.archive_url}, or pass "
+                "verify_checksums=False for a custom copy in the official format"
+            ) from err
+
+    # -- loaders
+    def _loader(self, dataset: Optional[Dataset], train: bool, name: str) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"call setup() before {name}() (the Trainer does it for you)")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=self.drop_last if train else False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Contrastive batches ``(view1, view2, label)``."""
+        return self._loader(self.train_set, True, "train_dataloader")
+
+    def memory_dataloader(self) -> DataLoader:
+        """Labelled training images ``(image, label)`` (evaluation transform): kNN bank / probe set."""
+        return self._loader(self.memory_set, False, "memory_dataloader")
+
+    def val_dataloader(self) -> Union[DataLoader, List[DataLoader]]:
+        """Test split ``(image, label)``; ``[memory, test]`` loaders with ``val_with_memory=True``."""
+        test = self._loader(self.test_set, False, "val_dataloader")
+        return [self.memory_dataloader(), test] if self.val_with_memory else test
+
+    def test_dataloader(self) -> DataLoader:
+        """Test split ``(image, label)`` (evaluation transform)."""
+        return self._loader(self.test_set, False, "test_dataloader")
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(root={self.root!r}, batch_size={self.batch_size}, "
+                f"num_workers={self.num_workers}, views={self.views})")
+
+
+class CIFAR10DataModule(VisionContrastiveDataModule):
+    """CIFAR-10 (Krizhevsky 2009): 50k train / 10k test 32x32 RGB images, 10 classes.
+
+    Expects ``<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` (the python
+    pickle version). Contrastive set: the 50k training images; memory/probe: the same with the
+    evaluation transform; test: ``test_batch``.
+    """
+
+    display_name = "CIFAR-10"
+    folder = "cifar-10-batches-py"
+    required_files = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+    archive_url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    num_classes = 10
+    mean, std = CIFAR10_MEAN, CIFAR10_STD
+
+    def __init__(self, root: str = "datasets/cifar10", **kwargs) -> None:
+        super().__init__(root, **kwargs)
+
+    def default_views(self) -> SimCLRViews:
+        return cifar_views()
+
+    def _dataset(self, split: str, transform, verify: bool) -> Dataset:
+        return _CIFAR10(self.root, train=split != "test", transform=transform, download=False,
+                        verify_checksums=verify)
+
+
+class CIFAR100DataModule(VisionContrastiveDataModule):
+    """CIFAR-100: 50k train / 10k test 32x32 RGB images, 100 fine classes.
+
+    Expects ``<root>/cifar-100-python/{train, test, meta}``.
+    """
+
+    display_name = "CIFAR-100"
+    folder = "cifar-100-python"
+    required_files = ("train", "test", "meta")
+    archive_url = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    num_classes = 100
+    mean, std = CIFAR100_MEAN, CIFAR100_STD
+
+    def __init__(self, root: str = "datasets/cifar100", **kwargs) -> None:
+        super().__init__(root, **kwargs)
+
+    def default_views(self) -> SimCLRViews:
+        return cifar100_views()
+
+    def _dataset(self, split: str, transform, verify: bool) -> Dataset:
+        return _CIFAR100(self.root, train=split != "test", transform=transform, download=False,
+                         verify_checksums=verify)
+
+
+class STL10DataModule(VisionContrastiveDataModule):
+    """STL-10 (Coates et al. 2011): 5k labelled train, 100k unlabeled, 8k test 96x96 RGB images.
+
+    Expects ``<root>/stl10_binary/{train_X.bin, train_y.bin, unlabeled_X.bin, test_X.bin,
+    test_y.bin}``. Contrastive set: ``train+unlabeled`` (HCL; unlabeled images have label ``-1``);
+    memory/probe: ``train``; test: ``test``.
+    """
+
+    display_name = "STL-10"
+    folder = "stl10_binary"
+    required_files = ("train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin")
+    archive_url = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
+    num_classes = 10
+    mean, std = STL10_MEAN, STL10_STD
+
+    def __init__(self, root: str = "datasets/stl10", **kwargs) -> None:
+        super().__init__(root, **kwargs)
+
+    def default_views(self) -> SimCLRViews:
+        return stl_views()
+
+    def _dataset(self, split: str, transform, verify: bool) -> Dataset:
+        name = {"contrastive": "train+unlabeled", "memory": "train", "test": "test"}[split]
+        return _STL10(self.root, split=name, transform=transform, download=False, verify_checksums=verify)
