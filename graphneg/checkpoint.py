@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -40,4 +43,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save"]
+
+
+def _np_state_to_plain(state):
+    name, keys, pos, has_gauss, cached = state
+    return (str(name), keys.tolist(), int(pos), int(has_gauss), float(cached))
+
+
+class RNGStateCallback(Callback):
+    """Saves the global random number generators (Python, NumPy, torch CPU and CUDA) in each checkpoint
+    and restores them on resume, so that random augmentations and random draws continue the same stream
+    and a resumed run's next step matches the uninterrupted run bit for bit (on the same device)."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = {
+            "python": random.getstate(),
+            # plain types only, so checkpoints load with torch.load(weights_only=True)
+            "numpy": _np_state_to_plain(np.random.get_state()),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        random.setstate(state_dict["python"])
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+__all__ = ["AtomicCheckpointIO", "RNGStateCallback", "atomic_torch_save"]

@@ -19,11 +19,15 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from graphneg.checkpoint import AtomicCheckpointIO
+from graphneg.checkpoint import AtomicCheckpointIO, RNGStateCallback
 
 
 def default_callbacks() -> list:
-    return [ModelCheckpoint(save_last=True, save_top_k=1), LearningRateMonitor(logging_interval="epoch")]
+    return [
+        ModelCheckpoint(save_last=True, save_top_k=1),
+        LearningRateMonitor(logging_interval="epoch"),
+        RNGStateCallback(),
+    ]
 
 
 class GraphnegCLI(LightningCLI):

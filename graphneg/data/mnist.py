@@ -213,14 +213,20 @@ class MNIST5kDataModule(L.LightningDataModule):
         )
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
 
+    def _eval_loader(self, dataset) -> DataLoader:
+        # an own generator: creating this loader's iterator draws its base seed from it, not from the
+        # global RNG, so evaluation (and Lightning's sanity check) leaves the training RNG stream as is
+        return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed))
+
     def train_eval_dataloader(self) -> DataLoader:
         """Un-augmented training images in order (linear / kNN probes fit on these)."""
-        return DataLoader(self.train_eval_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+        return self._eval_loader(self.train_eval_set)
 
     memory_dataloader = train_eval_dataloader  # the name the vision DataModules use for the kNN bank
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+        return self._eval_loader(self.test_set)
 
     test_dataloader = val_dataloader
     predict_dataloader = val_dataloader

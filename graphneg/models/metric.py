@@ -154,7 +154,142 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
                 p.requires_grad_(not freeze)
 
     def on_train_epoch_start(self) -> None:
+        # Epoch-boundary state changes happen here, not at epoch end: Lightning saves the epoch's
+        # checkpoint on validation end, before `on_train_epoch_end`, so work done at epoch end would be
+        # missing from a checkpoint and a resumed run would diverge. Here both runs see the same state.
         self._set_warmup()
+        if self.generator is not None:
+            self._roll_running_means()
+        scheds = self.lr_schedulers()
+        for s in (scheds if isinstance(scheds, list) else [scheds]) if scheds is not None else []:
+            while s.last_epoch < self.current_epoch:
+                s.step()
+
+    # ------------------------------------------------------------------ GCA-HNG three-step update
+    def _init_generator_state(self, num_classes: Optional[int]) -> None:
+        gen = self.generator
+        if num_classes is None:
+            num_classes = getattr(gen, "num_classes", None)
+        if num_classes is None or int(num_classes) < 2:
+            raise ValueError(
+                "a generator needs num_classes (the number of training classes) for its softmax "
+                f"classifier, got {num_classes!r}"
+            )
+        dim = getattr(gen, "dim", None)
+        if dim is None:
+            raise ValueError("the generator must expose `dim` (its embedding size)")
+        # official `softmax_classifier`: Linear(D, num_classes) trained on detached embeddings
+        self.classifier = nn.Linear(int(dim), int(num_classes))
+        # running means of the real-pair metric loss (J_mean, official J_avg) and of the generator
+        # loss (J_gen_mean): the mean over the previous epoch, 1e6 during the first (official
+        # AverageMeter(1e6) reset at each epoch end). Buffers, so checkpoints carry them.
+        for name in ("j_mean", "j_gen_mean"):
+            self.register_buffer(name, torch.tensor(1e6))
+            self.register_buffer(name + "_sum", torch.tensor(0.0))
+            self.register_buffer(name + "_count", torch.tensor(0.0))
+        self.rw_generator = torch.Generator()
+        self.rw_generator.manual_seed(0)
+
+    def _accumulate(self, name: str, value: Tensor) -> None:
+        # official: J_avg.update(max(jm.item(), 1e-6)); no host sync here
+        getattr(self, name + "_sum").add_(value.detach().clamp_min(1e-6).to(torch.float32))
+        getattr(self, name + "_count").add_(1.0)
+
+    def _roll_running_means(self) -> None:
+        for name in ("j_mean", "j_gen_mean"):
+            count, total = getattr(self, name + "_count"), getattr(self, name + "_sum")
+            mean = torch.where(count > 0, total / count.clamp_min(1.0), getattr(self, name))
+            getattr(self, name).copy_(mean)
+            total.zero_()
+            count.zero_()
+
+    def _rw_generator_for(self, device) -> Optional[torch.Generator]:
+        if device.type == "cpu":
+            return self.rw_generator
+        return None  # CUDA draws follow the global (seeded) CUDA generator
+
+    def _generator_step(self, x: Tensor, y: Tensor) -> Tensor:
+        """One GCA-HNG update, as the official ``GCA_HNG.forward`` (scripts/models.py):
+
+        1. metric step (encoder + GNN optimisers): ``J_metric = J_m + (1 - exp(-beta / J_gen_mean))
+           * J_syn + J_gce`` where ``J_m = loss(z, y)`` on real pairs, ``J_syn = loss(z, y, z~, ...)``
+           on the synthetic negatives generated with detached ``lambda`` (so ``J_syn`` trains the
+           encoder only) and ``J_gce`` the GNN's node classification CE (trains encoder and GNN);
+        2. classifier step: ``classifier_weight * CE(classifier(z.detach()), y)``;
+        3. GNN-only step on detached embeddings: :meth:`graphneg.nn.GCAHNG.loss` (label-preserving CE
+           of the classifier on ``z~``, ``1 - cos(z_a, z~)`` and the lambda diversity term). The
+           classifier's gradients from this step are discarded (zeroed before its next step).
+
+        Gradients are clipped by value (``grad_clip``) per parameter group, as the official code.
+        """
+        hp = self.hparams
+        opt_c, opt_s, opt_g = self.optimizers()
+        gen = self.generator
+        # step 1: metric
+        opt_c.zero_grad()
+        opt_g.zero_grad()
+        emb = self.encoder(x)
+        y = self._check_batch(emb, y)
+        j_m = self.loss(emb, y)
+        out = gen(emb, y, j_mean=self.j_mean, detach_lam=True, generator=self._rw_generator_for(emb.device))
+        e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
+        j_syn = (1.0 - e_bj) * self.loss(emb, y, out.x, out.labels, out.anchor_index)
+        j_gce = gen.node_loss(out)
+        j_metric = j_m + j_syn + j_gce
+        self.manual_backward(j_metric)
+        self._clip(self.encoder, self.loss)
+        opt_c.step()
+        self._clip(gen)
+        opt_g.step()
+        # step 2: softmax classifier on detached embeddings
+        opt_s.zero_grad()
+        ce = hp.classifier_weight * torch.nn.functional.cross_entropy(self.classifier(emb.detach()), y)
+        self.manual_backward(ce)
+        opt_s.step()
+        # step 3: generator only
+        opt_g.zero_grad()
+        out_g = gen(emb.detach(), y, j_mean=self.j_mean, generator=self._rw_generator_for(emb.device))
+        terms = gen.loss(out_g, self.classifier)
+        self.manual_backward(terms.total)
+        self._clip(gen)
+        opt_g.step()
+
+        self._accumulate("j_mean", j_m)
+        self._accumulate("j_gen_mean", terms.total)
+        self.log_dict(
+            {
+                "train/loss": j_metric.detach(), "train/J_m": j_m.detach(), "train/J_syn": j_syn.detach(),
+                "train/J_gce": j_gce.detach(), "train/J_softce": ce.detach(), "train/J_gen": terms.total.detach(),
+                "train/J_gen_ce": terms.softmax_ce.detach(), "train/J_sim": terms.similarity.detach(),
+                "train/J_div": terms.diversity.detach(), "train/e_bj": e_bj,
+            },
+            on_step=True, on_epoch=True,
+        )
+        self._last_generated = (out, emb.detach())
+        return j_metric.detach()
+
+    def _log_generator_histograms(self) -> None:
+        last = getattr(self, "_last_generated", None)
+        logger = self.logger
+        if last is None or logger is None or not hasattr(logger.experiment, "add_histogram"):
+            return
+        out, emb = last
+        exp = logger.experiment
+        exp.add_histogram("gca/lambda", out.lam.detach().flatten().cpu(), self.global_step)
+        anchors = emb.index_select(0, out.anchor_index)
+        real = (emb.index_select(0, out.pair_anchor) - emb.index_select(0, out.source_index)).norm(dim=1)
+        synth = (anchors - out.x.detach()).norm(dim=1)
+        exp.add_histogram("gca/anchor_negative_distance_real", real.cpu(), self.global_step)
+        exp.add_histogram("gca/anchor_negative_distance_synthetic", synth.cpu(), self.global_step)
+        exp.add_scalar("gca/hard_fraction", out.hard.float().mean().item(), self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if self.generator is not None:
+            checkpoint["rw_generator_state"] = self.rw_generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if self.generator is not None and "rw_generator_state" in checkpoint:
+            self.rw_generator.set_state(checkpoint["rw_generator_state"])
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -178,11 +313,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
             torch.nn.utils.clip_grad_value_(params, self.hparams.grad_clip)
 
     def on_train_epoch_end(self) -> None:
-        scheds = self.lr_schedulers()
-        if scheds is None:
-            return
-        for s in scheds if isinstance(scheds, list) else [scheds]:
-            s.step()
+        if self.generator is not None:
+            self._log_generator_histograms()
 
     def configure_optimizers(self):
         hp = self.hparams
