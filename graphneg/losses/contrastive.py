@@ -1,0 +1,590 @@
+r"""Contrastive losses on two views: InfoNCE (NT-Xent), DCL, HCL and UnReMix, one code path.
+
+Setting. Two views ``z1, z2`` ``[B, D]`` of the same ``B`` samples are L2-normalised and stacked into
+``N = 2B`` anchors ``z = [z1; z2]``. Anchor ``i``'s positive is its other view (column
+``pos(i) = (i + B) mod 2B``) and its negatives are the other ``2B - 2`` embeddings; with ``labels``
+the ones of the same class are excluded (so the number of negatives ``N_i`` varies per anchor), and
+optional extra negatives ``neg`` ``[M, D]`` (e.g. gathered from other processes) are appended to every
+anchor's candidate set (excluded by ``neg_labels`` when labels are given). With ``s_ij`` the cosine
+similarity and ``t`` the temperature:
+
+* :func:`contrastive_pairs` builds the ``[2B, 2B + M]`` cosine matrix, the positive index and the
+  boolean negative mask (mask-based, so a variable number of negatives per anchor works);
+* :func:`hcl_estimator` is the single estimator all four losses configure: per anchor,
+
+  .. math::
+      \mathrm{pos}_i = e^{s_{i,pos(i)}/t},\quad
+      \mathrm{neg}_{ij} = e^{s_{ij}/t},\quad
+      R_i = N_i\,\frac{\sum_j w_{ij}\,\mathrm{neg}_{ij}}{\sum_j w_{ij}},\quad
+      N^g_i = \max\Big(\frac{R_i - \tau^+ N_i\,\mathrm{pos}_i}{1 - \tau^+},\; N_i e^{-1/t}\Big),\quad
+      \ell_i = -\log\frac{\mathrm{pos}_i}{\mathrm{pos}_i + N^g_i}
+
+  with an importance matrix ``w`` over the negatives. Sums run over ``neg(i)``.
+
+======================  ==================================  ============  ========
+loss                    importance ``w_ij``                 ``tau_plus``  clamp
+======================  ==================================  ============  ========
+:class:`InfoNCELoss`    1                                   0             no
+:class:`DCLLoss`        1                                   ``tau_plus``  yes
+:class:`HCLLoss`        ``exp(beta * s_ij / t)``            ``tau_plus``  yes
+:class:`UnReMixLoss`    mixed UnReMix scores (mean 1)       ``tau_plus``  yes
+======================  ==================================  ============  ========
+
+Numerics: every exponential is taken relative to a per-anchor shift (the largest candidate logit,
+detached); the loss is invariant to it, so nothing overflows for small temperatures. InfoNCE uses
+``cross_entropy`` (log-sum-exp) directly. The loss is the mean of :math:`\ell_i` over the ``2B`` anchors.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from graphneg.graph import check_embeddings, check_labels
+from graphneg.sampling.unremix import (
+    _check_beta,
+    _check_k,
+    _check_temperature,
+    _density,
+    _safe_sqrt,
+)
+
+
+class ContrastivePairs(NamedTuple):
+    """Anchors, candidates and masks of a two-view batch (see :func:`contrastive_pairs`)."""
+
+    sim: Tensor  # [2B, C] cosine similarities, C = 2B + M
+    pos_index: Tensor  # [2B] column of each anchor's positive
+    neg_mask: Tensor  # [2B, C] bool, True for negatives
+    anchors: Tensor  # [2B, D] normalised
+    candidates: Tensor  # [C, D] normalised (anchors followed by the extra negatives)
+    num_neg: Tensor  # [2B] number of negatives per anchor (float, dtype of sim)
+    labelled: bool = False  # True when labels removed same-class negatives
+
+
+def _check_tau_plus(tau_plus: float) -> None:
+    tp = float(tau_plus)
+    if not (0.0 <= tp < 1.0):
+        raise ValueError(
+            f"tau_plus (class prior of false negatives) must lie in [0, 1), got {tau_plus!r}; "
+            "use 0 for no debiasing, typical values are 0.01 to 0.1"
+        )
+
+
+def contrastive_pairs(
+    z1: Tensor,
+    z2: Tensor,
+    labels: Optional[Tensor] = None,
+    neg: Optional[Tensor] = None,
+    neg_labels: Optional[Tensor] = None,
+) -> ContrastivePairs:
+    """Build the cosine logits and the negative mask of a two-view batch.
+
+    Args:
+        z1, z2: the two views ``[B, D]`` (normalised here).
+        labels: optional class ids ``[B]``; negatives of the same class are excluded.
+        neg: optional extra negatives ``[M, D]`` appended to every anchor's candidates.
+        neg_labels: class ids ``[M]`` of ``neg``, required when both ``labels`` and ``neg`` are given.
+
+    Returns:
+        :class:`ContrastivePairs` with ``sim`` ``[2B, 2B + M]``, ``pos_index`` ``[2B]``,
+        ``neg_mask`` ``[2B, 2B + M]``.
+
+    Raises:
+        ValueError: on mismatched shapes, non-finite values, or an anchor without any negative.
+    """
+    check_embeddings(z1, "z1")
+    check_embeddings(z2, "z2")
+    if z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must be two views of the same batch with equal shape [B, D], got "
+            f"{tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    b = z1.size(0)
+    if b == 0:
+        raise ValueError("the batch is empty: z1 and z2 need at least one row")
+    if neg is not None:
+        check_embeddings(neg, "neg")
+        if neg.size(1) != z1.size(1):
+            raise ValueError(
+                f"extra negatives neg must have the embedding size D={z1.size(1)} of z1/z2, got shape "
+                f"{tuple(neg.shape)}"
+            )
+    if neg_labels is not None and labels is None:
+        raise ValueError("neg_labels were given without labels: pass labels for z1/z2 as well, or neither")
+    if labels is not None and neg is not None and neg.size(0) > 0 and neg_labels is None:
+        raise ValueError(
+            "labels were given together with extra negatives neg but without neg_labels: pass the class "
+            "ids of neg (shape [M]) so same-class extras can be excluded"
+        )
+    if neg_labels is not None and neg is None:
+        raise ValueError("neg_labels were given without neg (the extra negative embeddings)")
+
+    device = z1.device
+    anchors = F.normalize(torch.cat([z1, z2], dim=0), dim=-1)
+    candidates = anchors if neg is None else torch.cat([anchors, F.normalize(neg.to(z1.dtype), dim=-1)])
+    n, c = 2 * b, candidates.size(0)
+    sim = anchors @ candidates.t()
+
+    rows = torch.arange(n, device=device)
+    cols = torch.arange(c, device=device)
+    pos_index = (rows + b) % n
+    neg_mask = (cols[None, :] != rows[:, None]) & (cols[None, :] != pos_index[:, None])
+    if labels is not None:
+        labels = check_labels(labels, b).to(device)
+        row_labels = torch.cat([labels, labels])
+        col_labels = row_labels
+        if neg is not None:
+            neg_labels = check_labels(neg_labels, neg.size(0), "neg_labels").to(device)
+            col_labels = torch.cat([row_labels, neg_labels])
+        neg_mask &= row_labels[:, None] != col_labels[None, :]
+        num_neg = neg_mask.sum(dim=1)
+        empty = num_neg == 0
+        if bool(empty.any()):
+            raise ValueError(
+                f"{int(empty.sum())} of {n} anchors have no valid negative (every other sample shares "
+                "their label); build batches with at least two classes (e.g. "
+                "graphneg.data.MPerClassSampler) or pass extra negatives of other classes"
+            )
+        num_neg = num_neg.to(sim.dtype)
+    else:
+        if c - 2 < 1:
+            raise ValueError(
+                "a batch of one sample has no negative (the other 2B-2 = 0 embeddings): use B >= 2 "
+                "or pass extra negatives neg"
+            )
+        num_neg = torch.full((n,), float(c - 2), dtype=sim.dtype, device=device)
+    return ContrastivePairs(sim, pos_index, neg_mask, anchors, candidates, num_neg, labels is not None)
+
+
+class EstimatorTerms(NamedTuple):
+    """Intermediates of :func:`hcl_estimator`, handed to an importance callable so it can reuse them.
+
+    All ``[N, C]`` tensors are zero (``neg``) or ``-inf`` (``masked``) outside the negative mask.
+    """
+
+    logits: Tensor  # [N, C] s / t
+    masked: Tensor  # [N, C] logits, -inf outside neg_mask
+    pos_logit: Tensor  # [N]
+    neg_max: Tensor  # [N] largest negative logit (detached)
+    shift: Tensor  # [N] max(neg_max, pos_logit) (detached)
+    neg: Tensor  # [N, C] exp(logit - shift) on negatives, 0 elsewhere
+    pos: Tensor  # [N] exp(pos_logit - shift)
+    num_neg: Tensor  # [N] number of negatives
+
+
+def hcl_estimator(
+    logits: Tensor,
+    pos_index: Tensor,
+    neg_mask: Tensor,
+    temperature: float,
+    tau_plus: float = 0.0,
+    importance: Union[None, Tensor, Callable[[EstimatorTerms], Tensor]] = None,
+    clamp: bool = True,
+    num_neg: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Per-anchor HCL/DCL estimator of the contrastive loss (the shared code path of all losses).
+
+    .. math::
+        \ell_i = -\log\frac{\mathrm{pos}_i}{\mathrm{pos}_i + N^g_i},\qquad
+        N^g_i = \max\Big(\frac{N_i \frac{\sum_j w_{ij} \mathrm{neg}_{ij}}{\sum_j w_{ij}}
+                 - \tau^+ N_i\, \mathrm{pos}_i}{1 - \tau^+},\; N_i\, e^{-1/t}\Big)
+
+    Source: Robinson et al., "Contrastive Learning with Hard Negative Samples", ICLR 2021, Sec. 3
+    (the hard-sampling objective and its importance-sampling estimate), exactly as the reference code
+    joshr17/HCL ``image/main.py`` ``criterion`` computes it: ``imp = exp(beta * s / t)``,
+    ``reweight_neg = sum(imp * neg) / mean(imp)``, ``Ng = (-tau_plus * N * pos + reweight_neg) /
+    (1 - tau_plus)`` clamped below by ``N * exp(-1/t)``. With uniform ``w`` it is the debiased
+    estimator of Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020 (same clamp in their
+    code chingyaoc/DCL); with ``tau_plus=0``, uniform ``w`` and no clamp it is InfoNCE (Oord et al.
+    2018; NT-Xent of SimCLR, Chen et al. 2020), computed as ``cross_entropy`` (log-sum-exp) of the
+    masked logits. ``N`` is generalised
+    to the per-anchor count ``N_i`` of negatives (labels can exclude some); ``mean(imp)`` is
+    ``sum(imp) / N_i`` accordingly.
+
+    All exponentials are taken relative to ``shift_i = max(pos logit, largest negative logit)``
+    (detached); the loss is invariant to it (``pos``, ``neg`` and the clamp bound scale alike), so
+    small temperatures do not overflow.
+
+    Args:
+        logits: ``s / t``, ``[N, C]``.
+        pos_index: ``[N]`` positive column per anchor.
+        neg_mask: ``[N, C]`` bool negatives (every row needs at least one).
+        temperature: ``t`` (for the clamp ``N_i e^{-1/t}``).
+        tau_plus: class prior ``tau^+`` in ``[0, 1)``.
+        importance: ``None`` (uniform), an ``[N, C]`` tensor of non-negative weights that is **zero
+            outside** ``neg_mask`` with a positive sum on every row, or a callable mapping the
+            :class:`EstimatorTerms` to such a tensor (so it can reuse ``masked``/``neg``). Any
+            per-anchor constant factor cancels. The callable may instead return a pair
+            ``(weights, row_sums)`` with the ``[N]`` sums of the weights over each row's negatives;
+            entries outside ``neg_mask`` are then only required to be finite (``neg`` is 0 there).
+        clamp: apply the lower bound ``N_i e^{-1/t}``.
+        num_neg: optional ``[N]`` counts of negatives (computed from ``neg_mask`` otherwise).
+
+    Returns:
+        ``[N]`` per-anchor losses.
+    """
+    if importance is None and tau_plus == 0 and not clamp:
+        cand_mask = neg_mask.scatter(1, pos_index[:, None], True)
+        masked = logits.masked_fill(~cand_mask, float("-inf"))
+        return F.cross_entropy(masked, pos_index, reduction="none")  # logsumexp - positive logit
+    pos_logit = logits.gather(1, pos_index[:, None]).squeeze(1)
+    if num_neg is None:
+        num_neg = neg_mask.sum(dim=1).to(logits.dtype)
+    masked = logits.masked_fill(~neg_mask, float("-inf"))
+    neg_max = masked.detach().amax(dim=1)
+    shift = torch.maximum(neg_max, pos_logit.detach())
+    neg = torch.exp(masked - shift[:, None])  # 0 outside the mask
+    pos = torch.exp(pos_logit - shift)
+    if importance is None:
+        reweight = neg.sum(dim=1)
+    else:
+        if callable(importance):
+            terms = EstimatorTerms(logits, masked, pos_logit, neg_max, shift, neg, pos, num_neg)
+            importance = importance(terms)
+        if isinstance(importance, tuple):  # (weights, their row sums over the negatives)
+            importance, row_sum = importance
+        else:
+            row_sum = importance.sum(dim=1)
+        reweight = num_neg * (importance * neg).sum(dim=1) / row_sum
+    ng = reweight
+    if tau_plus != 0:
+        ng = (reweight - tau_plus * num_neg * pos) / (1.0 - tau_plus)
+    if clamp:
+        ng = torch.clamp(ng, min=num_neg * torch.exp(-1.0 / float(temperature) - shift))
+    total = (pos + ng).clamp_min(torch.finfo(logits.dtype).tiny)
+    return torch.log(total) - (pos_logit - shift)
+
+
+def hcl_importance(terms: EstimatorTerms, beta: float) -> Tensor:
+    r"""HCL importance :math:`e^{\beta (s_{ij}/t - m_i)}` from the estimator's masked logits.
+
+    :math:`m_i` is the anchor's largest negative logit (a per-anchor constant, cancels). Not
+    detached, as in joshr17/HCL (``imp`` is computed from ``neg`` with its graph). ``beta = 0`` gives
+    the uniform weight (the mask).
+    """
+    if beta == 0:
+        return torch.isfinite(terms.masked).to(terms.masked.dtype)
+    rel = terms.masked - terms.neg_max[:, None]
+    if beta != 1:
+        rel = rel * beta
+    return torch.exp(rel)
+
+
+class _TwoViewContrastiveLoss(torch.nn.Module):
+    """Base: ``forward(z1, z2, labels=None, neg=None, neg_labels=None) -> scalar``."""
+
+    def __init__(self, temperature: float = 0.5):
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = float(temperature)
+
+    def reset_parameters(self) -> None:
+        """No learnable parameters (kept for a uniform interface)."""
+
+    def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
+        raise TypeError(f"{type(self).__name__} is abstract")
+
+    def forward(
+        self,
+        z1: Tensor,
+        z2: Tensor,
+        labels: Optional[Tensor] = None,
+        neg: Optional[Tensor] = None,
+        neg_labels: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Mean loss over the ``2B`` anchors.
+
+        Args:
+            z1, z2: two views ``[B, D]`` (any scale; L2-normalised inside).
+            labels: optional class ids ``[B]`` (supervised: same-class samples are not negatives).
+            neg: optional extra negatives ``[M, D]`` for every anchor.
+            neg_labels: class ids ``[M]`` of ``neg`` (needed with ``labels``).
+        """
+        pairs = contrastive_pairs(z1, z2, labels, neg, neg_labels)
+        return self._per_anchor(pairs).mean()
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class InfoNCELoss(_TwoViewContrastiveLoss):
+    r"""NT-Xent / InfoNCE as in SimCLR (Chen et al., ICML 2020, eq. 1; Oord et al. 2018).
+
+    :math:`\ell_i = -\log \frac{e^{s_{i,pos(i)}/t}}{e^{s_{i,pos(i)}/t} + \sum_{j \in neg(i)} e^{s_{ij}/t}}`,
+    i.e. :func:`hcl_estimator` with uniform importance, ``tau_plus=0`` and no clamp (evaluated as
+    ``logsumexp``); equal to ``cross_entropy`` over the masked logits.
+    """
+
+    def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
+        logits = pairs.sim / self.temperature
+        return hcl_estimator(
+            logits, pairs.pos_index, pairs.neg_mask, self.temperature, 0.0, None, clamp=False,
+        )
+
+
+class DCLLoss(_TwoViewContrastiveLoss):
+    r"""Debiased contrastive loss (Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020).
+
+    :func:`hcl_estimator` with uniform importance:
+    :math:`N^g_i = \max\big((\sum_j e^{s_{ij}/t} - \tau^+ N_i e^{s_{i,pos(i)}/t}) / (1 - \tau^+),\,
+    N_i e^{-1/t}\big)`. With ``tau_plus=0`` it equals :class:`InfoNCELoss` (the clamp is then inactive
+    because every :math:`e^{s/t} \ge e^{-1/t}`).
+    """
+
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1):
+        super().__init__(temperature)
+        _check_tau_plus(tau_plus)
+        self.tau_plus = float(tau_plus)
+
+    def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
+        logits = pairs.sim / self.temperature
+        return hcl_estimator(
+            logits, pairs.pos_index, pairs.neg_mask, self.temperature, self.tau_plus, None,
+            clamp=True, num_neg=pairs.num_neg,
+        )
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, tau_plus={self.tau_plus}"
+
+
+class HCLLoss(_TwoViewContrastiveLoss):
+    r"""Hard contrastive loss (Robinson et al., "Contrastive Learning with Hard Negative Samples", ICLR 2021).
+
+    :func:`hcl_estimator` with importance :math:`w_{ij} = e^{\beta s_{ij}/t}` (computed relative to
+    the anchor's hardest negative, a constant the estimator is invariant to). As in the reference code
+    joshr17/HCL ``image/main.py``, the importance is not detached: gradients flow through it. With
+    ``beta=0`` it equals :class:`DCLLoss`.
+    """
+
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0):
+        super().__init__(temperature)
+        _check_tau_plus(tau_plus)
+        _check_beta(beta)
+        self.tau_plus = float(tau_plus)
+        self.beta = float(beta)
+
+    def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
+        logits = pairs.sim / self.temperature
+        beta = self.beta
+        imp = None if beta == 0 else (lambda terms: hcl_importance(terms, beta))
+        return hcl_estimator(
+            logits, pairs.pos_index, pairs.neg_mask, self.temperature, self.tau_plus, imp,
+            clamp=True, num_neg=pairs.num_neg,
+        )
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}"
+
+
+class UnReMixLoss(_TwoViewContrastiveLoss):
+    r"""UnReMix (Tabassum et al., arXiv 2206.01197) as importance weights in the HCL estimator.
+
+    For every (anchor ``i``, negative ``j``) the three scores of :mod:`graphneg.sampling.unremix`
+    (reconstructions, see there) are computed, each normalised per anchor to mean 1 over its
+    negatives (:func:`~graphneg.sampling.unremix.normalize_scores`), and mixed
+
+    .. math:: w_{ij} = \frac{\lambda_1 \hat w^{sim}_{ij} + \lambda_2 \hat w^{unc}_{ij}
+                        + \lambda_3 \hat w^{rep}_{ij}}{\lambda_1 + \lambda_2 + \lambda_3}
+
+    (``weights = (lambda_1, lambda_2, lambda_3)``; the mix keeps mean 1), then used as the importance
+    of :func:`hcl_estimator`. ``weights=(1, 0, 0)`` reproduces :class:`HCLLoss` (same ``t``,
+    ``tau_plus``, ``beta``); any subset of the signals is one config line. Components with weight 0
+    are not computed.
+
+    Args:
+        temperature: ``t > 0``.
+        tau_plus: class prior in ``[0, 1)``.
+        beta: HCL concentration of the similarity score, ``>= 0``.
+        weights: mixing coefficients (similarity, uncertainty, representativeness), non-negative,
+            positive sum.
+        k: neighbours per node of the kNN density graph (representativeness).
+        detach_scores: compute the scores from detached embeddings (default ``True``): they are
+            importance weights, not a path for gradients; ``False`` back-propagates through them too.
+
+    Attributes:
+        last_scores: the last batch's detached ``[2B, C]`` per-anchor mean-1 scores for logging:
+            ``'similarity'``, ``'uncertainty'``, ``'representativeness'`` (only the components with a
+            positive weight) and ``'weights'`` (the mix the loss used), zero outside the negatives.
+            Cheap: the forward keeps only references (the mix, the cosine matrix, per-anchor means);
+            the component matrices are rebuilt with the forward's own operations on first access,
+            and everything is released at the start of the next forward.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        tau_plus: float = 0.1,
+        beta: float = 1.0,
+        weights: Sequence[float] = (1.0, 1.0, 1.0),
+        k: int = 10,
+        detach_scores: bool = True,
+    ):
+        super().__init__(temperature)
+        _check_tau_plus(tau_plus)
+        _check_beta(beta)
+        _check_k(k)
+        weights = tuple(weights)
+        if len(weights) != 3:
+            raise ValueError(
+                "weights must hold three coefficients (similarity, uncertainty, representativeness), "
+                f"got {weights!r}"
+            )
+        try:
+            weights = tuple(float(w) for w in weights)
+        except (TypeError, ValueError):
+            raise ValueError(f"weights must be numbers, got {weights!r}") from None
+        if any(not (math.isfinite(w) and w >= 0) for w in weights) or sum(weights) <= 0:
+            raise ValueError(
+                f"weights must be finite, non-negative and have a positive sum, got {weights!r}; "
+                "e.g. (1, 0, 0) for the similarity signal alone"
+            )
+        self.tau_plus = float(tau_plus)
+        self.beta = float(beta)
+        self.weights: Tuple[float, float, float] = weights
+        self.k = int(k)
+        self.detach_scores = bool(detach_scores)
+        self._last: dict = {}
+        self._last_scores: Optional[dict] = None
+
+    @property
+    def last_scores(self) -> Dict[str, Tensor]:
+        """The last batch's detached, per-anchor mean-1 scores ``[2B, C]`` and their mix ``'weights'``.
+
+        Built on first access from references kept by the forward (no work when nobody logs).
+        """
+        if self._last_scores is None:
+            last, out = self._last, {}
+            if last:
+                mask = last["mask"]
+                maskf = mask.to(last["weights"].dtype)
+                if "sim" in last:  # recompute exactly as the forward did
+                    sim = last["sim"]
+                    logits = (sim / self.temperature).masked_fill(~mask, float("-inf"))
+                    rel = logits - last["neg_max"][:, None]
+                    q = torch.exp(rel)
+                if "similarity" in last:
+                    raw = maskf if self.beta == 0 else q if self.beta == 1 else torch.exp(rel * self.beta)
+                    out["similarity"] = raw / last["similarity"][:, None]
+                if "uncertainty" in last:
+                    mean = last["uncertainty"][:, None]
+                    raw = torch.addcmul(sim.new_ones(()), sim, sim, value=-1.0)
+                    raw = raw.clamp_min_(0.0).sqrt_().mul_(q)
+                    ok = mean > 0
+                    out["uncertainty"] = torch.where(ok, raw / torch.where(ok, mean, 1.0), maskf)
+                if "representativeness" in last:
+                    dens, mean = last["representativeness"]
+                    out["representativeness"] = maskf * dens[None, :] / mean[:, None]
+                out["weights"] = last["weights"].masked_fill(~mask, 0.0)
+            self._last_scores = out
+        return self._last_scores
+
+    def _importance(self, terms: EstimatorTerms, pairs: ContrastivePairs, density: Optional[Tensor]):
+        """Mixed mean-1 UnReMix importance, fused with the estimator's intermediates.
+
+        Same values as ``mix_scores([normalize_scores(s, mask) for s in unremix_scores(...)])``
+        (tested), but reusing the masked logits: the similarity score is
+        ``exp(beta * (logit - m_i))`` and the uncertainty score ``exp(logit - m_i) * sqrt(1 - s^2)``,
+        both up to per-anchor constants (``1 / (t Z_i)`` for the uncertainty) that the per-anchor
+        normalisation removes; the representativeness mean is one matrix-vector product and its
+        (rank-one) term one ``addmm``. Returns ``(w, N_i)``: the mix has mean 1, so its row sums are
+        the negative counts; entries of ``w`` outside the mask are finite but not zeroed (the
+        estimator multiplies them by ``neg = 0``; :attr:`last_scores` masks them).
+        """
+        lam = self.weights
+        total = sum(lam)
+        detach = self.detach_scores  # detached scores are plain numbers: update them in place
+        masked = terms.masked.detach() if detach else terms.masked
+        n = terms.num_neg
+        mask = pairs.neg_mask
+        last: dict = {"mask": mask, "neg_max": terms.neg_max}
+        raw_sim = q = None
+        if lam[0] > 0 or lam[1] > 0:
+            rel = masked - terms.neg_max[:, None]  # (s_ij - max_l s_il) / t, -inf off the mask
+            if lam[0] > 0 and self.beta not in (0.0, 1.0):
+                raw_sim = torch.exp(rel * self.beta)
+            if lam[1] > 0 or (lam[0] > 0 and self.beta == 1):
+                q = rel.exp_() if detach else torch.exp(rel)
+            del rel
+        w = None
+        if lam[0] > 0:
+            if self.beta == 0:
+                raw_sim = mask.to(masked.dtype)
+            elif self.beta == 1:
+                raw_sim = q
+            mean = raw_sim.sum(dim=1) / n  # >= 1 / N_i: the hardest negative scores exp(0) = 1
+            w = raw_sim * (lam[0] / total / mean)[:, None]
+            last["similarity"] = mean.detach()
+            del raw_sim
+        uniform = None
+        if lam[1] > 0:
+            sim = pairs.sim.detach() if detach else pairs.sim
+            one_minus_sq = torch.addcmul(sim.new_ones(()), sim, sim, value=-1.0)
+            if detach:
+                raw = one_minus_sq.clamp_min_(0.0).sqrt_().mul_(q)
+            else:
+                raw = q * _safe_sqrt(one_minus_sq)
+            del q, one_minus_sq
+            mean = raw.sum(dim=1) / n
+            ok = mean > 0
+            scale = torch.where(ok, lam[1] / total / torch.where(ok, mean, 1.0), 0.0)[:, None]
+            if w is None:
+                w = raw.mul_(scale) if detach else raw * scale
+            else:
+                w = w.addcmul_(raw, scale) if detach else torch.addcmul(w, raw, scale)
+            del raw
+            uniform = (~ok).to(n.dtype) * (lam[1] / total)  # no preference -> uniform weight
+            last["uncertainty"] = mean.detach()
+        if lam[2] > 0 or uniform is not None:
+            cols_u, rows_u = [], []
+            if lam[2] > 0:
+                if pairs.labelled:
+                    neg_total = mask.to(density.dtype) @ density
+                else:  # negatives = every column but the anchor itself and its positive
+                    rows = torch.arange(mask.size(0), device=mask.device)
+                    neg_total = density.sum() - density[rows] - density[pairs.pos_index]
+                mean = neg_total / n
+                rows_u.append((lam[2] / total) / mean)
+                cols_u.append(density)
+                last["representativeness"] = (density.detach(), mean.detach())
+            if uniform is not None:
+                rows_u.append(uniform)
+                cols_u.append(n.new_ones(mask.size(1)))
+            left, right = torch.stack(rows_u, dim=1), torch.stack(cols_u, dim=0)  # rank <= 2 term
+            if w is None:
+                w = left @ right
+            else:
+                w = w.addmm_(left, right) if detach else torch.addmm(w, left, right)
+        if "similarity" in last or "uncertainty" in last:
+            last["sim"] = pairs.sim.detach()  # to rebuild the logged scores on demand
+        last["weights"] = w.detach()
+        self._last = last
+        return w, n
+
+    def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
+        self._last, self._last_scores = {}, None  # release the previous batch's scores
+        t = self.temperature
+        density = None
+        if self.weights[2] > 0:
+            cand = pairs.candidates.detach() if self.detach_scores else pairs.candidates
+            square = pairs.sim.size(0) == pairs.sim.size(1)
+            sim = pairs.sim.detach() if self.detach_scores else pairs.sim
+            density = _density(cand, self.k, sim if square else None)
+        logits = pairs.sim / t
+        return hcl_estimator(
+            logits, pairs.pos_index, pairs.neg_mask, t, self.tau_plus,
+            lambda terms: self._importance(terms, pairs, density), clamp=True, num_neg=pairs.num_neg,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}, "
+            f"weights={self.weights}, k={self.k}, detach_scores={self.detach_scores}"
+        )
+
+
+__all__ = ["InfoNCELoss", "DCLLoss", "HCLLoss", "UnReMixLoss", "contrastive_pairs", "hcl_estimator",
+           "ContrastivePairs"]
