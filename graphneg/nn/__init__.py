@@ -1,0 +1,31 @@
+"""GCA-HNG as PyG message passing: layers reusable on any ``(x, edge_index, edge_attr)`` graph,
+the :class:`GCAGNN` network and the :class:`GCAHNG` hard-negative generator.
+
+Edge convention (PyG ``source_to_target``): ``edge_index[0]`` is the source ``j``,
+``edge_index[1]`` the target ``i``. The official GCA-HNG edge ``(r, c)`` (row ``r``, column ``c``
+of its dense ``[B, B, D]`` tensor) is the PyG edge ``(source=r, target=c)``.
+"""
+from graphneg.nn.correlation import CorrelationEdgeEncoder
+from graphneg.nn.edge_to_node import EdgeToNodeConv
+from graphneg.nn.gca_block import GCABlock, attention_mask_from_labels
+from graphneg.nn.gca_gnn import GCAGNN, GCAGNNOutput
+from graphneg.nn.generator import (
+    GCAHNG,
+    GCAHNGLoss,
+    GeneratedNegatives,
+    chain_weights,
+    dirichlet_weights,
+    diversity_loss,
+    hdml_interpolate,
+    next_same_class,
+    rank_in_class,
+)
+from graphneg.nn.node_attention import NodeAttentionConv, softmax_with_zero_logit
+from graphneg.nn.node_to_edge import NodeToEdgeConv
+
+__all__ = [
+    "CorrelationEdgeEncoder", "NodeAttentionConv", "EdgeToNodeConv", "NodeToEdgeConv", "GCABlock",
+    "GCAGNN", "GCAGNNOutput", "GCAHNG", "GeneratedNegatives", "GCAHNGLoss",
+    "attention_mask_from_labels", "softmax_with_zero_logit", "hdml_interpolate", "diversity_loss",
+    "chain_weights", "dirichlet_weights", "next_same_class", "rank_in_class",
+]

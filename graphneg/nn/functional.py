@@ -1,0 +1,181 @@
+"""Fused gather ops for edge-level computations that store no ``[E, D]`` tensor for backward.
+
+A plain PyG message such as ``(q_i * k_j).sum(-1)`` gathers two ``[E, D]`` tensors and autograd
+keeps both alive until the backward pass. On a complete batch graph (``E = B^2``) every such
+tensor costs as much as the official dense ``[B, B, D]`` tensor. The functions below compute the
+same values but save only the node-level inputs (``[N, D]``) and the index vectors, and recompute
+the gathers in the backward pass (``O(E * D)`` extra time, no extra memory). Each has a plain
+reference formula in its docstring; ``tests/test_nn_layers.py`` checks values and gradients
+against it (``torch.autograd.gradcheck`` in float64).
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+
+def _add_rows_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
+    """``out.index_add_(0, index, src)`` via ``scatter_add_`` with an expanded index, whose CPU
+    kernel is parallel (``index_add_`` runs one row at a time on CPU)."""
+    shape = (-1,) + (1,) * (src.dim() - 1)
+    return out.scatter_add_(0, index.view(shape).expand_as(src), src)
+
+
+def _index_add(size_like: Tensor, index: Optional[Tensor], src: Tensor) -> Tensor:
+    if index is None:
+        return src
+    return _add_rows_(torch.zeros_like(size_like), index, src)
+
+
+def _take(x: Tensor, index: Optional[Tensor]) -> Tensor:
+    return x if index is None else x.index_select(0, index)
+
+
+class _GatherMul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, index_a, index_b):
+        ctx.save_for_backward(x, index_a, index_b)
+        return x.index_select(0, index_a) * x.index_select(0, index_b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, index_a, index_b = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        gx = torch.zeros_like(x)
+        _add_rows_(gx, index_a, grad * x.index_select(0, index_b))
+        _add_rows_(gx, index_b, grad * x.index_select(0, index_a))
+        return gx, None, None
+
+
+def gather_mul(x: Tensor, index_a: Tensor, index_b: Tensor) -> Tensor:
+    """``x[index_a] * x[index_b]`` (shape ``[E, *]``), saving only ``x`` for backward."""
+    return _GatherMul.apply(x, index_a, index_b)
+
+
+class _GatherDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, index_a, b, index_b):
+        ctx.save_for_backward(a, index_a, b, index_b)
+        ctx.has_ia, ctx.has_ib = index_a is not None, index_b is not None
+        return (_take(a, index_a) * _take(b, index_b)).sum(dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, index_a, b, index_b = ctx.saved_tensors
+        index_a = index_a if ctx.has_ia else None
+        index_b = index_b if ctx.has_ib else None
+        g = grad.unsqueeze(-1)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = _index_add(a, index_a, g * _take(b, index_b))
+        if ctx.needs_input_grad[2]:
+            gb = _index_add(b, index_b, g * _take(a, index_a))
+        return ga, None, gb, None
+
+
+def gather_dot(a: Tensor, index_a: Optional[Tensor], b: Tensor, index_b: Optional[Tensor]) -> Tensor:
+    """``(a[index_a] * b[index_b]).sum(-1)``; an index of ``None`` means "already per edge".
+
+    Shapes: ``a`` ``[Na, *S, C]``, ``b`` ``[Nb, *S, C]``, output ``[E, *S]``.
+    """
+    return _GatherDot.apply(a, index_a, b, index_b)
+
+
+class _GatherScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, index, w):
+        ctx.save_for_backward(v, index, w)
+        return v.index_select(0, index) * w.unsqueeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, index, w = ctx.saved_tensors
+        gv = gw = None
+        if ctx.needs_input_grad[0]:
+            gv = _add_rows_(torch.zeros_like(v), index, grad * w.unsqueeze(-1))
+        if ctx.needs_input_grad[2]:
+            gw = (grad * v.index_select(0, index)).sum(dim=-1)
+        return gv, None, gw
+
+
+def gather_scale(v: Tensor, index: Tensor, w: Tensor) -> Tensor:
+    """``v[index] * w[..., None]``. Shapes: ``v`` ``[N, *S, C]``, ``w`` ``[E, *S]`` -> ``[E, *S, C]``."""
+    return _GatherScale.apply(v, index, w)
+
+
+class _GatherDistance(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, index_a, index_b, eps):
+        dist = torch.linalg.vector_norm(
+            x.index_select(0, index_a) - x.index_select(0, index_b) + eps, dim=-1)
+        ctx.save_for_backward(x, index_a, index_b, dist)
+        ctx.eps = eps
+        return dist
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, index_a, index_b, dist = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        diff = x.index_select(0, index_a) - x.index_select(0, index_b) + ctx.eps
+        g = diff * (grad / dist.clamp_min(torch.finfo(dist.dtype).tiny)).unsqueeze(-1)
+        gx = torch.zeros_like(x)
+        _add_rows_(gx, index_a, g)
+        _add_rows_(gx, index_b, -g)
+        return gx, None, None, None
+
+
+def gather_distance(x: Tensor, index_a: Tensor, index_b: Tensor, eps: float = 1e-6) -> Tensor:
+    """``F.pairwise_distance(x[index_a], x[index_b], eps=eps)`` (``||x_a - x_b + eps||_2``), ``[E]``."""
+    return _GatherDistance.apply(x, index_a, index_b, float(eps))
+
+
+class _GatherLerp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, index_a, index_b, rho, lam, index_lam, scale):
+        coef = (1.0 - rho) * scale
+        r = torch.addcmul(rho.unsqueeze(1), coef.unsqueeze(1), lam.index_select(0, index_lam))
+        out = torch.lerp(x.index_select(0, index_a), x.index_select(0, index_b), r)
+        ctx.save_for_backward(x, index_a, index_b, rho, lam, index_lam)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, index_a, index_b, rho, lam, index_lam = ctx.saved_tensors
+        scale = ctx.scale
+        lam_e = lam.index_select(0, index_lam)
+        coef = (1.0 - rho) * scale
+        r = torch.addcmul(rho.unsqueeze(1), coef.unsqueeze(1), lam_e)
+        gx = grho = glam = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.zeros_like(x)
+            _add_rows_(gx, index_a, grad * (1.0 - r))
+            _add_rows_(gx, index_b, grad * r)
+        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+            gr = grad * (x.index_select(0, index_b) - x.index_select(0, index_a))
+            if ctx.needs_input_grad[3]:
+                grho = (gr * (1.0 - scale * lam_e)).sum(dim=-1)
+            if ctx.needs_input_grad[4]:
+                glam = _add_rows_(torch.zeros_like(lam), index_lam, gr * coef.unsqueeze(1))
+        return gx, None, None, grho, glam, None, None
+
+
+def gather_lerp(
+    x: Tensor, index_a: Tensor, index_b: Tensor, rho: Tensor, lam: Tensor, index_lam: Tensor,
+    scale: Union[float, Tensor] = 1.0,
+) -> Tensor:
+    r"""Channel-wise interpolation ``x[a] + r * (x[b] - x[a])`` with
+    ``r = rho + (1 - rho) * scale * lam[index_lam]`` (``torch.lerp``), shape ``[P, D]``.
+
+    ``scale`` is a constant (no gradient). ``rho`` ``[P]``, ``lam`` ``[E, D]``.
+    """
+    if isinstance(scale, Tensor):
+        scale = scale.detach()
+    return _GatherLerp.apply(x, index_a, index_b, rho, lam, index_lam, scale)
+
+
+__all__ = ["gather_mul", "gather_dot", "gather_scale", "gather_distance", "gather_lerp"]

@@ -1,0 +1,136 @@
+"""The GCA-HNG graph network: correlation edges, L blocks, lambda and node-class heads."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from graphneg.nn.correlation import CorrelationEdgeEncoder
+from graphneg.nn.gca_block import GCABlock, attention_mask_from_labels
+
+
+class GCAGNNOutput(NamedTuple):
+    """Output of :class:`GCAGNN`.
+
+    Attributes:
+        x: node features after the last block ``[N, D]``.
+        edge_attr: edge features after the last block ``[E, D]``.
+        lam: channel-wise interpolation vectors ``sigmoid(Linear(BN(edge_attr)))`` in
+            ``(0, 1)^D``, ``[E, D]``.
+        logits: node-classification logits ``Linear(BN(x))``, ``[N, num_classes]``.
+    """
+
+    x: Tensor
+    edge_attr: Tensor
+    lam: Tensor
+    logits: Tensor
+
+
+class GCAGNN(nn.Module):
+    r"""GCA-HNG graph network (official ``scripts/models.py`` ``GNNDecoder``, ``reduce=1``).
+
+    .. math::
+        \mathbf{e}^{(0)} = \mathrm{Corr}(\mathbf{x}),\quad
+        \mathbf{h}^{(0)} = W_{in}\mathbf{x} + \mathbf{b}_{in},\quad
+        (\mathbf{h}^{(l)}, \mathbf{e}^{(l)}) = \mathrm{GCABlock}_l(\mathbf{h}^{(l-1)},
+        \mathbf{e}^{(l-1)}),
+
+    .. math::
+        \boldsymbol{\lambda} = \sigma\big(W_\lambda\,\mathrm{BN}_e(\mathbf{e}^{(L)})
+        + \mathbf{b}_\lambda\big),\qquad
+        \mathrm{logits} = W_c\,\mathrm{BN}_n(\mathbf{h}^{(L)}) + \mathbf{b}_c.
+
+    The edge correlation features are computed from the *input* ``x`` (official
+    ``GraphGenerator.get_graph`` runs on the raw embeddings before ``dim_red``) unless
+    ``edge_attr`` is given. Both BatchNorm heads have weight 1, bias 0 and a **frozen bias**
+    (``requires_grad=False``), as the official ``bottleneck1/2`` (``weights_init_kaiming`` then
+    ``bias.requires_grad_(False)``). The edge BatchNorm normalises over the edges of the graph
+    (in sparse graphs over the kept edges only).
+
+    Args:
+        dim (int): embedding size :math:`D` (node and edge features keep this size).
+        num_classes (int): classes of the node classifier.
+        num_layers (int): number of :class:`GCABlock` (official: 2 for CUB/Cars, 1 for
+            SOP/In-Shop). (default: ``2``)
+        heads (int): attention heads (official: 4 / 2). (default: ``4``)
+        hidden_channels (int, optional): FFN hidden size (default ``4 * dim``).
+        dropout (float): node-to-edge attention dropout (official ``0.1``).
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, D)`, ``edge_index`` :math:`(2, E)`, optional
+          ``edge_attr`` :math:`(E, D)`, ``labels`` :math:`(N,)`, ``attn_mask`` :math:`(E,)`
+        - **output:** :class:`GCAGNNOutput` ``(x (N, D), edge_attr (E, D), lam (E, D),
+          logits (N, num_classes))``
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        num_layers: int = 2,
+        heads: int = 4,
+        hidden_channels: Optional[int] = None,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if dim < 1 or num_classes < 2 or num_layers < 1:
+            raise ValueError(
+                f"GCAGNN needs dim >= 1, num_classes >= 2 and num_layers >= 1; got dim={dim}, "
+                f"num_classes={num_classes}, num_layers={num_layers}"
+            )
+        if dim % heads != 0:
+            raise ValueError(f"heads must divide dim: got dim={dim}, heads={heads}")
+        self.dim = dim
+        self.num_classes = num_classes
+        self.num_layers = num_layers
+        self.heads = heads
+        self.edge_encoder = CorrelationEdgeEncoder()
+        self.lin_in = nn.Linear(dim, dim)
+        self.blocks = nn.ModuleList(
+            [GCABlock(dim, heads, hidden_channels, dropout) for _ in range(num_layers)]
+        )
+        self.edge_bn = nn.BatchNorm1d(dim)
+        self.node_bn = nn.BatchNorm1d(dim)
+        self.lin_lam = nn.Linear(dim, dim)
+        self.classifier = nn.Linear(dim, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.edge_encoder.reset_parameters()
+        self.lin_in.reset_parameters()
+        for block in self.blocks:
+            block.reset_parameters()
+        for bn in (self.edge_bn, self.node_bn):
+            bn.reset_parameters()  # weight 1, bias 0, running stats reset
+            bn.bias.requires_grad_(False)
+        self.lin_lam.reset_parameters()
+        self.classifier.reset_parameters()
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        attn_mask: Optional[Tensor] = None,
+    ) -> GCAGNNOutput:
+        if x.dim() != 2 or x.size(1) != self.dim:
+            raise ValueError(f"x must have shape [N, {self.dim}], got {tuple(x.shape)}")
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+        if edge_attr is None:
+            edge_attr = self.edge_encoder(x, edge_index)
+        if attn_mask is None:
+            attn_mask = attention_mask_from_labels(edge_index, labels)
+        h = self.lin_in(x)
+        e = edge_attr
+        for block in self.blocks:
+            h, e = block(h, edge_index, e, attn_mask=attn_mask)
+        lam = torch.sigmoid(self.lin_lam(self.edge_bn(e)))
+        logits = self.classifier(self.node_bn(h))
+        return GCAGNNOutput(h, e, lam, logits)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.dim}, num_classes={self.num_classes}, "
+                f"num_layers={self.num_layers}, heads={self.heads})")

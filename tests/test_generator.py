@@ -1,0 +1,390 @@
+"""GCAHNG generator against loop references of the official ``GeneralPulling`` / ``DiverseLoss``.
+
+References are written here from the official code (github PWenJay/GCA-HNG ``scripts/models.py``
+``GeneralPulling``, ``GCA_HNG.forward``; ``scripts/loss.py`` ``DiverseLoss``) with Python loops over
+the official chunked batch layout (``m`` chunks of ``C`` samples with the same class order).
+"""
+import inspect
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import graphneg.nn as gnn_pkg
+from graphneg.nn import GCAHNG, next_same_class, rank_in_class
+
+C, M, D = 4, 3, 8
+B = C * M
+
+
+def chunked_batch(seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(C).repeat(M)  # official layout: chunk k holds classes 0..C-1
+    z = torch.randn(B, D, generator=g, dtype=dtype)
+    return z, y
+
+
+def dense_lam(out, n):
+    lam = torch.full((n, n, out.edge_lam.size(1)), float("nan"), dtype=out.edge_lam.dtype)
+    lam[out.edge_index[0], out.edge_index[1]] = out.edge_lam.detach()
+    return lam
+
+
+def official_pulling_pairs(z, lam, alpha, jm, pairs):
+    """GeneralPulling, every (anchor, negative) pair, before the random mixing.
+
+    positive of anchor (chunk k, class i) = (chunk k+1 mod m, class i); distances with
+    F.pairwise_distance (eps 1e-6); lam' = lam[a, n] * exp(-alpha / jm);
+    r = (d+ + (d- - d+) lam') / d-; z~ = z_a + r (z_n - z_a) if d+ < d- else z_n.
+    """
+    n_per = len(z) // C
+    res = {}
+    for a, n in pairs:
+        chunk, cls = divmod(a, C)
+        p = ((chunk + 1) % n_per) * C + cls
+        dp = torch.linalg.vector_norm(z[a] - z[p] + 1e-6)
+        dn = torch.linalg.vector_norm(z[a] - z[n] + 1e-6)
+        lamp = lam[a, n] * math.exp(-alpha / jm)
+        r = (dp + (dn - dp) * lamp) / dn
+        res[(a, n)] = z[n] if dp >= dn else z[a] + r * (z[n] - z[a])
+    return res
+
+
+def pair_dict(out, values):
+    return {(int(a), int(n)): values[i]
+            for i, (a, n) in enumerate(zip(out.pair_anchor.tolist(), out.source_index.tolist()))}
+
+
+def make_gen(**kw):
+    torch.manual_seed(kw.pop("seed", 0))
+    kw.setdefault("heads", 2)
+    return GCAHNG(D, num_classes=kw.pop("num_classes", C), **kw).double()
+
+
+# generation -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("edges,k", [("complete", None), ("knn", 2)])
+def test_pairs_match_official_pulling(edges, k):
+    z, y = chunked_batch(0)
+    gen = make_gen(edges=edges, k=k, rw=None, alpha=4.0)
+    out = gen(z, y, j_mean=2.5)
+    lam = dense_lam(out, B)
+    ours = pair_dict(out, out.pair_x)
+    ref = official_pulling_pairs(z, lam, 4.0, 2.5, list(ours))
+    for key, val in ref.items():
+        torch.testing.assert_close(ours[key], val, atol=1e-10, rtol=0)
+    # rw=None returns every pair: its label is the negative's class, never the anchor's
+    assert torch.equal(out.labels, y[out.source_index])
+    assert bool((out.labels != y[out.anchor_index]).all())
+    if edges == "complete":
+        expected = {(a, n) for a in range(B) for n in range(B) if y[a] != y[n]}
+        assert set(ours) == expected
+    torch.testing.assert_close(out.lam, out.edge_lam[out.pair_edge])
+
+
+def test_generated_negative_on_segment_and_real_negative_when_not_harder():
+    z, y = chunked_batch(1)
+    # class 0: samples far apart, so anchors of class 0 have d+ >= d- for close negatives
+    z[0], z[C], z[2 * C] = 0.0, 0.0, 0.0
+    z[C, 0], z[2 * C, 0] = 25.0, -25.0
+    gen = make_gen(rw=None)
+    out = gen(z, y)
+    a, n = out.pair_anchor, out.source_index
+    za, zn, zt = z[a], z[n], out.pair_x.detach()
+    pos = out.positive_index
+    d_pos = F.pairwise_distance(z[a], z[pos[a]])
+    d_neg = F.pairwise_distance(za, zn)
+    hard = d_pos < d_neg
+    assert torch.equal(out.hard, hard)
+    assert 0 < int((~hard).sum()) < hard.numel()
+    assert torch.equal(zt[~hard], zn[~hard])  # exactly the real negative
+    # channel-wise on the segment [z_a, z_n], with position t_d in [d+/d-, 1]
+    lo, hi = torch.minimum(za, zn), torch.maximum(za, zn)
+    assert bool(((zt >= lo - 1e-12) & (zt <= hi + 1e-12)).all())
+    t = (zt - za) / (zn - za)
+    assert bool((t[hard] >= (d_pos / d_neg)[hard, None] - 1e-9).all())
+    assert bool((t[hard] <= 1 + 1e-9).all())
+
+
+def test_zero_hardness_factor_puts_negative_at_positive_distance():
+    # j_mean -> 0: lam' = lam * exp(-alpha / J) = 0, r = d+/d-, so |z~ - z_a| = d+ (HDML)
+    z, y = chunked_batch(2)
+    out = make_gen(rw=None)(z, y, j_mean=1e-4)
+    a, hard = out.pair_anchor, out.hard
+    d_pos = F.pairwise_distance(z, z[out.positive_index])[a]
+    dist = (out.pair_x.detach() - z[a]).norm(dim=1)
+    torch.testing.assert_close(dist[hard], d_pos[hard], atol=1e-5, rtol=0)
+
+
+def test_j_mean_tensor_equals_float_and_none_is_limit():
+    z, y = chunked_batch(3)
+    gen = make_gen(rw=None).eval()
+    x1 = gen(z, y, j_mean=3.0).x
+    x2 = gen(z, y, j_mean=torch.tensor(3.0)).x
+    torch.testing.assert_close(x1, x2, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gen(z, y).x, gen(z, y, j_mean=1e12).x, atol=1e-9, rtol=0)
+
+
+def test_lambda_in_unit_interval():
+    z, y = chunked_batch(4)
+    out = make_gen()(z * 30, y)
+    assert bool((out.edge_lam > 0).all()) and bool((out.edge_lam < 1).all())
+
+
+# positives, layout ------------------------------------------------------------------------------
+def test_next_same_class_and_rank_any_order():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (23,), generator=g)
+    pos, rank = next_same_class(y), rank_in_class(y)
+    for i in range(len(y)):
+        same = [j for j in range(len(y)) if y[j] == y[i]]
+        later = [j for j in same if j > i]
+        assert int(pos[i]) == (later[0] if later else same[0])
+        assert int(rank[i]) == same.index(i)
+    z, yc = chunked_batch(0)
+    pc = next_same_class(yc)
+    assert torch.equal(pc, (torch.arange(B) + C) % B)  # official: next chunk, same class
+
+
+def test_batch_order_does_not_matter():
+    z, y = chunked_batch(5)
+    perm = torch.argsort(y, stable=True)  # class-sorted, same within-class order
+    gen = make_gen(rw=None).eval()
+    o1 = gen(z, y)
+    o2 = gen(z[perm], y[perm])
+    p1 = pair_dict(o1, o1.pair_x.detach())
+    p2 = pair_dict(o2, o2.pair_x.detach())
+    assert len(p1) == len(p2)
+    for (a, n), v in p2.items():
+        torch.testing.assert_close(v, p1[(int(perm[a]), int(perm[n]))], atol=1e-9, rtol=0)
+
+
+# random weighting -------------------------------------------------------------------------------
+def test_chain_matches_official_chained_mixing():
+    z, y = chunked_batch(6)
+    gen = make_gen(rw="chain")
+    out = gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(7), return_pairs=True)
+    pairs = pair_dict(out, out.pair_x.detach())
+    # the official draws: one np.random.random() per (anchor chunk, step), in loop order
+    u = torch.rand(M, M - 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    ref = {}
+    for chunk in range(M):
+        for i in range(C):
+            a = chunk * C + i
+            for j in range(C):
+                if j == i:
+                    continue  # own class: not a negative
+                tmp = pairs[(a, j)]
+                for step in range(1, M):
+                    nh = pairs[(a, step * C + j)]
+                    tmp = nh + u[chunk, step - 1] * (tmp - nh)
+                ref[(a, j)] = tmp
+    rows = {(int(a), int(c)): g for g, (a, c) in enumerate(zip(out.anchor_index, out.labels))}
+    assert set(rows) == set(ref)  # one negative per (anchor, other class)
+    for key, val in ref.items():
+        torch.testing.assert_close(out.x[rows[key]].detach(), val, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("rw,edges,k", [("chain", "knn", 3), ("dirichlet", "complete", None),
+                                        ("dirichlet", "knn", 3)])
+def test_rw_weights_convex_and_mix(rw, edges, k):
+    z, y = chunked_batch(7)
+    gen = make_gen(rw=rw, edges=edges, k=k)
+    out = gen(z, y, generator=torch.Generator().manual_seed(1), return_pairs=True)
+    w = out.weights
+    assert bool((w >= 0).all()) and bool((w <= 1).all())
+    groups = {}
+    for p, g in enumerate(out.pair_group.tolist()):
+        groups.setdefault(g, []).append(p)
+    assert sorted(groups) == list(range(out.x.size(0)))
+    for g, members in groups.items():
+        assert abs(float(w[members].sum()) - 1.0) < 1e-9
+        mix = sum(w[p] * out.pair_x[p] for p in members)
+        torch.testing.assert_close(out.x[g], mix, atol=1e-10, rtol=0)
+        # all pairs of a group share the anchor and the negative class; label = that class
+        assert {int(out.pair_anchor[p]) for p in members} == {int(out.anchor_index[g])}
+        assert {int(y[out.source_index[p]]) for p in members} == {int(out.labels[g])}
+    if edges == "complete":
+        assert out.x.size(0) == B * (C - 1)
+    # seeded draws are reproducible, other seeds differ
+    again = gen.eval()(z, y, generator=torch.Generator().manual_seed(1))
+    other = gen(z, y, generator=torch.Generator().manual_seed(2))
+    still = gen(z, y, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again.x, still.x) and not torch.equal(again.x, other.x)
+
+
+# sparse graph -----------------------------------------------------------------------------------
+def test_knn_graph_is_symmetrised_pearson_knn_plus_positives():
+    z, y = chunked_batch(8)
+    k = 2
+    out = make_gen(edges="knn", k=k, rw=None)(z, y)
+    adj = torch.zeros(B, B, dtype=torch.bool)
+    adj[out.edge_index[0], out.edge_index[1]] = True
+    assert out.edge_index.size(1) == int(adj.sum())  # no duplicates
+    corr = torch.corrcoef(z)
+    expected = y[:, None] == y[None, :]
+    for i in range(B):
+        cand = [j for j in range(B) if y[j] != y[i]]
+        top = sorted(cand, key=lambda j: -float(corr[i, j]))[:k]
+        for j in top:
+            expected[i, j] = expected[j, i] = True
+    assert torch.equal(adj, expected)
+    assert out.edge_index.size(1) <= 2 * B * k + M * M * C
+    # pairs = every other-class edge a -> n
+    other = {(int(a), int(n)) for a, n in out.edge_index.t().tolist() if y[a] != y[n]}
+    assert set(pair_dict(out, out.pair_x)) == other
+
+
+# losses -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rw", ["chain", None])
+def test_generator_loss_matches_reference(rw):
+    z, y = chunked_batch(9)
+    gen = make_gen(rw=rw, softmax_factor=20.0, dot_weight=10.0, div_weight=10.0)
+    clf = nn.Linear(D, C).double()
+    out = gen(z, y, generator=torch.Generator().manual_seed(0))
+    terms = gen.loss(out, clf)
+    x = out.x.detach()
+    logits = x @ clf.weight.detach().t() + clf.bias.detach()
+    ce = -(logits.log_softmax(1)[torch.arange(len(x)), out.labels]).mean()
+    za = z[out.anchor_index]
+    sim = (1 - (za * x).sum(1) / (za.norm(dim=1) * x.norm(dim=1))).mean()
+    lam = dense_lam(out, B)  # complete graph: lam[r, c] over all B x B edges
+    mean_r = lam.mean(dim=1, keepdim=True)  # DiverseLoss: scatter_mean over r, tiled over c
+    div = 1 - torch.sqrt(((lam - mean_r) ** 2).sum() / (B * B))
+    torch.testing.assert_close(terms.softmax_ce.detach(), 20 * ce)
+    torch.testing.assert_close(terms.similarity.detach(), sim)
+    torch.testing.assert_close(terms.diversity.detach(), 1e-2 * div)
+    torch.testing.assert_close(terms.total.detach(), 0.5 * (20 * ce + 10 * sim + 10 * 1e-2 * div))
+    node = -(out.node_logits.detach().log_softmax(1)[torch.arange(B), y]).mean()
+    torch.testing.assert_close(gen.node_loss(out).detach(), node)
+
+
+def test_sim_term_has_no_own_class_rows_official_mask_bug():
+    # the official J_sim_mix mask zeroes rows i*B + j with j % C == i; the own-class rows of its
+    # [B*C] output are k*C*C + i*C + i: they coincide only for m == 1
+    official_mask = {i * B + j for i in range(C) for j in range(C * M) if j % C == i}
+    own_rows = {k * C * C + i * C + i for k in range(M) for i in range(C)}
+    assert official_mask != own_rows and not own_rows <= official_mask
+    z, y = chunked_batch(10)
+    out = make_gen(rw="chain")(z, y)
+    assert bool((out.labels != y[out.anchor_index]).all())
+    assert out.x.size(0) == B * (C - 1)
+
+
+def test_training_steps_lower_generator_loss():
+    z, y = chunked_batch(11, dtype=torch.float32)
+    torch.manual_seed(0)
+    gen = GCAHNG(D, num_classes=C, heads=2, rw=None, dropout=0.0)
+    clf = nn.Linear(D, C)
+    for p in clf.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(gen.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        opt.zero_grad()
+        loss = gen.loss(gen(z, y, j_mean=1.0), clf).total
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 1e-3
+
+
+def test_gradients_follow_the_official_three_step_update():
+    z_in, y = chunked_batch(12, dtype=torch.float32)
+    torch.manual_seed(0)
+    backbone = nn.Linear(D, D)
+    gen = GCAHNG(D, num_classes=C, heads=2, num_layers=2)
+    clf = nn.Linear(D, C)
+    node_head = {id(p) for p in list(gen.gnn.classifier.parameters()) + [gen.gnn.node_bn.weight]}
+    edge_tail = {id(p) for p in list(gen.gnn.lin_lam.parameters()) + [gen.gnn.edge_bn.weight]
+                 + list(gen.gnn.blocks[-1].node_to_edge.parameters())}
+    trainable = [(n, p) for n, p in gen.named_parameters() if p.requires_grad]
+
+    # GNN-only step on detached embeddings: the backbone gets nothing
+    z = backbone(z_in)
+    gen.loss(gen(z.detach(), y), clf).total.backward()
+    assert all(p.grad is None for p in backbone.parameters())
+    for name, p in trainable:
+        has = p.grad is not None and float(p.grad.abs().sum()) > 0
+        assert has == (id(p) not in node_head), name
+    assert all(p.grad is not None for p in clf.parameters())
+
+    # metric step: lambda detached; node CE + a loss on the synthetic negatives
+    gen.zero_grad()
+    z = backbone(z_in)
+    out = gen(z, y, detach_lam=True)
+    (gen.node_loss(out) + out.x.pow(2).mean()).backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in backbone.parameters())
+    for name, p in trainable:
+        has = p.grad is not None and float(p.grad.abs().sum()) > 0
+        assert has == (id(p) not in edge_tail), name
+
+
+# API hygiene ------------------------------------------------------------------------------------
+def test_dtype_device_follow_input_and_no_hardcoded_device():
+    z, y = chunked_batch(13, dtype=torch.float64)
+    out = make_gen()(z, y)
+    assert out.x.dtype == torch.float64 and out.x.device == z.device
+    for name in ["correlation", "node_attention", "edge_to_node", "node_to_edge", "gca_block",
+                 "gca_gnn", "generator", "functional"]:
+        src = inspect.getsource(getattr(gnn_pkg, name))
+        assert "torch.range(" not in src and '"cuda"' not in src and "'cuda'" not in src, name
+        assert ".cuda(" not in src, name
+
+
+def test_repr():
+    gen = GCAHNG(D, num_classes=C, heads=2, edges="knn", k=3, rw="dirichlet")
+    assert repr(gen) == ("GCAHNG(8, num_classes=4, edges='knn', k=3, alpha=4.0, rw='dirichlet', "
+                         "layers=2, heads=2)")
+
+
+def test_generator_errors():
+    z, y = chunked_batch(14, dtype=torch.float32)
+    with pytest.raises(ValueError, match="edges must be one of"):
+        GCAHNG(D, C, edges="dense")
+    with pytest.raises(ValueError, match="needs a positive integer k"):
+        GCAHNG(D, C, edges="knn")
+    with pytest.raises(ValueError, match="k is only used with edges='knn'"):
+        GCAHNG(D, C, k=3)
+    with pytest.raises(ValueError, match="rw must be one of"):
+        GCAHNG(D, C, rw="uniform")
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        GCAHNG(D, C, alpha=0.0)
+    gen = GCAHNG(D, C, heads=2)
+    with pytest.raises(ValueError, match="embeddings have 5 channels"):
+        gen(torch.randn(B, 5), y)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes=4\)"):
+        gen(z, y + 1)
+    with pytest.raises(ValueError, match="single class"):
+        gen(z, torch.zeros(B, dtype=torch.long))
+    with pytest.raises(ValueError, match="j_mean .* must be positive"):
+        gen(z, y, j_mean=0.0)
+    with pytest.raises(ValueError, match="labels must be a vector"):
+        gen(z, y[:-1])
+
+
+def test_hdml_interpolate_formula():
+    g = torch.Generator().manual_seed(15)
+    za = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    zn = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    lam = torch.rand(6, 4, generator=g, dtype=torch.float64)
+    d_neg = (za - zn).norm(dim=1)
+    d_pos = d_neg * torch.tensor([0.2, 0.5, 0.9, 1.0, 1.5, 0.0], dtype=torch.float64)
+    zt, hard = gnn_pkg.hdml_interpolate(za, zn, d_pos, d_neg, lam, scale=0.3)
+    for p in range(6):
+        if d_pos[p] < d_neg[p]:
+            r = (d_pos[p] + (d_neg[p] - d_pos[p]) * lam[p] * 0.3) / d_neg[p]
+            torch.testing.assert_close(zt[p], za[p] + r * (zn[p] - za[p]))
+            assert bool(hard[p])
+        else:
+            assert torch.equal(zt[p], zn[p]) and not bool(hard[p])
+
+
+def test_state_dict_round_trip_with_shared_norms():
+    z, y = chunked_batch(16)
+    gen = make_gen(rw=None).eval()
+    clone = make_gen(rw=None, seed=123).eval()
+    clone.load_state_dict(gen.state_dict())
+    assert clone.gnn.blocks[0].attention.norm is clone.gnn.blocks[0].norm
+    torch.testing.assert_close(clone(z, y).x, gen(z, y).x, atol=0, rtol=0)
