@@ -1,5 +1,13 @@
 """Encoders and LightningModules."""
 from graphneg.models.encoders import Flatten, SmallCNN
 from graphneg.models.metric import MetricLearningModule
+from graphneg.models.contrastive import ContrastiveModule, GraphContrastiveModule
+from graphneg.models.gin import GINEncoder
+from graphneg.models.projector import MLPProjector
+from graphneg.models.resnet import CifarResNet, resnet18, resnet50
 
-__all__ = ["SmallCNN", "Flatten", "MetricLearningModule"]
+__all__ = [
+    "SmallCNN", "Flatten", "MetricLearningModule",
+    "ContrastiveModule", "GraphContrastiveModule", "GINEncoder", "MLPProjector", "CifarResNet", "resnet18",
+    "resnet50",
+]
