@@ -80,3 +80,14 @@ def test_mnist5k_stratified_split():
     for c in range(10):
         keep[(labels == c).nonzero(as_tuple=True)[0][15:20]] = True
     assert torch.equal(dm.test_set.images, images[keep])
+
+
+def test_mnist5k_contrastive_views_share_the_eval_scale():
+    torch.manual_seed(0)
+    dm = MNIST5kDataModule(mode="contrastive", split="stratified", limit_per_class=10, batch_size=20)
+    dm.setup("fit")
+    v1, v2, _ = next(iter(dm.train_dataloader()))
+    x, _ = next(iter(dm.val_dataloader()))
+    lo, hi = (0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081  # [0, 1] pixels after (x - mean) / std
+    for t in (v1, v2, x):
+        assert float(t.min()) >= lo - 1e-4 and float(t.max()) <= hi + 1e-4

@@ -56,8 +56,9 @@ def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tenso
 
 class TensorImageDataset(Dataset):
     """Images ``uint8 [N, C, H, W]`` + labels; returns ``(float image, label)`` or, with ``views``,
-    ``(view1, view2, label)`` for contrastive training. ``transform`` / ``views`` act on the float image
-    in [0, 1] before normalisation."""
+    ``(view1, view2, label)`` for contrastive training. ``transform`` acts on the float image in [0, 1]
+    before the ``(x - mean) / std`` normalisation; ``views`` receive the [0, 1] image and must normalise
+    themselves (as :class:`graphneg.data.SimCLRViews` does), so views and evaluation images share one scale."""
 
     def __init__(
         self,
@@ -83,9 +84,9 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, i: int):
         x = self.images[i].float().div_(255.0)
         y = self.labels[i]
-        if self.views is not None:
+        if self.views is not None:  # the views normalise themselves (SimCLRViews mean / std)
             v1, v2 = self.views(x)
-            return self._norm(v1), self._norm(v2), y
+            return v1, v2, y
         if self.transform is not None:
             x = self.transform(x)
         return self._norm(x), y
