@@ -1,0 +1,45 @@
+"""Device checks, run with `nox -s gpu` (marker `gpu`, deselected by default): the same computation on
+CUDA and on CPU gives the same numbers. They fail, not skip, when no CUDA device is present."""
+import pytest
+import torch
+
+from graphneg.graph import batch_graph
+from graphneg.losses import MultiSimilarityLoss, UnReMixLoss
+from graphneg.metrics import retrieval_metrics
+from graphneg.nn import GCAHNG
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def cuda():
+    assert torch.cuda.is_available(), "the gpu tests need a CUDA device (run them with `nox -s gpu` on one)"
+    return torch.device("cuda")
+
+
+def test_gcahng_and_losses_match_cpu(cuda):
+    torch.manual_seed(0)
+    gen = GCAHNG(32, num_classes=4, num_layers=2, heads=4, rw=None, dropout=0.0).eval()
+    emb, y = torch.randn(24, 32), torch.arange(4).repeat(6)
+    out_cpu = gen(emb, y, j_mean=2.0)
+    loss_cpu = MultiSimilarityLoss()(emb, y, out_cpu.x, out_cpu.labels, out_cpu.anchor_index)
+    gen_cuda = gen.to(cuda)
+    out_gpu = gen_cuda(emb.to(cuda), y.to(cuda), j_mean=2.0)
+    loss_gpu = MultiSimilarityLoss()(emb.to(cuda), y.to(cuda), out_gpu.x, out_gpu.labels, out_gpu.anchor_index)
+    torch.testing.assert_close(out_gpu.x.cpu(), out_cpu.x, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, rtol=1e-4, atol=1e-4)
+    z1, z2 = torch.randn(16, 8), torch.randn(16, 8)
+    ur = UnReMixLoss(k=4)
+    torch.testing.assert_close(ur(z1.to(cuda), z2.to(cuda)).cpu(), ur(z1, z2), rtol=1e-4, atol=1e-5)
+
+
+def test_graph_and_retrieval_match_cpu(cuda):
+    torch.manual_seed(1)
+    x, y = torch.randn(50, 6), torch.randint(0, 5, (50,))
+    for mode, k in (("knn", 4), ("knn_negative", 3), ("negative", None)):
+        a = batch_graph(x, y, edges=mode, k=k).edge_index
+        b = batch_graph(x.to(cuda), y.to(cuda), edges=mode, k=k).edge_index.cpu()
+        assert torch.equal(a, b), mode
+    r_cpu = retrieval_metrics(x, y, nmi=False)
+    r_gpu = retrieval_metrics(x.to(cuda), y.to(cuda), nmi=False)
+    assert r_cpu == pytest.approx(r_gpu)
