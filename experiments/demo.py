@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -85,8 +86,6 @@ def main() -> None:
     logdirs = []
     t0 = time.time()
     for name in args.runs:
-        import yaml
-
         epochs = args.epochs or yaml.safe_load(open(RUNS[name]))["trainer"]["max_epochs"]
         for seed in args.seeds:
             print(f"== {name}, seed {seed}, {epochs} epochs", flush=True)

@@ -141,11 +141,9 @@ def dense_edge_mask(
         mask = ~same if edges == "negative" else same
     else:
         raise ValueError(f"edges must be one of {EDGE_MODES}, got {edges!r}")
-    if not loop or edges == "negative":
-        mask = mask & ~torch.eye(n, dtype=torch.bool, device=device)
-    if loop and edges != "negative":
-        mask = mask | torch.eye(n, dtype=torch.bool, device=device)
-    return mask
+    eye = torch.eye(n, dtype=torch.bool, device=device)
+    # a node is never its own negative; other modes have self-loops exactly when `loop`
+    return mask | eye if loop and edges != "negative" else mask & ~eye
 
 
 def batch_graph(
