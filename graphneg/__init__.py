@@ -4,7 +4,13 @@ Sub-packages: ``graph`` (mini-batch -> PyG graph), ``nn`` (GCA-HNG message-passi
 generator), ``losses`` (metric and contrastive losses), ``sampling`` (UnReMix scores), ``models``
 (encoders and LightningModules), ``data`` (DataModules, samplers), ``metrics`` (Recall@K, MAP@R, ...).
 """
-from graphneg.graph import batch_graph
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # torch_geometric calls torch.jit.script at import (torch_geometric.nn.pool); torch >= 2.10 warns about
+    # that on every import although nothing the user does is involved
+    _warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+    from graphneg.graph import batch_graph
 
 __version__ = "0.1.0"
 __all__ = ["batch_graph", "__version__"]

@@ -4,22 +4,51 @@ Examples::
 
     graphneg fit --config experiments/mnist_metric.yaml
     graphneg fit --config experiments/mnist_metric.yaml --trainer.max_epochs 2
-    graphneg fit --config experiments/mnist_metric.yaml --ckpt_path last      # resume
+    graphneg fit --config experiments/mnist_metric.yaml --ckpt_path last      # resume the latest run
+    graphneg fit --config runs/mnist_metric/lightning_logs/version_0/config.yaml   # the same run again
     graphneg test --config experiments/mnist_metric.yaml --ckpt_path <file.ckpt>
 
-Every run logs to TensorBoard under ``trainer.default_root_dir`` (``lightning_logs/`` by default) and
-writes checkpoints atomically (``graphneg.checkpoint.AtomicCheckpointIO``), keeping ``last.ckpt``.
+What the CLI adds to Lightning's:
+
+* **Resuming** (``--ckpt_path last``): Lightning looks for ``last.ckpt`` only in the new run's own
+  folder, so it never resumes when each run gets a new ``lightning_logs/version_N``. graphneg resolves
+  ``last`` itself (:func:`find_last_checkpoint`): the ``checkpoints/last.ckpt`` of the highest-numbered
+  ``version_N`` under the logger's folder (``<trainer.default_root_dir>/lightning_logs`` by default) that
+  has one; with an explicit ``ModelCheckpoint(dirpath=...)`` the ``last.ckpt`` there; without a logger
+  ``<default_root_dir>/checkpoints/last.ckpt``. No such file is an error (``FileNotFoundError``), not a
+  silent fresh start. The resumed run logs to a new ``version_N`` and continues the epoch and global
+  step of the checkpoint.
+* **Atomic checkpoints** on top of whatever ``trainer.plugins`` choose
+  (:func:`graphneg.checkpoint.use_atomic_checkpoints`); orphaned temporary files of killed runs are
+  removed at start-up. Nothing unserialisable is put into the config, so a run's saved ``config.yaml``
+  can be passed back to ``graphneg fit --config``.
+* ``--detect_nan`` (default ``true``): a :class:`graphneg.checkpoint.DetectNaN` callback stops training
+  on a NaN/inf loss, naming the epoch, batch index and global step, before a checkpoint of that state is
+  written. ``--detect_nan false`` turns it off.
+* Linked arguments (set once, copied by :meth:`GraphnegCLI.add_arguments_to_parser`): the number of
+  training classes of ``MNIST5kDataModule`` -> the generator's and the loss's ``num_classes``; the
+  encoder's ``embedding_dim`` -> the generator's ``dim`` and the loss's ``embedding_size``; a
+  ``TUDataModule``'s ``num_features`` -> the encoder's ``in_channels``. A link applies when both ends exist
+  in the chosen classes; a linked target's value always comes from its source (set the source instead).
+* Default callbacks: ``last.ckpt`` + best checkpoint, learning-rate monitor, RNG state for exact resume,
+  a rich progress bar (unless the run disables bars or configures its own). Lightning's cloud-service
+  tips and two warnings that are not about the user's run are not shown (see :func:`cli_main`).
 """
 from __future__ import annotations
 
+import logging
+import re
 import sys
-from typing import List, Optional
+import warnings
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
-from graphneg.checkpoint import AtomicCheckpointIO, RNGStateCallback
+from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
 
 
 def default_callbacks() -> list:
@@ -30,43 +59,176 @@ def default_callbacks() -> list:
     ]
 
 
-class GraphnegCLI(LightningCLI):
-    """LightningCLI with graphneg's defaults: any LightningModule / LightningDataModule subclass chosen by
-    ``class_path`` in the YAML, atomic checkpoints, a rich progress bar, LR monitor and ``last.ckpt``."""
-
-    def _instantiate_trainer(self, config, callbacks):
-        # a rich progress bar unless the run disables the bar or configures its own
-        if config.get("enable_progress_bar", True) is not False:
-            from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
-
-            configured = [c for c in (config.get("callbacks") or []) + callbacks if isinstance(c, ProgressBar)]
-            if not configured:
-                try:
-                    import rich  # noqa: F401
-
-                    callbacks = [*callbacks, RichProgressBar(leave=True)]
-                except ImportError:
-                    pass
-        return super()._instantiate_trainer(config, callbacks)
+def _num_train_classes(train_classes: Sequence[int], split: str) -> int:
+    """``MNIST5kDataModule``'s training classes: ``train_classes`` for the zero-shot split, all 10 digits
+    for the stratified one (as ``MNIST5kDataModule.num_train_classes``)."""
+    return len(train_classes) if split == "zero_shot" else 10
 
 
-def cli_main(args: Optional[List[str]] = None, run: bool = True) -> GraphnegCLI:
-    return GraphnegCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        trainer_defaults={"plugins": [AtomicCheckpointIO()], "callbacks": default_callbacks()},
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-        seed_everything_default=0,
+# (source, target, apply_on, compute_fn): see the module docstring
+LINKS = (
+    (("data.init_args.train_classes", "data.init_args.split"), "model.init_args.generator.init_args.num_classes",
+     "parse", _num_train_classes),
+    (("data.init_args.train_classes", "data.init_args.split"), "model.init_args.loss.init_args.num_classes",
+     "parse", _num_train_classes),
+    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.generator.init_args.dim", "parse", None),
+    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.loss.init_args.embedding_size", "parse",
+     None),
+    ("data.num_features", "model.init_args.encoder.init_args.in_channels", "instantiate", None),
+)
+
+
+def _version_number(path: Path) -> Optional[int]:
+    m = re.fullmatch(r"version_(\d+)", path.name)
+    return int(m.group(1)) if m else None
+
+
+def _checkpoint_folders(trainer: L.Trainer) -> tuple:
+    """``(explicit ModelCheckpoint folders, versioned run folders' checkpoint folders (newest first),
+    the folder searched)`` for ``trainer``."""
+    explicit = []
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None:
+            explicit.append(Path(cb.dirpath))
+    logger = trainer.logger
+    root = getattr(logger, "root_dir", None) if logger is not None else None
+    if logger is None or root is None:
+        return explicit, [Path(trainer.default_root_dir) / "checkpoints"], Path(trainer.default_root_dir)
+    root = Path(root)
+    runs = sorted(
+        ((n, p) for p in (root.iterdir() if root.is_dir() else ()) if (n := _version_number(p)) is not None),
+        reverse=True,
+    )
+    return explicit, [p / "checkpoints" for _, p in runs], root
+
+
+def find_last_checkpoint(trainer: L.Trainer) -> Path:
+    """The ``last.ckpt`` that ``--ckpt_path last`` resumes (see the module docstring for the search order).
+
+    Raises:
+        FileNotFoundError: no earlier run has a ``last.ckpt``.
+    """
+    explicit, versioned, root = _checkpoint_folders(trainer)
+    folders = explicit if explicit else versioned
+    for folder in folders:
+        last = folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        if last.is_file():
+            return last
+    where = ", ".join(str(f) for f in explicit) if explicit else f"{root}/version_*/checkpoints/"
+    raise FileNotFoundError(
+        f"--ckpt_path last: no earlier run has a last.ckpt (looked in {where}). Start without --ckpt_path, pass "
+        f"--ckpt_path <file.ckpt>, or set --trainer.default_root_dir to the folder of the run to resume "
+        f"(now {trainer.default_root_dir!s})"
     )
 
 
+class GraphnegCLI(LightningCLI):
+    """LightningCLI with graphneg's defaults (see the module docstring): any LightningModule /
+    LightningDataModule subclass chosen by ``class_path``, resuming the latest run with ``--ckpt_path
+    last``, atomic checkpoints, ``--detect_nan``, linked arguments, a rich progress bar."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--detect_nan", type=bool, default=True,
+            help="Stop training on a NaN or inf training loss (graphneg.checkpoint.DetectNaN), before a "
+                 "checkpoint of that state is written.",
+        )
+        for source, target, apply_on, compute_fn in LINKS:
+            parser.link_arguments(source, target, compute_fn=compute_fn, apply_on=apply_on)
+
+    def _subconfig(self, config) -> Any:
+        return config.get(str(self.subcommand), config) if self.subcommand else config
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        config = self._subconfig(self.config_init)
+        trainer_cfg = config.get("trainer", {}) or {}
+        configured = trainer_cfg.get("callbacks") or []
+        configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+        extra = []
+        if config.get("detect_nan", True) and not any(isinstance(c, DetectNaN) for c in configured):
+            extra.append(DetectNaN())
+        if trainer_cfg.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in configured
+        ):
+            try:
+                import rich  # noqa: F401
+
+                from lightning.pytorch.callbacks import RichProgressBar
+
+                extra.append(RichProgressBar(leave=True))
+            except ImportError:  # Lightning's default tqdm bar
+                pass
+        if extra:
+            kwargs["callbacks"] = configured + extra
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)
+        return trainer
+
+    # ------------------------------------------------------------------ --ckpt_path last
+    def _prepare_run(self) -> None:
+        explicit, versioned, _ = _checkpoint_folders(self.trainer)
+        for folder in explicit + versioned:
+            remove_orphaned_temp_files(folder)
+        config = self._subconfig(self.config_init)
+        if config.get("ckpt_path") == "last":
+            path = find_last_checkpoint(self.trainer)
+            rank_zero_info(f"graphneg: resuming from {path}")
+            config["ckpt_path"] = str(path)
+
+    def before_fit(self) -> None:
+        self._prepare_run()
+
+    def before_validate(self) -> None:
+        self._prepare_run()
+
+    def before_test(self) -> None:
+        self._prepare_run()
+
+    def before_predict(self) -> None:
+        self._prepare_run()
+
+
+class _DropLightningTips(logging.Filter):
+    """Drops Lightning's advertisements for its cloud services (the litlogger / litmodels tips)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not re.search(r"\[(litlogger|litmodels)\]", record.getMessage())
+
+
+def _install_log_filter() -> None:
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTips) for f in log.filters):
+        log.addFilter(_DropLightningTips())
+
+
+def cli_main(args: Optional[List[str]] = None, run: bool = True) -> GraphnegCLI:
+    """Run the ``graphneg`` command with ``args`` (``None``: ``sys.argv[1:]``); returns the CLI object.
+
+    Hidden while it runs: Lightning's cloud-service tips, LightningCLI's warning that ``args`` was given
+    while ``sys.argv`` is not empty (passing ``args`` from Python is this function's purpose), and
+    Lightning's internal ``LeafSpec`` deprecation warning (Lightning's own use of torch's pytree API,
+    nothing a user can change). All other warnings are shown.
+    """
+    _install_log_filter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within")
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        return GraphnegCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults={"callbacks": default_callbacks()},
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+        )
+
+
 def main() -> None:
-    cli_main(sys.argv[1:])
+    cli_main()
 
 
-__all__ = ["GraphnegCLI", "cli_main", "main"]
+__all__ = ["GraphnegCLI", "cli_main", "find_last_checkpoint", "main", "LINKS"]

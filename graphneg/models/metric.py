@@ -237,9 +237,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         j_gce = gen.node_loss(out)
         j_metric = j_m + j_syn + j_gce
         self.manual_backward(j_metric)
-        self._clip(self.encoder, self.loss)
-        opt_c.step()
-        self._clip(gen)
+        opt_c.step()  # each step clips first: see on_before_optimizer_step
         opt_g.step()
         # step 2: softmax classifier on detached embeddings
         opt_s.zero_grad()
@@ -251,7 +249,6 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         out_g = gen(emb.detach(), y, j_mean=self.j_mean, generator=self._rw_generator_for(emb.device))
         terms = gen.loss(out_g, self.classifier)
         self.manual_backward(terms.total)
-        self._clip(gen)
         opt_g.step()
 
         self._accumulate("j_mean", j_m)
@@ -302,15 +299,24 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         loss = self.loss(emb, y)
         opt.zero_grad()
         self.manual_backward(loss)
-        self._clip(self.encoder, self.loss)
         opt.step()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss.detach()
 
-    def _clip(self, *modules: nn.Module) -> None:
-        if self.hparams.grad_clip:
-            params = [p for m in modules for p in m.parameters() if p.grad is not None]
-            torch.nn.utils.clip_grad_value_(params, self.hparams.grad_clip)
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Lightning calls this inside `opt.step()`, after mixed precision has unscaled the gradients
+        # (clipping before `opt.step()` would clip the loss-scaled gradients under precision 16-mixed)
+        self._clip(optimizer)
+
+    def _clip(self, optimizer) -> None:
+        """Clip ``optimizer``'s gradients by value at ``grad_clip`` (official ``clip_grad_value_``, 10.0) with
+        Lightning's ``clip_gradients``: the encoder(+loss) and generator optimisers; the softmax classifier's
+        step is not clipped, as in the official ``train.py``."""
+        if not self.hparams.grad_clip:
+            return
+        if self.generator is not None and optimizer is self.optimizers(use_pl_optimizer=False)[1]:
+            return
+        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="value")
 
     def on_train_epoch_end(self) -> None:
         if self.generator is not None:
