@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from graphneg.data import MNIST5kDataModule, TUDataModule  # noqa: E402
 from graphneg.data.image_augment import digit_views  # noqa: E402
-from graphneg.losses import DCLLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
+from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
 from graphneg.models import ContrastiveModule, GINEncoder, GraphContrastiveModule, SmallCNN  # noqa: E402
 
 T, TAU_PLUS, BETA = 0.5, 0.1, 1.0
@@ -74,7 +74,7 @@ def make_loss(name: str) -> torch.nn.Module:
     if name == "infonce":
         return InfoNCELoss(T)
     if name == "dcl":
-        return DCLLoss(T, TAU_PLUS)
+        return DebiasedContrastiveLoss(T, TAU_PLUS)
     if name == "hcl":
         return HCLLoss(T, TAU_PLUS, BETA)
     if name == "unremix":

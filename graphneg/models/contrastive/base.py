@@ -1,54 +1,46 @@
-r"""Two-view contrastive learning as LightningModules, on images and on graphs.
+r"""Shared base of the two-view contrastive LightningModules (images and graphs).
 
 Both modules train ``loss(g(f(v_1)), g(f(v_2)))``: an encoder ``f`` and a projection head ``g`` on
 two augmented views of the same batch (SimCLR, Chen et al., ICML 2020, Sec. 2.1; GraphCL, You et
 al., NeurIPS 2020, Sec. 3.2), with any loss of :mod:`graphneg.losses.contrastive`
-(:class:`~graphneg.losses.InfoNCELoss`, :class:`~graphneg.losses.DCLLoss`,
+(:class:`~graphneg.losses.InfoNCELoss`, :class:`~graphneg.losses.DebiasedContrastiveLoss`,
 :class:`~graphneg.losses.HCLLoss`, :class:`~graphneg.losses.UnReMixLoss`): switching the loss is one
 config line (``--model.init_args.loss.class_path=graphneg.losses.HCLLoss``). Downstream evaluation
 always uses the encoder output ``h = f(x)`` (the representation before the head), as SimCLR / HCL
 (images) and InfoGraph / GraphCL / HCL (graphs) do.
 
-* :class:`ContrastiveModule` (images): batches ``(view1, view2[, labels])``; an online weighted-kNN
-  accuracy on the validation set every epoch (``val/knn_top1``, HCL official code ``image/main.py``
-  ``test()``) and a linear probe at the end of fit (``probe/linear_top1``,
-  :func:`graphneg.metrics.probe.linear_probe`).
-* :class:`GraphContrastiveModule` (graphs): batches ``(Batch view1, Batch view2)`` of
-  :class:`graphneg.data.tu.TUDataModule`; every ``eval_every`` epochs the embeddings of all graphs
-  go through a fast SVC protocol (``val/svc_acc``), the test stage and the end of fit run the full
-  InfoGraph protocol (10-fold CV, inner grid over ``C``; :func:`graphneg.metrics.graph_protocol.svc_protocol`).
+* :class:`~graphneg.models.ContrastiveModule` (images, :mod:`graphneg.models.contrastive.image`);
+* :class:`~graphneg.models.GraphContrastiveModule` (graphs, :mod:`graphneg.models.contrastive.graph`).
 
-Reference (training) set of the image kNN / probe: the DataModule's ``memory_dataloader()``
-(:mod:`graphneg.data.vision`; HCL's ``memory_data``) or ``train_eval_dataloader()``
-(:class:`graphneg.data.MNIST5kDataModule`), un-augmented labelled training images; a validation
-loader pair ``[memory, test]`` (``val_with_memory=True``) is used the same way. A DataModule with
-neither gets the documented fallback: leave-one-out kNN over the validation embeddings
-(:func:`knn_loo_accuracy`) and a linear probe on a seeded half / half split of them.
+The modules hold the method; the downstream probes are callbacks (:mod:`graphneg.callbacks`:
+:class:`~graphneg.callbacks.KNNProbe`, :class:`~graphneg.callbacks.LinearProbe`,
+:class:`~graphneg.callbacks.SVCProbe`, listed under ``trainer.callbacks``). The modules'
+``validation_step`` / ``test_step`` return ``{"embeddings": h, "labels": y}`` for them
+(:meth:`_ContrastiveBase.embed_batch`) and run under the Trainer's inference mode.
 
 TensorBoard (every logger with ``add_histogram`` / ``add_embedding``): ``train/loss_step``,
-``train/loss_epoch``, ``train/pos_cos`` (mean cosine of the positive pairs' projections),
-``val/knn_top1`` or ``val/svc_acc`` / ``val/svc_std``, the learning rate (``LearningRateMonitor``,
-a default callback of :mod:`graphneg.cli`), the UnReMix scores of the epoch's last batch as
-histograms ``unremix/similarity``, ``unremix/uncertainty``, ``unremix/representativeness`` and
-``unremix/weights`` (negative pairs only; when the loss has ``last_scores``), the end-of-fit probes
-``probe/*`` and the validation embeddings for the projector (``embeddings/eval``).
+``train/loss_epoch``, ``train/pos_cos`` (mean cosine of the positive pairs' projections), the
+learning rate (``LearningRateMonitor``, a default callback of :mod:`graphneg.cli`), the UnReMix scores
+of the epoch's last batch as histograms ``unremix/similarity``, ``unremix/uncertainty``,
+``unremix/representativeness`` and ``unremix/weights`` (negative pairs only; when the loss has
+``last_scores``), and at the end of fit the validation embeddings for the projector
+(``embeddings/eval``); the probes add ``val/*``, ``test/*`` and ``probe/*``.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from graphneg.graph import check_embeddings, check_labels
+from graphneg.losses.contrastive import negative_pair_mask
 from graphneg.models.metric import EmbeddingEvalMixin
 from graphneg.models.projector import MLPProjector
 
-__all__ = ["build_projector", "encoder_dim", "knn_loo_accuracy", "negative_pair_mask"]
+__all__ = ["build_projector", "encoder_dim"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
@@ -94,66 +86,6 @@ def build_projector(in_dim: int, dims: Sequence[int], batch_norm: bool = True) -
                         num_layers=len(dims), batch_norm=batch_norm)
 
 
-def negative_pair_mask(batch_size: int, labels: Optional[Tensor] = None,
-                       device: Optional[torch.device] = None) -> Tensor:
-    """``[2B, 2B]`` bool mask of the negatives of a two-view batch (rows: anchors ``[z1; z2]``).
-
-    As :func:`graphneg.losses.contrastive.contrastive_pairs`: anchor ``i``'s negatives are all other
-    rows except its positive ``(i + B) mod 2B``; with labels, same-class rows are excluded too.
-    """
-    n = 2 * batch_size
-    rows = torch.arange(n, device=device)
-    mask = (rows[None, :] != rows[:, None]) & (rows[None, :] != ((rows + batch_size) % n)[:, None])
-    if labels is not None:
-        lab = torch.cat([labels, labels]).to(mask.device)
-        mask &= lab[:, None] != lab[None, :]
-    return mask
-
-
-@torch.no_grad()
-def knn_loo_accuracy(embeddings: Tensor, labels: Tensor, k: int = 200, temperature: float = 0.1,
-                     chunk_size: int = 1024) -> float:
-    r"""Leave-one-out weighted-kNN accuracy of a labelled embedding set.
-
-    Every sample is classified by its ``k`` nearest *other* samples with the rule of Wu et al.
-    (CVPR 2018, Sec. 3.4; :func:`graphneg.metrics.probe.knn_predict`): weights ``exp(cos / t)``,
-    class score the sum of the weights, lowest class id on ties. The fallback monitor of
-    :class:`ContrastiveModule` when no training reference set is available. ``O(chunk * N)``
-    memory; runs on the embeddings' device.
-    """
-    check_embeddings(embeddings, "embeddings")
-    n = embeddings.size(0)
-    labels = check_labels(labels, n, "labels").to(embeddings.device).long()
-    if n < 2:
-        raise ValueError("leave-one-out kNN needs at least two embeddings")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    k = min(k, n - 1)
-    c = int(labels.max()) + 1
-    bank = F.normalize(embeddings.float(), dim=1)
-    preds = []
-    for start in range(0, n, chunk_size):  # chunks of queries, not samples
-        q = bank[start:start + chunk_size]
-        sim = q @ bank.t()
-        own = torch.arange(q.size(0), device=q.device)
-        sim[own, own + start] = float("-inf")  # exclude the query itself
-        top_sim, top_idx = sim.topk(k, dim=1)
-        scores = torch.zeros(q.size(0), c, device=q.device)
-        scores.scatter_add_(1, labels[top_idx], (top_sim / temperature).exp())
-        preds.append(scores.argmax(dim=1))
-    return float((torch.cat(preds) == labels).float().mean())
-
-
-def _normal_tensor(t: Tensor) -> Tensor:
-    """A regular (autograd-capable) copy of a tensor made under ``torch.inference_mode``."""
-    if t.is_inference():
-        with torch.inference_mode(False):
-            return t.clone()
-    return t
-
-
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value.lower() not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
@@ -162,10 +94,11 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
 
 # ------------------------------------------------------------------------------------------- base
 class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
-    """Shared machinery: two-view training step, optimiser / scheduler, score histograms, probes.
+    """Shared machinery: two-view training step, optimiser / scheduler, score histograms, evaluation
+    step outputs for the probes of :mod:`graphneg.callbacks`, projector snapshot.
 
-    Subclasses define :meth:`embed`, :meth:`_split_batch` (training batch -> views, labels, size),
-    :meth:`_eval_batch` (evaluation batch -> inputs, labels) and :meth:`evaluate`.
+    Subclasses define :meth:`embed`, :meth:`_split_batch` (training batch -> views, labels, size) and
+    :meth:`_eval_batch` (evaluation batch -> inputs, labels).
     """
 
     _ignored_init_args = ("encoder", "loss", "projector")
@@ -196,7 +129,6 @@ class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
             projector = build_projector(encoder_dim(encoder) if len(dims) else 0, dims,
                                         projector_batch_norm)
         self.projector = projector
-        self.probe_results: Dict[str, float] = {}
         self._last_train = None  # (batch size, labels or None) of the last training batch
         self._eval_reset()
 
@@ -287,56 +219,45 @@ class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # ------------------------------------------------------------------ evaluation helpers
-    def _to_device(self, x):
-        return x.to(self.device) if hasattr(x, "to") else x
+    # ------------------------------------------------------------------ evaluation (outputs for the probes)
+    def embed_batch(self, batch) -> Tuple[Tensor, Tensor]:
+        """``(h, y)`` of an evaluation batch: the encoder embeddings ``[N, D]`` and the labels ``[N]``.
 
-    def _embed_loader(self, loader: Iterable, limit: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-        """Embeddings and labels of every batch of ``loader`` (first ``limit`` samples)."""
-        embs, labs, kept = [], [], 0
-        for batch in loader:
-            x, y = self._eval_batch(batch)
-            emb = self.embed(self._to_device(x)).detach()
-            y = y.reshape(-1).to(emb.device)
-            if limit is not None:
-                emb, y = emb[: limit - kept], y[: limit - kept]
-            embs.append(emb)
-            labs.append(y)
-            kept += emb.size(0)
-            if limit is not None and kept >= limit:
-                break
-        if not embs:
-            raise ValueError("the evaluation loader yielded no batch")
-        return torch.cat(embs), torch.cat(labs)
+        What the probes of :mod:`graphneg.callbacks` consume; the batch is on the module's device.
+        """
+        x, y = self._eval_batch(batch)
+        return self.embed(x), y.reshape(-1)
 
-    def _datamodule(self):
-        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+    def _eval_reset(self) -> None:
+        self._projector_emb: List[Tensor] = []
+        self._projector_lab: List[Tensor] = []
+        self._projector_img: List[Tensor] = []
 
-    def _log_direct(self, metrics: Dict[str, float]) -> None:
-        """Write metrics to the loggers outside the hooks where ``self.log`` is allowed."""
-        for lg in self.loggers:
-            lg.log_metrics(metrics, step=self.global_step)
+    def _keep_for_projector(self, emb: Tensor, lab: Tensor, x=None) -> None:
+        """Keep the first ``projector_max`` evaluation embeddings (and small images) for the snapshot."""
+        kept = sum(t.size(0) for t in self._projector_emb)
+        room = self.hparams.projector_max - kept
+        if room <= 0:
+            return
+        self._projector_emb.append(emb[:room].detach().cpu())
+        self._projector_lab.append(lab[:room].detach().cpu())
+        if isinstance(x, Tensor) and x.dim() == 4 and x.size(-1) <= 64:
+            self._projector_img.append(x[:room].detach().cpu())
 
-    def _gather(self, t: Tensor) -> Tensor:
-        if self._trainer is not None and self.trainer.world_size > 1:
-            return self.all_gather(t).flatten(0, 1)
-        return t
+    def on_validation_epoch_start(self) -> None:
+        self._eval_reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if self._projector_emb and not self.trainer.sanity_checking:
+            imgs = torch.cat(self._projector_img) if self._projector_img else None
+            self._last_eval = (torch.cat(self._projector_emb), torch.cat(self._projector_lab), imgs)
+        self._eval_reset()
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Dict[str, Tensor]:
+        h, y = self.embed_batch(batch)
+        return {"embeddings": h, "labels": y}
 
     def on_train_end(self) -> None:
-        """Run the end-of-fit downstream evaluation (``probe/*``) and log the projector snapshot."""
-        if self.hparams.probe_at_end:
-            dm = self._datamodule()
-            if dm is None:
-                rank_zero_warn("probe_at_end needs the DataModule of the fit; no probe was run")
-            else:
-                results = self.evaluate(dm)
-                self.probe_results = results
-                self._log_direct({f"probe/{k}": v for k, v in results.items()})
-        self._log_projector()
-
-    def _log_projector(self) -> None:
+        """Log the projector snapshot of the last validation embeddings (``embeddings/eval``)."""
         if self.hparams.projector_max > 0:
-            super()._log_projector()
-
-    def evaluate(self, datamodule) -> Dict[str, float]:  # pragma: no cover - overridden
-        raise TypeError(f"{type(self).__name__} must define evaluate()")
+            self._log_projector()
