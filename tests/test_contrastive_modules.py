@@ -106,6 +106,8 @@ def test_image_fit_logs_histograms_probe_and_reloads(tmp_path):
     ref = knn_accuracy(bank, dm.train_eval_set.labels, query, dm.test_set.labels, k=5, temperature=0.1)
     assert probe(cli.trainer, KNNProbe).results["probe/knn_top1"] == pytest.approx(ref, abs=1e-6)
     assert scalar(acc, "probe/knn_top1") == pytest.approx(ref, abs=1e-6)
+    # one epoch: the validation after it saw the final encoder too (bank: train_eval_dataloader)
+    assert scalar(acc, "val/knn_top1") == pytest.approx(ref, abs=1e-6)
     assert 0.0 <= scalar(acc, "probe/linear_top1") <= 1.0
 
     last = os.path.join(logdir, "checkpoints", "last.ckpt")
@@ -140,6 +142,8 @@ def test_graph_fit_logs_svc_histograms_and_reloads(tmp_path):
     ref = svc_protocol(emb, graphs.y, folds=3, C_grid=(1.0, 10.0), seed=0)
     assert probe(cli.trainer, SVCProbe).results["probe/svc_acc"] == pytest.approx(ref["mean"], abs=1e-9)
     assert scalar(acc, "probe/svc_acc") == pytest.approx(ref["mean"], abs=1e-6)
+    ref_val = svc_protocol(emb, graphs.y, folds=3, C_grid=(1.0,), seed=0)  # the fast validation setting
+    assert scalar(acc, "val/svc_acc") == pytest.approx(ref_val["mean"], abs=1e-6)
 
     last = os.path.join(logdir, "checkpoints", "last.ckpt")
     reloaded = GraphContrastiveModule.load_from_checkpoint(
@@ -273,7 +277,7 @@ def test_negative_pair_mask_matches_loop():
 
     neg_labels = torch.tensor([1, 5, 0])
     for lab, nl in ((None, None), (labels, neg_labels)):
-        mask = negative_pair_mask(b, lab, 3, nl)
+        mask = negative_pair_mask(b, lab, num_extra=3, neg_labels=nl)
         ref = torch.zeros(2 * b, 2 * b + 3, dtype=torch.bool)
         rows = None if lab is None else torch.cat([lab, lab])
         cols = None if lab is None else torch.cat([lab, lab, nl])
@@ -285,7 +289,7 @@ def test_negative_pair_mask_matches_loop():
         pairs = contrastive_pairs(z[:b], z[b:2 * b], lab, neg=z[2 * b:], neg_labels=nl)
         assert torch.equal(pairs.neg_mask, ref)
     with pytest.raises(ValueError, match="need neg_labels with 3 class ids"):
-        negative_pair_mask(b, labels, 3)
+        negative_pair_mask(b, labels, num_extra=3)
 
 
 def test_dcl_loss_is_a_deprecated_alias_of_debiased_contrastive_loss():

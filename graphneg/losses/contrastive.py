@@ -78,9 +78,9 @@ def _check_tau_plus(tau_plus: float) -> None:
 def negative_pair_mask(
     batch_size: int,
     labels: Optional[Tensor] = None,
+    device: Optional[torch.device] = None,
     num_extra: int = 0,
     neg_labels: Optional[Tensor] = None,
-    device: Optional[torch.device] = None,
 ) -> Tensor:
     """``[2B, 2B + M]`` bool mask of the negatives of a two-view batch (the mask of :func:`contrastive_pairs`).
 
@@ -173,7 +173,7 @@ def contrastive_pairs(
         labels = check_labels(labels, b).to(device)
         if neg is not None:
             neg_labels = check_labels(neg_labels, neg.size(0), "neg_labels").to(device)
-    neg_mask = negative_pair_mask(b, labels, c - n, neg_labels if labels is not None else None, device)
+    neg_mask = negative_pair_mask(b, labels, device, c - n, neg_labels if labels is not None else None)
     if labels is not None:
         num_neg = neg_mask.sum(dim=1)
         empty = num_neg == 0
