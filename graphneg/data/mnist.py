@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from graphneg.data.image_augment import MNIST_MEAN, MNIST_STD
 from graphneg.data.samplers import MPerClassSampler
-
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 def default_mnist5k_path() -> Path:
@@ -66,14 +65,21 @@ class TensorImageDataset(Dataset):
         labels: Tensor,
         transform: Optional[Callable] = None,
         views: Optional[Callable] = None,
-        mean: float = MNIST_MEAN,
-        std: float = MNIST_STD,
+        mean: Sequence[float] = MNIST_MEAN,
+        std: Sequence[float] = MNIST_STD,
     ) -> None:
         if images.size(0) != labels.size(0):
             raise ValueError(f"{images.size(0)} images but {labels.size(0)} labels")
         self.images, self.labels = images, labels
         self.transform, self.views = transform, views
-        self.mean, self.std = mean, std
+        # per-channel statistics ([C, 1, 1]), as torchvision's Normalize and graphneg.data.image_augment
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        if self.mean.numel() != self.std.numel() or not bool((self.std > 0).all()):
+            raise ValueError(
+                f"mean and std need one value per channel (std > 0), got mean={mean}, std={std}; "
+                "e.g. graphneg.data.image_augment.MNIST_MEAN / MNIST_STD"
+            )
 
     def __len__(self) -> int:
         return self.images.size(0)
