@@ -37,6 +37,7 @@ What the CLI adds to Lightning's:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -45,7 +46,8 @@ from typing import Any, List, Optional, Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
@@ -120,6 +122,68 @@ def find_last_checkpoint(trainer: L.Trainer) -> Path:
         f"--ckpt_path <file.ckpt>, or set --trainer.default_root_dir to the folder of the run to resume "
         f"(now {trainer.default_root_dir!s})"
     )
+
+
+class SaveFullConfig(SaveConfigCallback):
+    """Writes the run's ``config.yaml`` including the values of linked arguments.
+
+    Lightning's ``SaveConfigCallback`` drops every link target from the file; for an instantiation link
+    whose source the chosen DataModule lacks (e.g. ``in_channels`` with an image DataModule, where the
+    value comes from the YAML) that loses the value, and ``graphneg fit --config <saved config.yaml>``
+    would build a different model. Here link targets are kept; links recompute them when the file is
+    read back, so the file starts the same run.
+    """
+
+    def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
+                 multifile: bool = False, save_to_log_dir: bool = True) -> None:
+        # the standard write is replaced by `save_config` (rank zero only)
+        super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        logger = trainer.logger  # not trainer.log_dir: it broadcasts, and this runs on rank zero only
+        log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) if logger else None
+        log_dir = str(log_dir or trainer.default_root_dir)
+        fs = get_filesystem(log_dir)
+        path = os.path.join(log_dir, self.config_filename)
+        if not self.overwrite and fs.isfile(path):
+            raise RuntimeError(f"{path} exists; graphneg does not overwrite the config of an earlier run")
+        fs.makedirs(log_dir, exist_ok=True)
+        with fs.open(path, "w") as f:
+            f.write(self.dump())
+
+    def dump(self) -> str:
+        """The config as YAML, with the link targets that hold a value put back (jsonargparse's dump drops
+        them even with ``skip_link_targets=False`` inside subclass arguments)."""
+        import yaml
+
+        text = self.parser.dump(self.config, skip_none=False)
+        header = [line for line in text.splitlines() if line.startswith("#")]
+        data = yaml.safe_load(text)
+        for _, target, _, _ in LINKS:
+            value = _lookup(self.config, target)
+            if value is None:
+                continue
+            node, keys = data, target.split(".")
+            for k in keys[:-1]:
+                node = node.get(k) if isinstance(node, dict) else None
+                if node is None:
+                    break
+            if isinstance(node, dict):
+                node[keys[-1]] = value
+        return "\n".join(header + [yaml.safe_dump(data, sort_keys=False)])
+
+
+def _lookup(config, key: str):
+    """``config[key]`` for a dotted key, ``None`` when a part is missing or ``None``."""
+    node = config
+    for k in key.split("."):
+        try:
+            node = node[k]
+        except (KeyError, TypeError, AttributeError):
+            return None
+        if node is None:
+            return None
+    return node
 
 
 class GraphnegCLI(LightningCLI):
@@ -219,6 +283,7 @@ def cli_main(args: Optional[List[str]] = None, run: bool = True) -> GraphnegCLI:
             subclass_mode_model=True,
             subclass_mode_data=True,
             trainer_defaults={"callbacks": default_callbacks()},
+            save_config_callback=SaveFullConfig,
             save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
@@ -231,4 +296,4 @@ def main() -> None:
     cli_main()
 
 
-__all__ = ["GraphnegCLI", "cli_main", "find_last_checkpoint", "main", "LINKS"]
+__all__ = ["GraphnegCLI", "SaveFullConfig", "cli_main", "find_last_checkpoint", "main", "LINKS"]

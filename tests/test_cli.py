@@ -2,6 +2,7 @@
 resume, and clear errors for bad configs / data."""
 import glob
 import os
+import warnings
 
 import pytest
 import torch
@@ -19,9 +20,22 @@ SMALL = [
 ]
 
 
-def test_fit_logs_checkpoints_and_resumes(tmp_path):
-    args = ["fit", "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", *SMALL]
-    cli = cli_main(args)
+def _state(cli):
+    """Every tensor of the run's state: module parameters and buffers, optimiser states."""
+    out = {f"model.{k}": v for k, v in cli.model.state_dict().items()}
+    for i, opt in enumerate(cli.trainer.optimizers):
+        for pid, st in opt.state_dict()["state"].items():
+            for k, v in st.items():
+                out[f"opt{i}.{pid}.{k}"] = torch.as_tensor(v)
+    return out
+
+
+def test_fit_logs_checkpoints_and_resumes_last_run(tmp_path, caplog):
+    """fit 1 epoch; `--ckpt_path last` with max_epochs 2 continues at epoch 1 and ends in the state of an
+    uninterrupted 2-epoch run (scheduler none: a cosine schedule spans trainer.max_epochs, so changing
+    max_epochs on resume changes it by design)."""
+    base = ["fit", "--config", CONFIG, "--model.init_args.scheduler=none", *SMALL]
+    cli = cli_main([*base, f"--trainer.default_root_dir={tmp_path}/a", "--trainer.max_epochs=1"])
     logdir = cli.trainer.logger.log_dir
     events = glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
     assert events, "no TensorBoard event file written"
@@ -36,17 +50,79 @@ def test_fit_logs_checkpoints_and_resumes(tmp_path):
     ckpts = glob.glob(os.path.join(logdir, "checkpoints", "*.ckpt"))
     assert any(c.endswith("last.ckpt") for c in ckpts)
     assert not glob.glob(os.path.join(logdir, "checkpoints", ".*tmp*"))
-    last = os.path.join(logdir, "checkpoints", "last.ckpt")
-    # resume for one more epoch from last.ckpt
-    cli2 = cli_main(["fit", "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}",
-                     "--trainer.max_epochs=2", f"--ckpt_path={last}", *SMALL])
-    assert cli2.trainer.current_epoch == 2
-    assert cli2.trainer.global_step == 2 * cli.trainer.global_step
+    steps_per_epoch = cli.trainer.global_step
+    assert steps_per_epoch == 3
+    # a later run that crashed before its first checkpoint (an empty version folder) is skipped
+    os.makedirs(os.path.join(tmp_path, "a", "lightning_logs", "version_7"))
+    caplog.clear()
+    caplog.set_level("INFO")
+    resumed = cli_main([*base, f"--trainer.default_root_dir={tmp_path}/a", "--trainer.max_epochs=2",
+                        "--ckpt_path=last"])
+    assert f"resuming from {logdir}/checkpoints/last.ckpt" in caplog.text
+    assert resumed.trainer.logger.log_dir != logdir  # the resumed run logs to a new version folder
+    assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 2 * steps_per_epoch
+    straight = cli_main([*base, f"--trainer.default_root_dir={tmp_path}/b", "--trainer.max_epochs=2"])
+    a, b = _state(resumed), _state(straight)
+    assert a.keys() == b.keys() and len(a) > 10
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, differ
     # the saved module reloads
+    last = os.path.join(resumed.trainer.logger.log_dir, "checkpoints", "last.ckpt")
     mod = MetricLearningModule.load_from_checkpoint(
         last, encoder=SmallCNN(1, 64, width=8), loss=MultiSimilarityLoss(), weights_only=False
     )
-    assert isinstance(mod, MetricLearningModule)
+    assert torch.equal(mod.encoder.fc.weight, straight.model.encoder.fc.weight)
+
+
+def test_ckpt_path_last_without_a_run_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--ckpt_path last: no earlier run has a last.ckpt .*version_\*"):
+        cli_main(["fit", "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", "--ckpt_path=last", *SMALL])
+
+
+def test_saved_config_round_trips(tmp_path, capsys, caplog):
+    """A run's config.yaml passed back to `graphneg fit --config` gives the same configuration (and holds no
+    unserialisable plugin); the GCA-HNG config's linked dim / num_classes are recomputed from their sources."""
+    gca = os.path.join(os.path.dirname(CONFIG), "mnist_gca_hng.yaml")
+    args = ["fit", "--config", gca, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1",
+            "--trainer.limit_val_batches=0", "--model.init_args.encoder.init_args.embedding_dim=16",
+            "--model.init_args.generator.init_args.num_layers=1", *SMALL]
+    caplog.set_level("INFO")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = cli_main(args)
+    shown = capsys.readouterr().err + caplog.text + "\n".join(str(w.message) for w in caught)
+    assert "GPU available" in caplog.text  # Lightning's own information is shown ...
+    for hidden in ("Unable to serialize", "litlogger", "LightningCLI's args parameter", "LeafSpec"):
+        assert hidden not in shown, hidden  # ... its advertisements and spurious warnings are not
+    saved = os.path.join(cli.trainer.logger.log_dir, "config.yaml")
+    text = open(saved).read()
+    assert "plugins: null" in text and "Unable" not in text and "detect_nan: true" in text
+    assert "in_channels: 1" in text  # kept although it is a link target (the link's source is absent here)
+    again = cli_main(["fit", "--config", saved, f"--trainer.default_root_dir={tmp_path}/again"])
+    a, b = cli.config["fit"].clone(), again.config["fit"].clone()
+    for ns in (a, b):
+        ns.pop("config", None), ns["trainer"].pop("default_root_dir")
+    assert a == b
+    gen = again.model.generator
+    assert (gen.dim, gen.num_classes) == (16, 5) and again.model.classifier.out_features == 5
+    # the same run: identical final weights
+    s1, s2 = cli.model.state_dict(), again.model.state_dict()
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_user_plugins_keep_atomic_writes_and_nan_switch(tmp_path):
+    cli = cli_main(["--config", CONFIG, f"--trainer.default_root_dir={tmp_path}",
+                    "--trainer.plugins=lightning.fabric.plugins.TorchCheckpointIO", "--detect_nan=false", *SMALL],
+                   run=False)
+    from lightning.fabric.plugins import TorchCheckpointIO
+
+    from graphneg.checkpoint import AtomicCheckpointIO, DetectNaN
+
+    io = cli.trainer.strategy.checkpoint_io
+    assert isinstance(io, AtomicCheckpointIO) and type(io.checkpoint_io) is TorchCheckpointIO
+    assert not any(isinstance(c, DetectNaN) for c in cli.trainer.callbacks)
+    cli2 = cli_main(["--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", *SMALL], run=False)
+    assert sum(isinstance(c, DetectNaN) for c in cli2.trainer.callbacks) == 1
 
 
 def test_config_typo_is_reported(tmp_path, capsys):

@@ -19,15 +19,18 @@ Data never comes from the network: torchvision datasets are built with ``downloa
 expected folder is checked first; when files are missing a :class:`FileNotFoundError` names the layout
 and how to get it (download the archive on a machine with network access and extract it under
 ``root``). ``verify_checksums=False`` skips torchvision's MD5 checks (for re-packed or small custom copies
-in the official format).
+in the official format): the files are then read by :class:`CIFARFiles` / :class:`STL10Files`, which
+decode the official formats the same way as torchvision (public APIs only, no torchvision internals).
 """
 from __future__ import annotations
 
 import os
 import pickle
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
+from PIL import Image
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import CIFAR10, CIFAR100, STL10
@@ -78,39 +81,72 @@ class TwoViewDataset(Dataset):
         return views[0], views[1], label
 
 
-# --- torchvision datasets with an optional checksum check -------------------------------------------
+# --- the official files read directly (verify_checksums=False) ---------------------------------------
 
-class _LocalCopy:
-    """Mixin for torchvision's CIFAR/STL classes: with ``verify_checksums=False`` only check presence."""
+class CIFARFiles(Dataset):
+    """CIFAR-10/100 python-pickle files read without torchvision's MD5 check (``verify_checksums=False``).
 
-    def __init__(self, *args, verify_checksums: bool = True, **kwargs) -> None:
-        self.verify_checksums = verify_checksums
-        super().__init__(*args, **kwargs)
+    Format (https://www.cs.toronto.edu/~kriz/cifar.html): each file a pickled dict whose ``data`` is
+    ``[N, 3072]`` uint8 (the R, G, B planes of a 32x32 image, row-major) and whose ``labels`` (CIFAR-10) or
+    ``fine_labels`` (CIFAR-100) hold the class ids; the meta file's ``label_names`` / ``fine_label_names``
+    the class names. Items are ``(PIL image, label)``, the same as torchvision's ``CIFAR10`` / ``CIFAR100``
+    (which read the same files the same way after checking their MD5 sums).
+    """
 
-    def _check_integrity(self) -> bool:
-        if self.verify_checksums:
-            return super()._check_integrity()
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, name))
-                   for name, _ in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:  # CIFAR only
-        if self.verify_checksums:
-            return super()._load_meta()
-        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+    def __init__(self, folder: str, files: Sequence[str], meta_file: str, meta_key: str,
+                 transform: Optional[Callable] = None) -> None:
+        data, labels = [], []
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        self.data = np.concatenate(data).transpose(0, 2, 3, 1)  # [N, 32, 32, 3]
+        self.targets = [int(t) for t in labels]
+        with open(os.path.join(folder, meta_file), "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[meta_key]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        image = Image.fromarray(self.data[index])
+        return (self.transform(image) if self.transform is not None else image), self.targets[index]
 
 
-class _CIFAR10(_LocalCopy, CIFAR10):
-    pass
+class STL10Files(Dataset):
+    """STL-10 binary files read without torchvision's MD5 check (``verify_checksums=False``).
 
+    Format (https://cs.stanford.edu/~acoates/stl10/): ``<split>_X.bin`` uint8 images ``[N, 3, 96, 96]``
+    stored column-major (hence the transposition of the two spatial axes), ``<split>_y.bin`` uint8 labels
+    1..10 (stored 1-based; items carry 0..9), no labels for ``unlabeled`` (items carry ``-1``). Items are
+    ``(PIL image, label)`` as torchvision's ``STL10``. ``split``: ``train``, ``test``, ``unlabeled`` or
+    ``train+unlabeled``.
+    """
 
-class _CIFAR100(_LocalCopy, CIFAR100):
-    pass
+    def __init__(self, folder: str, split: str, transform: Optional[Callable] = None) -> None:
+        parts = {"train+unlabeled": ("train", "unlabeled")}.get(split, (split,))
+        images, labels = [], []
+        for part in parts:
+            x = np.fromfile(os.path.join(folder, f"{part}_X.bin"), dtype=np.uint8).reshape(-1, 3, 96, 96)
+            images.append(np.transpose(x, (0, 1, 3, 2)))
+            if part == "unlabeled":
+                labels.append(np.full(x.shape[0], -1, dtype=np.int64))
+            else:
+                labels.append(np.fromfile(os.path.join(folder, f"{part}_y.bin"), dtype=np.uint8).astype(np.int64) - 1)
+        self.data, self.labels = np.concatenate(images), np.concatenate(labels)
+        names = os.path.join(folder, "class_names.txt")
+        self.classes = open(names).read().split() if os.path.isfile(names) else None
+        self.transform = transform
 
+    def __len__(self) -> int:
+        return len(self.labels)
 
-class _STL10(_LocalCopy, STL10):
-    pass
+    def __getitem__(self, index: int):
+        image = Image.fromarray(np.transpose(self.data[index], (1, 2, 0)))
+        return (self.transform(image) if self.transform is not None else image), int(self.labels[index])
 
 
 # --- DataModules ----------------------------------------------------------------------------------
@@ -297,8 +333,10 @@ class CIFAR10DataModule(VisionContrastiveDataModule):
         return cifar_views()
 
     def _dataset(self, split: str, transform, verify: bool) -> Dataset:
-        return _CIFAR10(self.root, train=split != "test", transform=transform, download=False,
-                        verify_checksums=verify)
+        if verify:
+            return CIFAR10(self.root, train=split != "test", transform=transform, download=False)
+        files = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+        return CIFARFiles(self.data_dir, files, "batches.meta", "label_names", transform)
 
 
 class CIFAR100DataModule(VisionContrastiveDataModule):
@@ -321,8 +359,10 @@ class CIFAR100DataModule(VisionContrastiveDataModule):
         return cifar100_views()
 
     def _dataset(self, split: str, transform, verify: bool) -> Dataset:
-        return _CIFAR100(self.root, train=split != "test", transform=transform, download=False,
-                         verify_checksums=verify)
+        if verify:
+            return CIFAR100(self.root, train=split != "test", transform=transform, download=False)
+        return CIFARFiles(self.data_dir, ["test" if split == "test" else "train"], "meta", "fine_label_names",
+                          transform)
 
 
 class STL10DataModule(VisionContrastiveDataModule):
@@ -348,4 +388,6 @@ class STL10DataModule(VisionContrastiveDataModule):
 
     def _dataset(self, split: str, transform, verify: bool) -> Dataset:
         name = {"contrastive": "train+unlabeled", "memory": "train", "test": "test"}[split]
-        return _STL10(self.root, split=name, transform=transform, download=False, verify_checksums=verify)
+        if verify:
+            return STL10(self.root, split=name, transform=transform, download=False)
+        return STL10Files(self.data_dir, name, transform)
