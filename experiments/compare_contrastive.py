@@ -168,7 +168,7 @@ def run_graph(name: str, loss_name: str, seed: int, epochs: int, root: str) -> D
     dm.setup()
     L.seed_everything(seed, verbose=False)
     loss = make_loss(loss_name) if loss_name != "untrained" else InfoNCELoss(T)
-    model = GraphContrastiveModule(GINEncoder(dm.num_features, 32, 3), loss, lr=1e-3, eval_every=10 ** 6,
+    model = GraphContrastiveModule(GINEncoder(dm.num_features, 32, 3), loss, lr=1e-3,
                                    log_histograms=False)
     t0 = time.time()
     if loss_name != "untrained":

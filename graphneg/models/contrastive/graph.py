@@ -31,8 +31,8 @@ class GraphContrastiveModule(_ContrastiveBase):
     :func:`graphneg.metrics.graph_protocol.svc_protocol` on them (fast setting at validation:
     ``val/svc_acc`` / ``val/svc_std``; full protocol at test and at the end of fit: ``test/svc_acc``,
     ``probe/svc_acc``); :class:`graphneg.callbacks.KNNProbe` logs the leave-one-out kNN accuracy
-    ``val/knn_top1`` instead (cheap, for large datasets). Validation runs every ``eval_every`` epochs
-    (and at the last epoch).
+    ``val/knn_top1`` instead (cheap, for large datasets). How often validation runs is the Trainer's
+    ``check_val_every_n_epoch`` (the configs: ``trainer.check_val_every_n_epoch: 5``).
 
     Args:
         encoder: graph encoder with ``forward_data(batch) -> [G, D]`` (or ``forward(x, edge_index,
@@ -44,7 +44,6 @@ class GraphContrastiveModule(_ContrastiveBase):
         lr, weight_decay, optimizer, momentum, scheduler: as :class:`ContrastiveModule`
             (GraphCL / HCL graph: Adam, lr 1e-3 here as the issue asks, no weight decay).
         supervised: pass the graph labels to the loss.
-        eval_every: validate every this many epochs.
         log_histograms, projector_max: as :class:`ContrastiveModule`.
     """
 
@@ -61,14 +60,11 @@ class GraphContrastiveModule(_ContrastiveBase):
         momentum: float = 0.9,
         scheduler: str = "none",
         supervised: bool = False,
-        eval_every: int = 1,
         log_histograms: bool = True,
         projector_max: int = 1000,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=list(self._ignored_init_args))
-        if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
-            raise ValueError(f"eval_every must be a positive int (epochs), got {eval_every!r}")
         self._init_common(encoder, loss, projector, projector_dims, projector_batch_norm)
 
     # ------------------------------------------------------------------ batches
@@ -112,16 +108,10 @@ class GraphContrastiveModule(_ContrastiveBase):
             )
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_epoch(self) -> bool:
-        epoch = self.current_epoch + 1
-        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        last = max_epochs is not None and max_epochs > 0 and epoch >= max_epochs
-        return epoch % self.hparams.eval_every == 0 or last
-
     def validation_step(self, batch, batch_idx: int) -> Optional[Dict[str, Tensor]]:
-        """``{"embeddings": h, "labels": y}`` for the probes of :mod:`graphneg.callbacks` on the epochs
-        ``eval_every`` selects (``None`` on the others, which the probes skip)."""
-        if self.trainer.sanity_checking or not self._eval_epoch():
+        """``{"embeddings": h, "labels": y}`` for the probes of :mod:`graphneg.callbacks` (``None`` in the
+        sanity check, which the probes skip)."""
+        if self.trainer.sanity_checking:
             return None
         h, y = self.embed_batch(batch)
         self._keep_for_projector(h, y)
