@@ -27,9 +27,11 @@ What the CLI adds to Lightning's:
   written. ``--detect_nan false`` turns it off.
 * Linked arguments (set once, copied by :meth:`GraphnegCLI.add_arguments_to_parser`): the number of
   training classes of ``MNIST5kDataModule`` -> the generator's and the loss's ``num_classes``; the
-  encoder's ``embedding_dim`` -> the generator's ``dim`` and the loss's ``embedding_size``; a
-  ``TUDataModule``'s ``num_features`` -> the encoder's ``in_channels``. A link applies when both ends exist
-  in the chosen classes; a linked target's value always comes from its source (set the source instead).
+  encoder's ``embedding_dim`` -> the generator's ``dim`` and the loss's ``embedding_size``. A link applies
+  when both ends exist in the chosen classes; a linked target's value then always comes from its source
+  (set the source instead). The TU DataModule's ``num_features`` is not linked to the encoder's
+  ``in_channels``: with that link jsonargparse 4.53 rejects every config whose encoder ``class_path`` is a
+  function (``graphneg.models.resnet18``); ``GraphContrastiveModule`` checks that the two agree at setup.
 * Default callbacks: ``last.ckpt`` + best checkpoint, learning-rate monitor, RNG state for exact resume,
   a rich progress bar (unless the run disables bars or configures its own). Lightning's cloud-service
   tips and two warnings that are not about the user's run are not shown (see :func:`cli_main`).
@@ -76,7 +78,6 @@ LINKS = (
     ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.generator.init_args.dim", "parse", None),
     ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.loss.init_args.embedding_size", "parse",
      None),
-    ("data.num_features", "model.init_args.encoder.init_args.in_channels", "instantiate", None),
 )
 
 
@@ -127,8 +128,8 @@ def find_last_checkpoint(trainer: L.Trainer) -> Path:
 class SaveFullConfig(SaveConfigCallback):
     """Writes the run's ``config.yaml`` including the values of linked arguments.
 
-    Lightning's ``SaveConfigCallback`` drops every link target from the file; for an instantiation link
-    whose source the chosen DataModule lacks (e.g. ``in_channels`` with an image DataModule, where the
+    Lightning's ``SaveConfigCallback`` drops every link target from the file; for a link whose source the
+    chosen classes lack (e.g. a generator's ``dim`` under an encoder without ``embedding_dim``, where the
     value comes from the YAML) that loses the value, and ``graphneg fit --config <saved config.yaml>``
     would build a different model. Here link targets are kept; links recompute them when the file is
     read back, so the file starts the same run.

@@ -242,3 +242,24 @@ def test_clipping_sees_unscaled_gradients_under_mixed_precision(tmp_path):
     assert big.any()
     assert torch.equal(g[big], torch.sign(g_ref[big]) * c)
     assert float(g.abs().max()) == pytest.approx(c)
+
+
+@pytest.mark.gpu
+def test_clipping_under_cuda_16_mixed():
+    """The same check with Lightning's own CUDA `precision="16-mixed"` (marker gpu: not run by default)."""
+    assert torch.cuda.is_available(), "needs a CUDA device (run with `nox -s gpu` on one)"
+    c, grads = 1e-3, {}
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            grads["w"] = pl_module.encoder.weight.grad.detach().cpu().clone()
+
+    trainer = L.Trainer(accelerator="gpu", devices=1, precision="16-mixed", max_steps=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=[Record()])
+    mod, ref = _linear_module(grad_clip=c), _linear_module(grad_clip=c)
+    trainer.fit(mod, train_dataloaders=_batches(1))
+    x, y = next(iter(_batches(1)))
+    ref.loss(ref.encoder(x), y).backward()
+    big = ref.encoder.weight.grad.abs() > 3 * c
+    assert big.any() and torch.equal(grads["w"][big], torch.sign(ref.encoder.weight.grad[big]) * c)

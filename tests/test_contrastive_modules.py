@@ -55,7 +55,7 @@ def graph_small(root):
         "--model.init_args.encoder.init_args.hidden_channels=8",
         callbacks_arg(("SVCProbe", {"val_folds": 3, "folds": 3, "val_C_grid": [1.0], "C_grid": [1.0, 10.0]})),
         "--trainer.limit_train_batches=2", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
-    "--trainer.log_every_n_steps=1",
+    "--trainer.log_every_n_steps=1", "--trainer.check_val_every_n_epoch=1",
     ]
 
 
@@ -220,14 +220,9 @@ def test_all_unremix_configs_instantiate(tmp_path):
 
 
 def test_in_channels_mismatch_is_reported(tmp_path):
-    # the CLI links in_channels to the data's num_features; a hand-built module still checks its encoder
-    import lightning as L
-
-    dm = TUDataModule("MUTAG", root=str(tmp_path / "tu"), batch_size=8, seed=0)
-    model = GraphContrastiveModule(GINEncoder(5, 8, 2), InfoNCELoss(0.2))
-    with pytest.raises(ValueError, match=r"in_channels=5 .* num_features=7"):
-        L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  accelerator="cpu").fit(model, dm)
+    with pytest.raises(ValueError, match=r"in_channels=7"):
+        cli_main(["fit", "--config", MUTAG_CFG, f"--trainer.default_root_dir={tmp_path}",
+                  "--model.init_args.encoder.init_args.in_channels=5", *graph_small(tmp_path / "tu")])
 
 
 # ------------------------------------------------------------------------------------ units
