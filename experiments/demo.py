@@ -23,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphneg.cli import cli_main  # noqa: E402
+from graphneg.cli import cli_main, quiet_lightning  # noqa: E402
 from graphneg.metrics import retrieval_metrics  # noqa: E402
 
 KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
@@ -60,7 +60,8 @@ def run(config: Path, seed: int, epochs: int, root: Path, untrained: bool):
         rows["raw pixels"] = evaluate(lambda x: x.flatten(1), loader)
         cli.model.eval()
         rows["untrained network"] = evaluate(cli.model.encoder, loader)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    with quiet_lightning():  # no cloud-service tips / Lightning-internal deprecation warnings
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     cli.model.eval()
     rows["trained"] = evaluate(cli.model.encoder, loader)
     return rows, cli.trainer.logger.log_dir

@@ -43,6 +43,7 @@ import os
 import re
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
@@ -266,6 +267,17 @@ def _install_log_filter() -> None:
         log.addFilter(_DropLightningTips())
 
 
+@contextmanager
+def quiet_lightning():
+    """Within this context Lightning's cloud-service tips (litlogger / litmodels) and its internal
+    ``LeafSpec`` deprecation warning (Lightning's use of torch's pytree API, nothing a user can change) are
+    not shown; every other warning is. For scripts that call ``trainer.fit`` on a CLI's objects."""
+    _install_log_filter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        yield
+
+
 def cli_main(args: Optional[List[str]] = None, run: bool = True) -> GraphnegCLI:
     """Run the ``graphneg`` command with ``args`` (``None``: ``sys.argv[1:]``); returns the CLI object.
 
@@ -274,10 +286,8 @@ def cli_main(args: Optional[List[str]] = None, run: bool = True) -> GraphnegCLI:
     Lightning's internal ``LeafSpec`` deprecation warning (Lightning's own use of torch's pytree API,
     nothing a user can change). All other warnings are shown.
     """
-    _install_log_filter()
-    with warnings.catch_warnings():
+    with quiet_lightning():
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within")
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         return GraphnegCLI(
             L.LightningModule,
             L.LightningDataModule,
@@ -297,4 +307,4 @@ def main() -> None:
     cli_main()
 
 
-__all__ = ["GraphnegCLI", "SaveFullConfig", "cli_main", "find_last_checkpoint", "main", "LINKS"]
+__all__ = ["GraphnegCLI", "SaveFullConfig", "quiet_lightning", "cli_main", "find_last_checkpoint", "main", "LINKS"]

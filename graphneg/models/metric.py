@@ -1,6 +1,7 @@
 """Deep metric learning as a LightningModule, optionally with a hard-negative generator (GCA-HNG)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import lightning as L
@@ -163,7 +164,11 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         scheds = self.lr_schedulers()
         for s in (scheds if isinstance(scheds, list) else [scheds]) if scheds is not None else []:
             while s.last_epoch < self.current_epoch:
-                s.step()
+                with warnings.catch_warnings():
+                    # resumed runs step before this process's first optimizer.step(): the schedule's own step,
+                    # not the misuse torch warns about
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+                    s.step()
 
     # ------------------------------------------------------------------ GCA-HNG three-step update
     def _init_generator_state(self, num_classes: Optional[int]) -> None:
