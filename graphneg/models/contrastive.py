@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from graphneg.graph import check_embeddings, check_labels
+from graphneg.validation import check_batch, check_k, value_checks
 from graphneg.metrics.probe import knn_accuracy, linear_probe
 from graphneg.models.metric import EmbeddingEvalMixin
 from graphneg.models.projector import MLPProjector
@@ -135,8 +136,7 @@ def knn_loo_accuracy(embeddings: Tensor, labels: Tensor, k: int = 200, temperatu
     labels = check_labels(labels, n, "labels").to(embeddings.device).long()
     if n < 2:
         raise ValueError("leave-one-out kNN needs at least two embeddings")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = check_k(k, "k")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     k = min(k, n - 1)
@@ -223,12 +223,19 @@ class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx: int) -> Optional[Tensor]:
+        # the batch is validated once (check_batch, one host sync); the loss skips its value checks
+        with value_checks(False):
+            return self._training_step(batch, batch_idx)
+
+    def _training_step(self, batch, batch_idx: int) -> Optional[Tensor]:
         v1, v2, labels, size = self._split_batch(batch)
         if size < 2:
             # one sample has no negative; happens for a last incomplete batch (use drop_last=True)
             return None
         z1 = self.project(self.embed(v1))
         z2 = self.project(self.embed(v2))
+        check_batch(z1, labels if self.hparams.supervised else None, name="projected view 1",
+                    others=(("projected view 2", z2),))
         if self.hparams.supervised:
             if labels is None:
                 raise ValueError(
