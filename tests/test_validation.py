@@ -326,3 +326,8 @@ def test_module_checks_values_once_at_the_boundary(with_generator):
             _fit(MetricLearningModule(_Encoder(), ProxyAnchorLoss(4, 8), eval_nmi=False), y + 1)
         with pytest.raises(ValueError, match="has a positive"):
             _fit(MetricLearningModule(_Encoder(), MultiSimilarityLoss(), eval_nmi=False), torch.arange(4))
+
+
+def test_module_rejects_fractional_ks_at_construction():
+    with pytest.raises(TypeError, match="each entry of ks must be a positive integer, got 1.5"):
+        MetricLearningModule(_Encoder(), MultiSimilarityLoss(), ks=(1, 1.5))

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from graphneg.validation import check_batch, value_checks
+from graphneg.validation import check_batch, check_ks, value_checks
 from graphneg.metrics.retrieval import retrieval_metrics
 
 
@@ -118,6 +118,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "loss", "generator"])
+        check_ks(ks)  # fail at construction, not after the first epoch
         self.automatic_optimization = False
         self.encoder, self.loss, self.generator = encoder, loss, generator
         if scheduler not in ("cosine", "none"):
