@@ -57,6 +57,7 @@ def knn_index(
     """
     if k is None or int(k) < 1:
         raise ValueError(f"k must be a positive integer for kNN edges, got {k!r}")
+    k = check_k(k, "k")  # 2.7 or True raise instead of becoming 2 or 1
     n = x.size(0)
     if negatives_only and labels is None:
         raise ValueError("edges='knn_negative' needs labels")

@@ -195,11 +195,12 @@ def test_retrieval_ks_and_k_must_be_integers():
 
 def test_graph_and_generator_reject_fractional_k(batch):
     z, y = batch
-    with pytest.raises(TypeError, match="k must be a positive integer, got 2.7"):
+    # TypeError from graphneg.validation.check_k, or ValueError from an edge-mode check that runs first
+    with pytest.raises((TypeError, ValueError), match=r"positive integer.*got 2\.7"):
         batch_graph(z, edges="knn", k=2.7)
-    with pytest.raises(TypeError, match="got True"):
+    with pytest.raises((TypeError, ValueError), match="positive integer.*got True"):
         batch_graph(z, y, edges="knn_negative", k=True)
-    with pytest.raises(TypeError, match="positive integer, got 2.5"):
+    with pytest.raises((TypeError, ValueError), match=r"positive integer.*got 2\.5"):
         GCAHNG(8, 4, edges="knn", k=2.5)
     # an integer k builds the same graph whether it is a Python or a NumPy integer
     a = batch_graph(z, edges="knn", k=2).edge_index
@@ -331,3 +332,12 @@ def test_module_checks_values_once_at_the_boundary(with_generator):
 def test_module_rejects_fractional_ks_at_construction():
     with pytest.raises(TypeError, match="each entry of ks must be a positive integer, got 1.5"):
         MetricLearningModule(_Encoder(), MultiSimilarityLoss(), ks=(1, 1.5))
+
+
+def test_knn_index_rejects_fractional_k(batch):
+    from graphneg.graph import knn_index
+
+    z, _ = batch
+    with pytest.raises((TypeError, ValueError), match=r"positive integer.*got 1\.5"):
+        knn_index(z, 1.5)
+    assert knn_index(z, np.int64(2)).shape == (2, 24)
