@@ -341,3 +341,30 @@ def test_knn_index_rejects_fractional_k(batch):
     with pytest.raises((TypeError, ValueError), match=r"positive integer.*got 1\.5"):
         knn_index(z, 1.5)
     assert knn_index(z, np.int64(2)).shape == (2, 24)
+
+
+def test_contrastive_module_checks_values_at_the_boundary():
+    import warnings
+
+    from graphneg.models import ContrastiveModule, SmallCNN
+
+    class Spy(InfoNCELoss):
+        seen = []
+
+        def forward(self, *args, **kwargs):
+            self.seen.append(value_checks_enabled())
+            return super().forward(*args, **kwargs)
+
+    torch.manual_seed(0)
+    v1, v2 = torch.randn(6, 1, 12, 12), torch.randn(6, 1, 12, 12)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    model = ContrastiveModule(SmallCNN(1, 0, width=4), Spy(), projector_dims=(8, 4), supervised=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log outside a Trainer
+        model.training_step((v1, v2, y), 0)
+        assert Spy.seen == [False] and value_checks_enabled()
+        with pytest.raises(ValueError, match="this training batch holds a single class"):
+            model.training_step((v1, v2, torch.zeros(6, dtype=torch.long)), 0)
+        with pytest.raises(ValueError, match="projected view 2 contain NaN or Inf"):
+            model.training_step((v1, v2 * float("nan"), y), 0)
+    assert value_checks_enabled()
