@@ -12,7 +12,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from graphneg import validation
 from graphneg.graph import batch_graph, check_embeddings as graph_check_embeddings
 from graphneg.losses import (DCLLoss, HCLLoss, InfoNCELoss, MultiSimilarityLoss, NPairLoss, ProxyAnchorLoss,
                              TripletMarginLoss, UnReMixLoss)
