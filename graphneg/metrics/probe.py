@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from graphneg.graph import check_embeddings, check_labels
+from graphneg.validation import check_embeddings, check_k, check_labels
 
 __all__ = ["knn_predict", "knn_accuracy", "knn_loo_accuracy", "linear_probe", "logistic_probe"]
 
@@ -107,8 +107,7 @@ def knn_predict(
             "train_labels must be non-negative class ids; drop unlabeled samples (label -1, e.g. "
             "STL-10's unlabeled split) from the kNN bank"
         )
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = check_k(k, "k")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not isinstance(chunk_size, int) or chunk_size < 1:

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from graphneg.losses.contrastive import negative_pair_mask
 from graphneg.models.metric import EmbeddingEvalMixin
 from graphneg.models.projector import MLPProjector
+from graphneg.validation import check_batch, value_checks
 
 __all__ = ["build_projector", "encoder_dim"]
 
@@ -146,12 +147,19 @@ class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx: int) -> Optional[Tensor]:
+        # the batch is validated once (check_batch, one host sync); the loss skips its value checks
+        with value_checks(False):
+            return self._training_step(batch, batch_idx)
+
+    def _training_step(self, batch, batch_idx: int) -> Optional[Tensor]:
         v1, v2, labels, size = self._split_batch(batch)
         if size < 2:
             # one sample has no negative; happens for a last incomplete batch (use drop_last=True)
             return None
         z1 = self.project(self.embed(v1))
         z2 = self.project(self.embed(v2))
+        check_batch(z1, labels if self.hparams.supervised else None, name="projected view 1",
+                    others=(("projected view 2", z2),))
         if self.hparams.supervised:
             if labels is None:
                 raise ValueError(
