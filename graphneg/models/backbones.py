@@ -89,6 +89,13 @@ class _EmbeddingBackbone(nn.Module):
         # official Feature_Extractor.fc: BatchNorm1d(n_mid) + Linear(n_mid, embedding_size)
         self.fc = nn.Sequential(nn.BatchNorm1d(self.feature_dim), nn.Linear(self.feature_dim, embedding_dim))
 
+    @staticmethod
+    def _weights_arg(weights):
+        # a command line override `--...weights null` may reach us as the string 'None' / 'null'
+        if isinstance(weights, str) and weights.strip().lower() in ("", "none", "null"):
+            return None
+        return weights
+
     def _load(self, weights) -> None:
         if weights is None:
             warnings.warn(
@@ -156,6 +163,7 @@ class ResNet50Embedding(_EmbeddingBackbone):
         super().__init__()
         from torchvision.models import resnet50
 
+        weights = self._weights_arg(weights)
         if pooling not in ("avg+max", "avg"):
             raise ValueError(f"pooling must be 'avg+max' (official) or 'avg', got {pooling!r}")
         self.pooling, self.bn_freeze, self.normalize = pooling, bool(bn_freeze), bool(normalize)
@@ -217,6 +225,7 @@ class GoogLeNetEmbedding(_EmbeddingBackbone):
         super().__init__()
         from torchvision.models import GoogLeNet
 
+        weights = self._weights_arg(weights)
         self.transform_input = (weights is not None) if transform_input is None else bool(transform_input)
         self.backbone = GoogLeNet(
             num_classes=1000, aux_logits=False, transform_input=self.transform_input, init_weights=weights is None
