@@ -35,7 +35,7 @@ def test_unpacks_cub_tgz_then_checks(tmp_path, prepare, capsys):
     n_files = sum(1 for p in (src / "CUB_200_2011").rglob("*") if p.is_file())
     assert f"{n_files - 1} files written, 1 existing files kept" in out
     assert mine.read_text().endswith("\n\n")  # not overwritten
-    assert "train      15 images      5 classes" in out and "(official 5864 / 100)" in out
+    assert "train        15 images      5 classes" in out and "(official 5864 / 100)" in out
     # second run: already in the official layout, nothing unpacked
     assert prepare.main(["cub200", str(dest)]) == 0
     assert "already has the official layout" in capsys.readouterr().out
@@ -49,7 +49,7 @@ def test_unpacks_sop_zip(tmp_path, prepare, capsys):
         for p in sorted((src / "Stanford_Online_Products").rglob("*")):
             zf.write(p, p.relative_to(src).as_posix())
     assert prepare.main(["sop", str(dest)]) == 0
-    assert "test        9 images      3 classes" in capsys.readouterr().out
+    assert "test          9 images      3 classes" in capsys.readouterr().out
 
 
 def test_refuses_path_traversal(tmp_path, prepare, capsys):
