@@ -149,3 +149,20 @@ def test_kernel_argument_errors():
         next(chunked_topk(x, x[:3], 1, exclude_self=True))
     with pytest.raises(ValueError, match="chunk_size"):
         next(chunked_topk(x, x, 1, chunk_size=0))
+
+
+@pytest.mark.gpu
+def test_cuda_equals_cpu_with_ties():
+    """Not run on the CPU reference machine (no device lent): the tie rule holds on CUDA too."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    x, y = _tied_set(300, 4, 20, seed=7)
+    for metric in ("euclidean", "cosine"):
+        a = retrieval_metrics(x, y, ks=RECALL_KS["sop"], metric=metric, chunk_size=64, nmi=False)
+        b = retrieval_metrics(x.cuda(), y.cuda(), ks=RECALL_KS["sop"], metric=metric, chunk_size=64, nmi=False)
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-12), (metric, key)
+    i_cpu = torch.cat([i for _, _, i in chunked_topk(x, x, 17, score="neg_sqeuclidean", exclude_self=True)])
+    i_gpu = torch.cat([i for _, _, i in chunked_topk(x.cuda(), x.cuda(), 17, score="neg_sqeuclidean",
+                                                       exclude_self=True)])
+    assert torch.equal(i_cpu, i_gpu.cpu())
