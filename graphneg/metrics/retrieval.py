@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphneg.graph import check_embeddings, check_labels
+from graphneg.validation import check_embeddings, check_k, check_ks, check_labels
 
 #: Recall@K values of each benchmark's published protocol (official GCA-HNG ``train.py``).
 RECALL_KS: Dict[str, Tuple[int, ...]] = {
@@ -156,6 +156,7 @@ def nearest_neighbours(
     (ties: lowest reference index first); ``backend="faiss"`` (the ``faiss`` extra) an exact
     ``IndexFlatIP`` / ``IndexFlatL2`` search, equal up to the order of tied neighbours.
     """
+    k = check_k(k, "k")
     q, r = _prepare(queries, metric), _prepare(refs, metric)
     if backend == "auto":
         backend = "faiss" if _faiss_available() else "torch"
@@ -239,9 +240,7 @@ def retrieval_metrics(
             raise ValueError(
                 f"embeddings have {embeddings.size(1)} dims but ref_embeddings have {ref_embeddings.size(1)}"
             )
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
+    ks = list(check_ks(ks))
 
     # R per query: same-label references (minus the query itself in the same-set protocol)
     classes, ref_inv = torch.unique(ref_labels, return_inverse=True)
