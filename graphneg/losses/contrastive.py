@@ -43,7 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphneg.distributed import gather, is_distributed
 from graphneg.graph import check_embeddings, check_labels
+from graphneg.precision import full_precision
 from graphneg.sampling.unremix import (
     _check_beta,
     _check_k,
@@ -63,6 +65,7 @@ class ContrastivePairs(NamedTuple):
     candidates: Tensor  # [C, D] normalised (anchors followed by the extra negatives)
     num_neg: Tensor  # [2B] number of negatives per anchor (float, dtype of sim)
     labelled: bool = False  # True when labels removed same-class negatives
+    self_index: Optional[Tensor] = None  # [2B] column of each anchor itself (arange(2B) when local)
 
 
 def _check_tau_plus(tau_plus: float) -> None:
@@ -80,6 +83,7 @@ def contrastive_pairs(
     labels: Optional[Tensor] = None,
     neg: Optional[Tensor] = None,
     neg_labels: Optional[Tensor] = None,
+    gather_distributed: bool = False,
 ) -> ContrastivePairs:
     """Build the cosine logits and the negative mask of a two-view batch.
 
@@ -88,10 +92,18 @@ def contrastive_pairs(
         labels: optional class ids ``[B]``; negatives of the same class are excluded.
         neg: optional extra negatives ``[M, D]`` appended to every anchor's candidates.
         neg_labels: class ids ``[M]`` of ``neg``, required when both ``labels`` and ``neg`` are given.
+        gather_distributed: inside a ``torch.distributed`` process group (Lightning DDP), take the
+            candidates from *all* processes (:func:`graphneg.distributed.gather`, differentiable,
+            any per-process ``B_r``): anchors stay this process's ``2B`` views, candidates are
+            ``[z1_all; z2_all; neg_all]`` with ``z*_all`` ``[B_tot, D]`` in rank order (``neg`` and
+            ``neg_labels`` are gathered too, so every process must pass them or none). Each
+            anchor's own column and positive are found by its index shifted by this process's
+            offset. Ignored outside a process group (one process: the candidates are the batch).
 
     Returns:
-        :class:`ContrastivePairs` with ``sim`` ``[2B, 2B + M]``, ``pos_index`` ``[2B]``,
-        ``neg_mask`` ``[2B, 2B + M]``.
+        :class:`ContrastivePairs` with ``sim`` ``[2B, C]``, ``pos_index`` ``[2B]``,
+        ``neg_mask`` ``[2B, C]``, ``self_index`` ``[2B]``; ``C = 2B + M`` locally,
+        ``C = 2 B_tot + M_tot`` when gathered.
 
     Raises:
         ValueError: on mismatched shapes, non-finite values, or an anchor without any negative.
@@ -125,21 +137,47 @@ def contrastive_pairs(
 
     device = z1.device
     anchors = F.normalize(torch.cat([z1, z2], dim=0), dim=-1)
-    candidates = anchors if neg is None else torch.cat([anchors, F.normalize(neg.to(z1.dtype), dim=-1)])
+    if labels is not None:
+        labels = check_labels(labels, b).to(device)
+    if neg is not None:
+        neg = F.normalize(neg.to(z1.dtype), dim=-1)
+        if neg_labels is not None:
+            neg_labels = check_labels(neg_labels, neg.size(0), "neg_labels").to(device)
+        elif labels is not None:  # no extra rows (checked above): no labels needed
+            neg_labels = labels.new_empty(0)
+    offset, b_tot = 0, b
+    if gather_distributed and is_distributed():
+        # the two views side by side: one gather (row counts exchanged once, labels alongside)
+        views = torch.cat([anchors[:b], anchors[b:]], dim=1)
+        if labels is None:
+            views, offset = gather(views, return_offset=True)
+        else:
+            views, labels_all, offset = gather(views, labels, return_offset=True)
+        b_tot = views.size(0)
+        own = torch.cat([views[:, : z1.size(1)], views[:, z1.size(1):]])
+        if neg is not None:
+            if neg_labels is None:
+                neg = gather(neg)
+            else:
+                neg, neg_labels = gather(neg, neg_labels)
+    else:
+        own = anchors
+        labels_all = labels
+    candidates = own if neg is None else torch.cat([own, neg])
     n, c = 2 * b, candidates.size(0)
     sim = anchors @ candidates.t()
 
     rows = torch.arange(n, device=device)
     cols = torch.arange(c, device=device)
-    pos_index = (rows + b) % n
-    neg_mask = (cols[None, :] != rows[:, None]) & (cols[None, :] != pos_index[:, None])
+    first = rows < b  # anchors from z1
+    self_index = torch.where(first, offset + rows, b_tot + offset + rows - b)
+    pos_index = torch.where(first, b_tot + offset + rows, offset + rows - b)
+    neg_mask = (cols[None, :] != self_index[:, None]) & (cols[None, :] != pos_index[:, None])
     if labels is not None:
-        labels = check_labels(labels, b).to(device)
         row_labels = torch.cat([labels, labels])
-        col_labels = row_labels
+        col_labels = torch.cat([labels_all, labels_all])
         if neg is not None:
-            neg_labels = check_labels(neg_labels, neg.size(0), "neg_labels").to(device)
-            col_labels = torch.cat([row_labels, neg_labels])
+            col_labels = torch.cat([col_labels, neg_labels])
         neg_mask &= row_labels[:, None] != col_labels[None, :]
         num_neg = neg_mask.sum(dim=1)
         empty = num_neg == 0
@@ -157,7 +195,8 @@ def contrastive_pairs(
                 "or pass extra negatives neg"
             )
         num_neg = torch.full((n,), float(c - 2), dtype=sim.dtype, device=device)
-    return ContrastivePairs(sim, pos_index, neg_mask, anchors, candidates, num_neg, labels is not None)
+    labelled = labels is not None
+    return ContrastivePairs(sim, pos_index, neg_mask, anchors, candidates, num_neg, labelled, self_index)
 
 
 class EstimatorTerms(NamedTuple):
@@ -277,10 +316,13 @@ def hcl_importance(terms: EstimatorTerms, beta: float) -> Tensor:
 class _TwoViewContrastiveLoss(torch.nn.Module):
     """Base: ``forward(z1, z2, labels=None, neg=None, neg_labels=None) -> scalar``."""
 
-    def __init__(self, temperature: float = 0.5):
+    def __init__(self, temperature: float = 0.5, gather_distributed: bool = False):
         super().__init__()
         _check_temperature(temperature)
+        if not isinstance(gather_distributed, bool):
+            raise TypeError(f"gather_distributed must be True or False, got {gather_distributed!r}")
         self.temperature = float(temperature)
+        self.gather_distributed = gather_distributed
 
     def reset_parameters(self) -> None:
         """No learnable parameters (kept for a uniform interface)."""
@@ -288,6 +330,7 @@ class _TwoViewContrastiveLoss(torch.nn.Module):
     def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
         raise TypeError(f"{type(self).__name__} is abstract")
 
+    @full_precision
     def forward(
         self,
         z1: Tensor,
@@ -303,12 +346,25 @@ class _TwoViewContrastiveLoss(torch.nn.Module):
             labels: optional class ids ``[B]`` (supervised: same-class samples are not negatives).
             neg: optional extra negatives ``[M, D]`` for every anchor.
             neg_labels: class ids ``[M]`` of ``neg`` (needed with ``labels``).
+
+        With ``gather_distributed=True`` inside a process group (Lightning DDP) the candidates span
+        all processes' batches (:func:`contrastive_pairs`) and the result is the mean over *this
+        process's* ``2B_r`` anchors. Reduction: the single-process loss on the concatenated batch is
+        the batch-size-weighted mean ``sum_r B_r L_r / sum_r B_r`` of the processes' losses, i.e. their
+        plain mean (what DDP's gradient averaging minimises) when every ``B_r`` is equal; then the
+        averaged gradients equal the single-process ones too (``tests/test_distributed.py``). With
+        unequal ``B_r``, scale the loss by ``W B_r / sum_r B_r`` before ``backward`` for exact
+        gradients. Under autocast (``bf16-mixed``, ``16-mixed``) the loss runs in float32
+        (:func:`graphneg.precision.full_precision`).
         """
-        pairs = contrastive_pairs(z1, z2, labels, neg, neg_labels)
+        pairs = contrastive_pairs(z1, z2, labels, neg, neg_labels, self.gather_distributed)
         return self._per_anchor(pairs).mean()
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"temperature={self.temperature}" + self._gather_repr()
+
+    def _gather_repr(self) -> str:
+        return ", gather_distributed=True" if self.gather_distributed else ""
 
 
 class InfoNCELoss(_TwoViewContrastiveLoss):
@@ -335,8 +391,8 @@ class DCLLoss(_TwoViewContrastiveLoss):
     because every :math:`e^{s/t} \ge e^{-1/t}`).
     """
 
-    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1):
-        super().__init__(temperature)
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, gather_distributed: bool = False):
+        super().__init__(temperature, gather_distributed)
         _check_tau_plus(tau_plus)
         self.tau_plus = float(tau_plus)
 
@@ -348,7 +404,7 @@ class DCLLoss(_TwoViewContrastiveLoss):
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, tau_plus={self.tau_plus}"
+        return f"temperature={self.temperature}, tau_plus={self.tau_plus}" + self._gather_repr()
 
 
 class HCLLoss(_TwoViewContrastiveLoss):
@@ -360,8 +416,9 @@ class HCLLoss(_TwoViewContrastiveLoss):
     ``beta=0`` it equals :class:`DCLLoss`.
     """
 
-    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0):
-        super().__init__(temperature)
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0,
+                 gather_distributed: bool = False):
+        super().__init__(temperature, gather_distributed)
         _check_tau_plus(tau_plus)
         _check_beta(beta)
         self.tau_plus = float(tau_plus)
@@ -377,7 +434,8 @@ class HCLLoss(_TwoViewContrastiveLoss):
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}"
+        return (f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}"
+                + self._gather_repr())
 
 
 class UnReMixLoss(_TwoViewContrastiveLoss):
@@ -404,6 +462,9 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         k: neighbours per node of the kNN density graph (representativeness).
         detach_scores: compute the scores from detached embeddings (default ``True``): they are
             importance weights, not a path for gradients; ``False`` back-propagates through them too.
+        gather_distributed: candidates from all processes under DDP (see
+            :meth:`_TwoViewContrastiveLoss.forward`); the representativeness kNN graph is then built
+            over the global candidates, so every process scores the same global density.
 
     Attributes:
         last_scores: the last batch's detached ``[2B, C]`` per-anchor mean-1 scores for logging:
@@ -422,8 +483,9 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         weights: Sequence[float] = (1.0, 1.0, 1.0),
         k: int = 10,
         detach_scores: bool = True,
+        gather_distributed: bool = False,
     ):
-        super().__init__(temperature)
+        super().__init__(temperature, gather_distributed)
         _check_tau_plus(tau_plus)
         _check_beta(beta)
         _check_k(k)
@@ -544,8 +606,7 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
                 if pairs.labelled:
                     neg_total = mask.to(density.dtype) @ density
                 else:  # negatives = every column but the anchor itself and its positive
-                    rows = torch.arange(mask.size(0), device=mask.device)
-                    neg_total = density.sum() - density[rows] - density[pairs.pos_index]
+                    neg_total = density.sum() - density[pairs.self_index] - density[pairs.pos_index]
                 mean = neg_total / n
                 rows_u.append((lam[2] / total) / mean)
                 cols_u.append(density)
@@ -583,7 +644,7 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         return (
             f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}, "
             f"weights={self.weights}, k={self.k}, detach_scores={self.detach_scores}"
-        )
+        ) + self._gather_repr()
 
 
 __all__ = ["InfoNCELoss", "DCLLoss", "HCLLoss", "UnReMixLoss", "contrastive_pairs", "hcl_estimator",

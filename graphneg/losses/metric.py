@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphneg.graph import check_embeddings, check_labels, check_multiclass
+from graphneg.precision import full_precision
 
 __all__ = [
     "NPairLoss",
@@ -285,6 +286,7 @@ class NPairLoss(nn.Module):
             raise ValueError(f"l2_reg must be >= 0, got {l2_reg}")
         self.l2_reg = float(l2_reg)
 
+    @full_precision
     def forward(
         self,
         embeddings: Tensor,
@@ -347,6 +349,7 @@ class MultiSimilarityLoss(nn.Module):
         self.base, self.epsilon = float(base), float(epsilon)
         self.mining = bool(mining)
 
+    @full_precision
     def forward(
         self,
         embeddings: Tensor,
@@ -405,6 +408,7 @@ class TripletMarginLoss(nn.Module):
             raise ValueError(f"margin must be >= 0, got {margin}")
         self.margin, self.mining, self.reduction = float(margin), mining, reduction
 
+    @full_precision
     def forward(
         self,
         embeddings: Tensor,
@@ -486,6 +490,7 @@ class ProxyAnchorLoss(nn.Module):
                 "num_classes"
             )
 
+    @full_precision
     def forward(
         self,
         embeddings: Tensor,

@@ -1,0 +1,66 @@
+r"""Float32 islands for losses under mixed precision (Lightning ``bf16-mixed`` / ``16-mixed``).
+
+Under ``torch.autocast`` a matrix product returns float16/bfloat16, and a model trained with
+``16-true`` hands float16 embeddings to its loss. The losses exponentiate similarities and square
+norms: in float16 an inner product of two vectors of norm 256 is already ``65536 > 65504`` (the
+largest float16), so the N-pair loss became ``inf`` without an error; in bfloat16 (8 mantissa bits)
+``exp(s / t)`` and the sums over a batch lose 2-3 significant digits. :func:`full_precision` runs a
+loss's forward with autocast *disabled* and its 16-bit floating inputs cast to float32, which is
+what ``torch.autocast`` itself does for the ops on its float32 list (``softmax``, ``log_softmax``,
+``cross_entropy``, ``norm``, ``exp``, ...; PyTorch "Automatic Mixed Precision" docs, "CUDA Ops
+that can autocast to float32"). The cast is differentiable: gradients flow back into the 16-bit
+inputs in their own dtype. The result is a float32 tensor, as autocast's own losses return.
+
+Tolerances (``tests/test_precision.py``): every loss and GCA-HNG, fed a batch made by a small
+network under CPU ``bfloat16`` autocast, agree with the float32 run within ``rtol=5e-2``; fed the
+same (16-bit) values, the loss equals its float32 evaluation on those values to float32 rounding
+(``1e-6``), i.e. nothing inside the loss runs in 16 bits.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar
+
+import torch
+from torch import Tensor
+
+_HALF = (torch.float16, torch.bfloat16)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def to_float32(x: Any) -> Any:
+    """``x.float()`` for a float16/bfloat16 tensor; anything else (incl. float64) unchanged."""
+    if isinstance(x, Tensor) and x.dtype in _HALF:
+        return x.float()
+    return x
+
+
+def _device_type(args, kwargs) -> str:
+    for x in list(args) + list(kwargs.values()):
+        if isinstance(x, Tensor):
+            return x.device.type
+    return "cpu"
+
+
+def full_precision(forward: F) -> F:
+    """Decorate a ``forward(self, *tensors, ...)``: autocast off, 16-bit float tensor args to float32.
+
+    Float64 and float32 inputs are left as they are (so float64 tests stay float64); non-tensor
+    arguments are passed through. Autocast is disabled for the device type of the first tensor
+    argument (``cuda``, ``cpu``, ...).
+    """
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        device_type = _device_type(args, kwargs)
+        args = tuple(to_float32(a) for a in args)
+        kwargs = {k: to_float32(v) for k, v in kwargs.items()}
+        if torch.is_autocast_enabled(device_type):
+            with torch.autocast(device_type, enabled=False):
+                return forward(self, *args, **kwargs)
+        return forward(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+__all__ = ["full_precision", "to_float32"]
