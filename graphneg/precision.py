@@ -18,6 +18,7 @@ same (16-bit) values, the loss equals its float32 evaluation on those values to 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable, TypeVar
 
@@ -35,30 +36,39 @@ def to_float32(x: Any) -> Any:
     return x
 
 
-def _device_type(args, kwargs) -> str:
-    for x in list(args) + list(kwargs.values()):
-        if isinstance(x, Tensor):
-            return x.device.type
-    return "cpu"
+_DEVICE_TYPES = ("cuda", "cpu", "xpu", "mps")
+
+
+def _enabled_autocast() -> list:
+    out = []
+    for device_type in _DEVICE_TYPES:
+        try:
+            if torch.is_autocast_enabled(device_type):
+                out.append(device_type)
+        except (RuntimeError, ValueError):  # device type unknown to this build
+            continue
+    return out
 
 
 def full_precision(forward: F) -> F:
     """Decorate a ``forward(self, *tensors, ...)``: autocast off, 16-bit float tensor args to float32.
 
     Float64 and float32 inputs are left as they are (so float64 tests stay float64); non-tensor
-    arguments are passed through. Autocast is disabled for the device type of the first tensor
-    argument (``cuda``, ``cpu``, ...).
+    arguments are passed through (a method taking containers must upcast their tensors itself, with
+    :func:`to_float32`). Autocast is disabled for every device type on which it is enabled.
     """
 
     @functools.wraps(forward)
     def wrapper(self, *args, **kwargs):
-        device_type = _device_type(args, kwargs)
         args = tuple(to_float32(a) for a in args)
         kwargs = {k: to_float32(v) for k, v in kwargs.items()}
-        if torch.is_autocast_enabled(device_type):
-            with torch.autocast(device_type, enabled=False):
-                return forward(self, *args, **kwargs)
-        return forward(self, *args, **kwargs)
+        enabled = _enabled_autocast()
+        if not enabled:
+            return forward(self, *args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for device_type in enabled:
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+            return forward(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 

@@ -233,7 +233,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         j_m = self.loss(emb, y)
         out = gen(emb, y, j_mean=self.j_mean, detach_lam=True, generator=self._rw_generator_for(emb.device))
         e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
-        j_syn = (1.0 - e_bj) * self.loss(emb, y, out.x, out.labels, out.anchor_index)
+        # out.embeddings / out.node_labels: the global batch when the generator gathers (multi-GPU)
+        j_syn = (1.0 - e_bj) * self.loss(out.embeddings, out.node_labels, out.x, out.labels, out.anchor_index)
         j_gce = gen.node_loss(out)
         j_metric = j_m + j_syn + j_gce
         self.manual_backward(j_metric)
