@@ -68,10 +68,11 @@ def _rows(sizes, rank):
     return slice(start, start + sizes[rank])
 
 
-def contrastive_loss(name, gathered, data, rows=slice(None), neg_rows=slice(None)):
+def contrastive_loss(name, gathered, data, rows=slice(None), neg_rows=slice(None), device="cpu"):
     """The loss of one case on ``data[rows]`` (a rank's batch) or on the whole batch (rows=all)."""
     factory, _, supervised, extra = CONTRASTIVE[name]
-    net = _net(_seed(name))
+    data = {k: v.to(device) for k, v in data.items()}
+    net = _net(_seed(name)).to(device)
     loss_fn = factory(gathered)
     kw = {}
     if supervised:
@@ -82,18 +83,18 @@ def contrastive_loss(name, gathered, data, rows=slice(None), neg_rows=slice(None
     return loss, list(net.parameters())
 
 
-def gca_setup(seed):
+def gca_setup(seed, device="cpu"):
     torch.manual_seed(seed)
     net = torch.nn.Linear(D_IN, D).double()
     gen = GCAHNG(D, NUM_CLASSES, num_layers=1, heads=1, rw="chain", dropout=0.0,
                  gather_distributed=True).double()
     cls = torch.nn.Linear(D, NUM_CLASSES).double()
-    return net, gen, cls
+    return net.to(device), gen.to(device), cls.to(device)
 
 
 def gca_loss(seed, x, y):
     """Global generator objective: metric loss with synthetic negatives + node CE + generator loss."""
-    net, gen, cls = gca_setup(seed)
+    net, gen, cls = gca_setup(seed, x.device)
     out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7))
     ms = MultiSimilarityLoss()(out.embeddings, out.node_labels, out.x, out.labels, out.anchor_index)
     loss = ms + gen.node_loss(out) + gen.loss(out, cls).total
@@ -101,46 +102,56 @@ def gca_loss(seed, x, y):
 
 
 def _grads(params):
-    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+    return [torch.zeros_like(p).cpu() if p.grad is None else p.grad.detach().cpu() for p in params]
 
 
-def _worker(rank, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+def _worker(rank, init_file, out_dir, backend="gloo"):
+    """All cases in one process group; ``backend="nccl"`` runs them on ``cuda:rank`` (tests/test_gpu.py)."""
+    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    device = torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+        device = torch.device("cuda", rank)
     try:
         res = {"is_distributed": is_distributed()}
         # the gather itself: unequal rows, offsets, gradient = sum over ranks of d(loss_r)/d(rows)
         sizes = (3, 1)
-        x = torch.full((sizes[rank], 2), float(rank + 1), dtype=torch.float64, requires_grad=True)
-        lab = torch.arange(sizes[rank]) + 10 * rank
+        x = torch.full((sizes[rank], 2), float(rank + 1), dtype=torch.float64, device=device, requires_grad=True)
+        lab = torch.arange(sizes[rank], device=device) + 10 * rank
         xa, la, off = gather(x, lab, return_offset=True)
         ((rank + 1) * xa).sum().backward()  # loss_r = (r + 1) * sum(gathered)
-        res["gather"] = (xa.detach(), la, off, x.grad, all_sizes(sizes[rank]), local_offset(sizes[rank]))
+        res["gather"] = (xa.detach().cpu(), la.cpu(), off, x.grad.cpu(), all_sizes(sizes[rank], device),
+                         local_offset(sizes[rank], device))
         for name, (_, bs, _, extra) in CONTRASTIVE.items():
             data = _data(_seed(name), sum(bs), 0 if extra is None else sum(extra))
             neg_rows = slice(None) if extra is None else _rows(extra, rank)
-            loss, params = contrastive_loss(name, True, data, _rows(bs, rank), neg_rows)
+            loss, params = contrastive_loss(name, True, data, _rows(bs, rank), neg_rows, device)
             (loss * WORLD * bs[rank] / sum(bs)).backward()  # == loss for equal sizes
-            res[name] = (loss.detach(), _grads(params))
+            res[name] = (loss.detach().cpu(), _grads(params))
         for name, bs in GCA.items():
             g = torch.Generator().manual_seed(11)
-            x = torch.randn(sum(bs), D_IN, generator=g, dtype=torch.float64)
-            y = torch.arange(NUM_CLASSES).repeat(sum(bs) // NUM_CLASSES)
+            x = torch.randn(sum(bs), D_IN, generator=g, dtype=torch.float64).to(device)
+            y = torch.arange(NUM_CLASSES).repeat(sum(bs) // NUM_CLASSES).to(device)
             loss, params, out = gca_loss(3, x[_rows(bs, rank)], y[_rows(bs, rank)])
             loss.backward()
-            res[name] = (loss.detach(), _grads(params), out.x.detach())
+            res[name] = (loss.detach().cpu(), _grads(params), out.x.detach().cpu())
         torch.save(res, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dist")
-    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
+def run_cases(tmp, backend="gloo"):
+    """Spawn the two ranks once and load what each saved."""
+    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp), backend), nprocs=WORLD, join=True)
     return [torch.load(tmp / f"{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-def test_gather_unequal_sizes_values_offsets_and_gradients(results):
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return run_cases(tmp_path_factory.mktemp("dist"))
+
+
+def check_gather(results):
     for rank, res in enumerate(results):
         assert res["is_distributed"]
         xa, la, off, grad, sizes, off2 = res["gather"]
@@ -152,8 +163,8 @@ def test_gather_unequal_sizes_values_offsets_and_gradients(results):
         torch.testing.assert_close(grad, torch.full_like(grad, 3.0))
 
 
-@pytest.mark.parametrize("name", list(CONTRASTIVE))
-def test_contrastive_gathered_equals_single_process(results, name):
+def check_contrastive(results, name):
+    """Ranks' losses (weighted by batch size) and averaged gradients == one process on the whole batch."""
     _, bs, _, extra = CONTRASTIVE[name]
     data = _data(_seed(name), sum(bs), 0 if extra is None else sum(extra))
     loss, params = contrastive_loss(name, False, data)  # one process, concatenated batch
@@ -170,18 +181,8 @@ def test_contrastive_gathered_equals_single_process(results, name):
         torch.testing.assert_close(avg, grad, rtol=1e-5, atol=1e-5)
 
 
-def test_contrastive_without_gathered_gradient_differs(results):
-    """The gradient through other ranks' candidates matters: a local-only loss gives another result."""
-    name = "infonce_equal"
-    _, bs, _, _ = CONTRASTIVE[name]
-    data = _data(_seed(name), sum(bs))
-    local = [contrastive_loss(name, False, data, _rows(bs, r)) for r in range(WORLD)]
-    assert not torch.allclose(torch.stack([lo for lo, _ in local]).mean(), torch.stack(
-        [r[name][0] for r in results]).mean())
-
-
-@pytest.mark.parametrize("name", list(GCA))
-def test_gcahng_gathered_equals_single_process(results, name):
+def check_gca(results, name):
+    """Every rank's global GCA-HNG loss and negatives, and the averaged gradients == one process."""
     bs = GCA[name]
     g = torch.Generator().manual_seed(11)
     x = torch.randn(sum(bs), D_IN, generator=g, dtype=torch.float64)
@@ -195,6 +196,29 @@ def test_gcahng_gathered_equals_single_process(results, name):
         avg = sum(r[name][1][i] for r in results) / WORLD
         torch.testing.assert_close(avg, grad, rtol=1e-5, atol=1e-5)
     assert sum(int(gr.abs().sum() > 0) for gr in _grads(params)) > len(params) // 2  # mostly used
+
+
+def test_gather_unequal_sizes_values_offsets_and_gradients(results):
+    check_gather(results)
+
+
+@pytest.mark.parametrize("name", list(CONTRASTIVE))
+def test_contrastive_gathered_equals_single_process(results, name):
+    check_contrastive(results, name)
+
+
+def test_contrastive_without_gathered_gradient_differs(results):
+    """The other ranks' candidates matter: local-only losses give another result."""
+    name = "infonce_equal"
+    _, bs, _, _ = CONTRASTIVE[name]
+    data = _data(_seed(name), sum(bs))
+    local = [contrastive_loss(name, False, data, _rows(bs, r))[0] for r in range(WORLD)]
+    assert not torch.allclose(torch.stack(local).mean(), torch.stack([r[name][0] for r in results]).mean())
+
+
+@pytest.mark.parametrize("name", list(GCA))
+def test_gcahng_gathered_equals_single_process(results, name):
+    check_gca(results, name)
 
 
 def test_gather_is_identity_without_process_group():

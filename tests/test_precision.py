@@ -28,15 +28,15 @@ def _proxy():
     return ProxyAnchorLoss(6, 16)
 
 
-LOSSES = {
-    "infonce": lambda: (lambda a, b: InfoNCELoss(0.2)(a, b)),
-    "dcl": lambda: (lambda a, b: DebiasedLoss(0.2)(a, b, Y)),
-    "hcl": lambda: (lambda a, b: HCLLoss(0.2)(a, b)),
-    "unremix": lambda: (lambda a, b: UnReMixLoss(0.2, k=4)(a, b)),
-    "npair": lambda: (lambda a, b: NPairLoss()(a, Y)),
-    "multi_similarity": lambda: (lambda a, b: MultiSimilarityLoss()(a, Y)),
-    "triplet": lambda: (lambda a, b: TripletMarginLoss()(a, Y)),
-    "proxy_anchor": lambda: (lambda a, b, p=_proxy(): p(a, Y)),
+LOSSES = {  # name -> factory(labels) -> loss(z1, z2)
+    "infonce": lambda y: (lambda a, b: InfoNCELoss(0.2)(a, b)),
+    "dcl": lambda y: (lambda a, b: DebiasedLoss(0.2)(a, b, y)),
+    "hcl": lambda y: (lambda a, b: HCLLoss(0.2)(a, b)),
+    "unremix": lambda y: (lambda a, b: UnReMixLoss(0.2, k=4)(a, b)),
+    "npair": lambda y: (lambda a, b: NPairLoss()(a, y)),
+    "multi_similarity": lambda y: (lambda a, b: MultiSimilarityLoss()(a, y)),
+    "triplet": lambda y: (lambda a, b: TripletMarginLoss()(a, y)),
+    "proxy_anchor": lambda y: (lambda a, b, p=_proxy(): p.to(a.device)(a, y)),
 }
 
 
@@ -51,7 +51,7 @@ def _net_and_data(seed):
 def test_loss_under_autocast_within_tolerance_of_float32(name, dtype):
     for seed in range(3):
         net, x1, x2 = _net_and_data(seed)
-        fn = LOSSES[name]()
+        fn = LOSSES[name](Y)
         ref = fn(net(x1), net(x2))
         with torch.autocast("cpu", dtype=dtype):
             z1, z2 = net(x1), net(x2)
@@ -66,7 +66,7 @@ def test_loss_inside_autocast_is_float32_on_the_same_values(name):
     """Given 16-bit values, the loss equals the float32 evaluation of those values: no 16-bit op
     inside (without the float32 island, bf16 matmuls/exps would change it by ~1e-3)."""
     net, x1, x2 = _net_and_data(0)
-    fn = LOSSES[name]()
+    fn = LOSSES[name](Y)
     z1 = net(x1).detach().bfloat16().requires_grad_(True)
     z2 = net(x2).detach().bfloat16().requires_grad_(True)
     ref = fn(z1.detach().float(), z2.detach().float())
