@@ -33,6 +33,11 @@ loss                    importance ``w_ij``                 ``tau_plus``  clamp
 Numerics: every exponential is taken relative to a per-anchor shift (the largest candidate logit,
 detached); the loss is invariant to it, so nothing overflows for small temperatures. InfoNCE uses
 ``cross_entropy`` (log-sum-exp) directly. The loss is the mean of :math:`\ell_i` over the ``2B`` anchors.
+Under autocast the losses run in float32 (:func:`graphneg.precision.full_precision`).
+
+Multi-GPU: with ``gather_distributed=True`` (every loss) and a ``torch.distributed`` process group
+(Lightning DDP), the candidates are all processes' views and extras (:func:`contrastive_pairs`), the
+anchors stay local; see :meth:`_TwoViewContrastiveLoss.forward` for the reduction.
 """
 from __future__ import annotations
 

@@ -39,7 +39,9 @@ them, row ``a`` holds anchor ``a``'s synthetic negatives packed to the left (``K
 of synthetic negatives of one anchor), so memory is ``O(B^2 + B K)`` rather than ``O(B M)``. A later
 cross-batch / gathered-negatives mode only needs to build another candidate block here.
 
-No Python loop over samples; everything runs on the input's device.
+No Python loop over samples; everything runs on the input's device. Under autocast (``bf16-mixed``,
+``16-mixed``) and for 16-bit inputs every loss computes in float32
+(:func:`graphneg.precision.full_precision`): float16 inner products overflow for norms above ~256.
 """
 from __future__ import annotations
 
