@@ -209,8 +209,11 @@ class MNIST5kDataModule(L.LightningDataModule):
                 self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
                 num_workers=self.num_workers, generator=g,
             )
+        trainer = getattr(self, "trainer", None)  # DDP: every rank draws its own batches
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = MPerClassSampler(
-            self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed
+            self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed,
+            num_replicas=replicas, rank=rank,
         )
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
 

@@ -266,7 +266,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
             },
             on_step=True, on_epoch=True,
         )
-        self._last_generated = (out, emb.detach())
+        self._last_generated = (out, out.embeddings.detach())  # global rows when the generator gathers
         return j_metric.detach()
 
     def _log_generator_histograms(self) -> None:
