@@ -250,3 +250,23 @@ def test_gather_distributed_is_a_no_op_in_one_process():
         b = cls()(z1, z2, y)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert "gather_distributed=True" in repr(HCLLoss(gather_distributed=True))
+
+
+def test_mnist_metric_datamodule_splits_batches_and_eval_over_ranks():
+    """Under DDP (Lightning's sampler off) each rank draws its own C x m batches and evaluates a disjoint
+    shard; the shards together are the test set once (no duplicates in the gathered evaluation)."""
+    from types import SimpleNamespace
+
+    from graphneg.data import MNIST5kDataModule
+
+    batches, shards = [], []
+    for rank in range(WORLD):
+        dm = MNIST5kDataModule(classes_per_batch=5, samples_per_class=4, limit_per_class=40)
+        dm.setup("fit")
+        dm.trainer = SimpleNamespace(world_size=WORLD, global_rank=rank)
+        batches.append([tuple(b) for b in dm.train_dataloader().batch_sampler])
+        shards.append(torch.cat([y for _, y in dm.val_dataloader()]))
+        n_test, all_labels = len(dm.test_set), dm.test_set.labels
+    assert batches[0] and batches[1] and not set(batches[0]) & set(batches[1])
+    assert sum(s.numel() for s in shards) == n_test
+    torch.testing.assert_close(torch.cat(shards).sort().values, torch.as_tensor(all_labels).sort().values)

@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from graphneg.data.samplers import MPerClassSampler
 
@@ -220,6 +220,11 @@ class MNIST5kDataModule(L.LightningDataModule):
     def _eval_loader(self, dataset) -> DataLoader:
         # an own generator: creating this loader's iterator draws its base seed from it, not from the
         # global RNG, so evaluation (and Lightning's sanity check) leaves the training RNG stream as is
+        trainer = getattr(self, "trainer", None)
+        if self.mode == "metric" and trainer is not None and trainer.world_size > 1:
+            # DDP with the sampler above (Lightning's sampler off): each rank evaluates every
+            # world_size-th image; MetricLearningModule gathers the (unequal) shards back together
+            dataset = Subset(dataset, range(trainer.global_rank, len(dataset), trainer.world_size))
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(self.seed))
 

@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from graphneg.distributed import gather
 from graphneg.graph import check_embeddings, check_labels, check_multiclass
 from graphneg.metrics.retrieval import retrieval_metrics
 
@@ -40,8 +41,7 @@ class EmbeddingEvalMixin:
             return None
         emb, lab = torch.cat(self._eval_emb), torch.cat(self._eval_lab)
         if self.trainer is not None and self.trainer.world_size > 1:
-            emb = self.all_gather(emb).flatten(0, 1)
-            lab = self.all_gather(lab).flatten(0, 1)
+            emb, lab = gather(emb, lab)  # graphneg.distributed: shards may differ in size
         res = retrieval_metrics(
             emb, lab, ks=self.hparams.ks, metric=self.hparams.eval_metric, nmi=self.hparams.eval_nmi
         )
