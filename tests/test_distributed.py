@@ -270,3 +270,27 @@ def test_mnist_metric_datamodule_splits_batches_and_eval_over_ranks():
     assert batches[0] and batches[1] and not set(batches[0]) & set(batches[1])
     assert sum(s.numel() for s in shards) == n_test
     torch.testing.assert_close(torch.cat(shards).sort().values, torch.as_tensor(all_labels).sort().values)
+
+
+def test_negative_pair_mask_for_gathered_candidates_matches_loop():
+    """Rank with rows [offset, offset + B) of a gathered batch of B_tot: a loop over (anchor, column)."""
+    from graphneg.losses.contrastive import negative_pair_mask
+
+    b, offset, b_tot, m = 2, 3, 6, 2
+    glob = torch.tensor([0, 1, 2, 0, 1, 1])
+    local = glob[offset:offset + b]
+    extra = torch.tensor([2, 0])
+    mask = negative_pair_mask(b, local, None, m, extra, offset=offset, global_batch_size=b_tot,
+                              global_labels=glob)
+    col_labels = torch.cat([glob, glob, extra])
+    expected = torch.zeros(2 * b, 2 * b_tot + m, dtype=torch.bool)
+    for i in range(2 * b):
+        view, row = divmod(i, b)
+        own, pos = view * b_tot + offset + row, (1 - view) * b_tot + offset + row
+        for j in range(2 * b_tot + m):
+            expected[i, j] = j not in (own, pos) and bool(col_labels[j] != local[row])
+    assert torch.equal(mask, expected)
+    with pytest.raises(ValueError, match="must fit in global_batch_size"):
+        negative_pair_mask(b, offset=5, global_batch_size=6)
+    with pytest.raises(ValueError, match="pass global_labels"):
+        negative_pair_mask(b, local, offset=0, global_batch_size=6)
