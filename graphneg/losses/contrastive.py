@@ -222,7 +222,7 @@ def contrastive_pairs(
             neg_labels = check_labels(neg_labels, neg.size(0), "neg_labels").to(device)
         elif labels is not None:  # no extra rows (checked above): no labels needed
             neg_labels = labels.new_empty(0)
-    offset, b_tot = 0, b
+    offset, b_tot, labels_all = 0, b, labels
     if gather_distributed and is_distributed():
         # the two views side by side: one gather (row counts exchanged once, labels alongside)
         views = torch.cat([anchors[:b], anchors[b:]], dim=1)
@@ -239,7 +239,6 @@ def contrastive_pairs(
                 neg, neg_labels = gather(neg, neg_labels)
     else:
         own = anchors
-        labels_all = labels
     candidates = own if neg is None else torch.cat([own, neg])
     n, c = 2 * b, candidates.size(0)
     sim = anchors @ candidates.t()
