@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from graphneg.distributed import gather
 from graphneg.validation import check_batch, check_ks, value_checks
 from graphneg.metrics.retrieval import retrieval_metrics
 
@@ -53,19 +54,19 @@ class EmbeddingEvalMixin:
         if x.dim() == 4 and x.size(-1) <= 64 and kept < self.hparams.projector_max:
             self._eval_img.append(x[: self.hparams.projector_max - kept].detach().cpu())
 
-    def _gather(self, t: Tensor) -> Tensor:
+    def _gather(self, *tensors: Tensor):
+        """All ranks' evaluation shards (graphneg.distributed.gather: shards may differ in size)."""
         if self.trainer is not None and self.trainer.world_size > 1:
-            return self.all_gather(t).flatten(0, 1)
-        return t
+            return gather(*tensors)
+        return tensors
 
     def _eval_finish(self, stage: str) -> Optional[Dict[str, float]]:
         if not getattr(self, "_eval_emb", None):
             return None
-        emb, lab = self._gather(torch.cat(self._eval_emb)), self._gather(torch.cat(self._eval_lab))
+        emb, lab = self._gather(torch.cat(self._eval_emb), torch.cat(self._eval_lab))
         ref_emb = ref_lab = None
         if self._eval_ref_emb:
-            ref_emb = self._gather(torch.cat(self._eval_ref_emb))
-            ref_lab = self._gather(torch.cat(self._eval_ref_lab))
+            ref_emb, ref_lab = self._gather(torch.cat(self._eval_ref_emb), torch.cat(self._eval_ref_lab))
         res = retrieval_metrics(
             emb, lab, ks=self.hparams.ks, ref_embeddings=ref_emb, ref_labels=ref_lab,
             metric=self.hparams.eval_metric, nmi=self.hparams.eval_nmi,
@@ -270,7 +271,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         j_m = self.loss(emb, y)
         out = gen(emb, y, j_mean=self.j_mean, detach_lam=True, generator=self._rw_generator_for(emb.device))
         e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
-        j_syn = (1.0 - e_bj) * self.loss(emb, y, out.x, out.labels, out.anchor_index)
+        # out.embeddings / out.node_labels: the global batch when the generator gathers (multi-GPU)
+        j_syn = (1.0 - e_bj) * self.loss(out.embeddings, out.node_labels, out.x, out.labels, out.anchor_index)
         j_gce = gen.node_loss(out)
         j_metric = j_m + j_syn + j_gce
         self.manual_backward(j_metric)
@@ -302,7 +304,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
             },
             on_step=True, on_epoch=True,
         )
-        self._last_generated = (out, emb.detach())
+        self._last_generated = (out, out.embeddings.detach())  # global rows when the generator gathers
         return j_metric.detach()
 
     def _log_generator_histograms(self) -> None:
