@@ -50,11 +50,14 @@ def knn_index(
 ) -> Tensor:
     """Each node's ``k`` most similar nodes, as ``edge_index`` ``[2, E]`` (source=neighbour, target=node).
 
-    Computed block by block: a ``[chunk_size, B]`` similarity block is built, masked (self, and
-    same-class nodes when ``negatives_only``), and reduced with ``topk``; memory is
-    ``O(chunk_size * B + B * k)``. Nodes with fewer than ``k`` valid candidates keep all of them.
-    Ties are broken by ``torch.topk`` (lowest index first on CPU).
+    Computed by :func:`graphneg.metrics.retrieval.chunked_topk`, the chunked top-k kernel the retrieval
+    evaluation uses too: a ``[chunk_size, B]`` similarity block is built, masked (self, and same-class
+    nodes when ``negatives_only``), and reduced with ``topk``; memory is ``O(chunk_size * B + B * k)``.
+    Nodes with fewer than ``k`` valid candidates keep all of them. Ties are broken deterministically,
+    lowest node index first, on every device.
     """
+    from graphneg.metrics.retrieval import chunked_topk  # lazy: graphneg.metrics imports this module
+
     if k is None or int(k) < 1:
         raise ValueError(f"k must be a positive integer for kNN edges, got {k!r}")
     k = check_k(k, "k")  # 2.7 or True raise instead of becoming 2 or 1
@@ -66,17 +69,11 @@ def knn_index(
     if k_eff <= 0:
         return torch.empty(2, 0, dtype=torch.long, device=x.device)
     sources, targets = [], []
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        rows = torch.arange(start, stop, device=x.device)
-        sim = feats[start:stop] @ feats.t()  # [c, B]
-        invalid = torch.zeros_like(sim, dtype=torch.bool)
-        if not loop:
-            invalid[torch.arange(stop - start, device=x.device), rows] = True
-        if negatives_only:
-            invalid |= labels[start:stop, None] == labels[None, :]
-        sim = sim.masked_fill(invalid, float("-inf"))
-        val, idx = sim.topk(k_eff, dim=1)
+    for start, val, idx in chunked_topk(
+        feats, feats, k_eff, score="dot", exclude_self=not loop, query_labels=labels, ref_labels=labels,
+        exclude_same_label=negatives_only, chunk_size=chunk_size,
+    ):
+        rows = torch.arange(start, start + idx.size(0), device=x.device)
         keep = torch.isfinite(val)
         sources.append(idx[keep])
         targets.append(rows[:, None].expand_as(idx)[keep])

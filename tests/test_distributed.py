@@ -1,61 +1,296 @@
-"""Two processes on gloo: gradients through graphneg.distributed.gather equal the single-process run
-(lightly's distributed-test pattern)."""
+"""Multi-process negatives on gloo: two processes with ``gather_distributed=True`` equal one process on
+the concatenated batch (losses and DDP-averaged gradients), for equal and unequal local batch sizes.
+
+One process group for the whole module (lightly's distributed-test pattern, spawned once by the
+``results`` fixture): every case runs inside it and saves its losses and gradients; the tests compare
+them with single-process references computed here. DDP's gradient averaging is reproduced by
+averaging the ranks' parameter gradients.
+"""
 import os
+import zlib
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from graphneg.distributed import gather, is_distributed
-from graphneg.losses import InfoNCELoss
+import graphneg.losses as L
+from graphneg.distributed import all_sizes, gather, is_distributed, local_offset
+from graphneg.losses import HCLLoss, InfoNCELoss, MultiSimilarityLoss, UnReMixLoss
+from graphneg.nn import GCAHNG
 
 pytestmark = pytest.mark.distributed
-WORLD, B, D = 2, 4, 5
+WORLD, D_IN, D = 2, 6, 5
+DebiasedLoss = getattr(L, "DebiasedContrastiveLoss", None) or L.DCLLoss  # renamed by another branch
+
+# name -> (loss factory, local batch sizes, supervised, extra negatives per rank or None)
+CONTRASTIVE = {
+    "infonce_equal": (lambda g: InfoNCELoss(0.5, gather_distributed=g), (4, 4), False, None),
+    "dcl_equal_labels": (lambda g: DebiasedLoss(0.5, tau_plus=0.1, gather_distributed=g), (4, 4), True, None),
+    "hcl_equal_neg": (lambda g: HCLLoss(0.5, tau_plus=0.1, beta=1.0, gather_distributed=g), (4, 4), False,
+                      (3, 2)),
+    "unremix_equal": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=3, gather_distributed=g), (4, 4), False,
+                      None),
+    "unremix_equal_labels": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=3, gather_distributed=g), (4, 4),
+                             True, None),
+    "infonce_unequal": (lambda g: InfoNCELoss(0.5, gather_distributed=g), (7, 4), False, None),
+    "dcl_unequal": (lambda g: DebiasedLoss(0.5, tau_plus=0.1, gather_distributed=g), (7, 4), True, None),
+    "hcl_unequal": (lambda g: HCLLoss(0.5, tau_plus=0.1, beta=1.0, gather_distributed=g), (7, 4), False, None),
+    "unremix_unequal": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=3, gather_distributed=g), (7, 4), False,
+                        None),
+}
+GCA = {"gca_equal": (8, 8), "gca_unequal": (12, 4)}
+NUM_CLASSES = 4
 
 
-def loss_fn(z1_local, z2_local, z1_all, z2_all, rank):
-    """InfoNCE of the local anchors whose extra negatives are the other processes' samples."""
-    others = torch.ones(z1_all.size(0), dtype=torch.bool)
-    others[rank * B:(rank + 1) * B] = False
-    neg = torch.cat([z1_all[others], z2_all[others]])
-    return InfoNCELoss(temperature=0.5)(z1_local, z2_local, neg=neg)
+def _seed(name):  # str hash() differs between processes
+    return zlib.crc32(name.encode()) % 1000
 
 
-def _worker(rank, init_file, data, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+def _data(seed, n, m=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "x1": torch.randn(n, D_IN, generator=g, dtype=torch.float64),
+        "x2": torch.randn(n, D_IN, generator=g, dtype=torch.float64),
+        "y": torch.randint(0, 3, (n,), generator=g),
+        "xn": torch.randn(m, D_IN, generator=g, dtype=torch.float64),
+        "yn": torch.randint(0, 3, (m,), generator=g),
+    }
+
+
+def _net(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(D_IN, D).double()
+
+
+def _rows(sizes, rank):
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])
+
+
+def contrastive_loss(name, gathered, data, rows=slice(None), neg_rows=slice(None), device="cpu"):
+    """The loss of one case on ``data[rows]`` (a rank's batch) or on the whole batch (rows=all)."""
+    factory, _, supervised, extra = CONTRASTIVE[name]
+    data = {k: v.to(device) for k, v in data.items()}
+    net = _net(_seed(name)).to(device)
+    loss_fn = factory(gathered)
+    kw = {}
+    if supervised:
+        kw["labels"] = data["y"][rows]
+    if extra is not None:
+        kw["neg"] = net(data["xn"][neg_rows])
+    loss = loss_fn(net(data["x1"][rows]), net(data["x2"][rows]), **kw)
+    return loss, list(net.parameters())
+
+
+def gca_setup(seed, device="cpu"):
+    torch.manual_seed(seed)
+    net = torch.nn.Linear(D_IN, D).double()
+    gen = GCAHNG(D, NUM_CLASSES, num_layers=1, heads=1, rw="chain", dropout=0.0,
+                 gather_distributed=True).double()
+    cls = torch.nn.Linear(D, NUM_CLASSES).double()
+    return net.to(device), gen.to(device), cls.to(device)
+
+
+def gca_loss(seed, x, y):
+    """Global generator objective: metric loss with synthetic negatives + node CE + generator loss."""
+    net, gen, cls = gca_setup(seed, x.device)
+    out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7))
+    ms = MultiSimilarityLoss()(out.embeddings, out.node_labels, out.x, out.labels, out.anchor_index)
+    loss = ms + gen.node_loss(out) + gen.loss(out, cls).total
+    return loss, [*net.parameters(), *gen.parameters(), *cls.parameters()], out
+
+
+def _grads(params):
+    return [torch.zeros_like(p).cpu() if p.grad is None else p.grad.detach().cpu() for p in params]
+
+
+def _worker(rank, init_file, out_dir, backend="gloo"):
+    """All cases in one process group; ``backend="nccl"`` runs them on ``cuda:rank`` (tests/test_gpu.py)."""
+    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    device = torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+        device = torch.device("cuda", rank)
     try:
-        z1 = data[0][rank * B:(rank + 1) * B].clone().requires_grad_(True)
-        z2 = data[1][rank * B:(rank + 1) * B].clone().requires_grad_(True)
-        assert is_distributed()
-        loss = loss_fn(z1, z2, gather(z1), gather(z2), rank)
-        (loss / WORLD).backward()  # DDP's average over processes
-        torch.save({"loss": loss.detach(), "g1": z1.grad, "g2": z2.grad}, os.path.join(out_dir, f"{rank}.pt"))
+        res = {"is_distributed": is_distributed()}
+        # the gather itself: unequal rows, offsets, gradient = sum over ranks of d(loss_r)/d(rows)
+        sizes = (3, 1)
+        x = torch.full((sizes[rank], 2), float(rank + 1), dtype=torch.float64, device=device, requires_grad=True)
+        lab = torch.arange(sizes[rank], device=device) + 10 * rank
+        xa, la, off = gather(x, lab, return_offset=True)
+        ((rank + 1) * xa).sum().backward()  # loss_r = (r + 1) * sum(gathered)
+        res["gather"] = (xa.detach().cpu(), la.cpu(), off, x.grad.cpu(), all_sizes(sizes[rank], device),
+                         local_offset(sizes[rank], device))
+        for name, (_, bs, _, extra) in CONTRASTIVE.items():
+            data = _data(_seed(name), sum(bs), 0 if extra is None else sum(extra))
+            neg_rows = slice(None) if extra is None else _rows(extra, rank)
+            loss, params = contrastive_loss(name, True, data, _rows(bs, rank), neg_rows, device)
+            (loss * WORLD * bs[rank] / sum(bs)).backward()  # == loss for equal sizes
+            res[name] = (loss.detach().cpu(), _grads(params))
+        for name, bs in GCA.items():
+            g = torch.Generator().manual_seed(11)
+            x = torch.randn(sum(bs), D_IN, generator=g, dtype=torch.float64).to(device)
+            y = torch.arange(NUM_CLASSES).repeat(sum(bs) // NUM_CLASSES).to(device)
+            loss, params, out = gca_loss(3, x[_rows(bs, rank)], y[_rows(bs, rank)])
+            loss.backward()
+            res[name] = (loss.detach().cpu(), _grads(params), out.x.detach().cpu())
+        torch.save(res, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def test_gather_gradients_match_single_process(tmp_path):
-    torch.manual_seed(0)
-    data = torch.randn(2, WORLD * B, D, dtype=torch.float64)
-    mp.spawn(_worker, args=(str(tmp_path / "init"), data, str(tmp_path)), nprocs=WORLD, join=True)
-    # single process: the same objective, mean over the per-rank losses, computed on the full batch
-    z1, z2 = data[0].clone().requires_grad_(True), data[1].clone().requires_grad_(True)
-    losses = [loss_fn(z1[r * B:(r + 1) * B], z2[r * B:(r + 1) * B], z1, z2, r) for r in range(WORLD)]
-    torch.stack(losses).mean().backward()
-    for r in range(WORLD):
-        res = torch.load(tmp_path / f"{r}.pt")
-        torch.testing.assert_close(res["loss"], losses[r].detach())
-        torch.testing.assert_close(res["g1"], z1.grad[r * B:(r + 1) * B])
-        torch.testing.assert_close(res["g2"], z2.grad[r * B:(r + 1) * B])
-    # without the gathered gradient the result would differ: the negatives' gradient is not negligible
-    z1d = data[0].clone().requires_grad_(True)
-    z2d = data[1].clone().requires_grad_(True)
-    loss_fn(z1d[:B], z2d[:B], torch.cat([z1d[:B], z1d[B:].detach()]), torch.cat([z2d[:B], z2d[B:].detach()]),
-            0).backward()
-    assert not torch.allclose(z1d.grad[:B] / WORLD, z1.grad[:B])
+def run_cases(tmp, backend="gloo"):
+    """Spawn the two ranks once and load what each saved."""
+    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp), backend), nprocs=WORLD, join=True)
+    return [torch.load(tmp / f"{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return run_cases(tmp_path_factory.mktemp("dist"))
+
+
+def check_gather(results):
+    for rank, res in enumerate(results):
+        assert res["is_distributed"]
+        xa, la, off, grad, sizes, off2 = res["gather"]
+        expected = torch.tensor([[1.0, 1.0]] * 3 + [[2.0, 2.0]], dtype=torch.float64)
+        torch.testing.assert_close(xa, expected)
+        assert la.tolist() == [0, 1, 2, 10]
+        assert off == off2 == (0, 3)[rank] and sizes == [3, 1]
+        # d/dx_r of sum_r' (r' + 1) * sum(gathered) = 1 + 2 on every local entry
+        torch.testing.assert_close(grad, torch.full_like(grad, 3.0))
+
+
+def check_contrastive(results, name):
+    """Ranks' losses (weighted by batch size) and averaged gradients == one process on the whole batch."""
+    _, bs, _, extra = CONTRASTIVE[name]
+    data = _data(_seed(name), sum(bs), 0 if extra is None else sum(extra))
+    loss, params = contrastive_loss(name, False, data)  # one process, concatenated batch
+    loss.backward()
+    losses = torch.stack([r[name][0] for r in results])
+    weights = torch.tensor(bs, dtype=losses.dtype) / sum(bs)
+    torch.testing.assert_close((weights * losses).sum(), loss.detach(), rtol=1e-5, atol=1e-5)
+    if bs[0] == bs[1]:  # equal sizes: the plain mean of the ranks' losses (what DDP optimises)
+        torch.testing.assert_close(losses.mean(), loss.detach(), rtol=1e-5, atol=1e-5)
+    else:  # the ranks' losses really differ, so the weighting is what makes them agree
+        assert not torch.allclose(losses.mean(), loss.detach(), rtol=1e-5, atol=1e-5)
+    for i, grad in enumerate(_grads(params)):  # DDP: average of the ranks' gradients
+        avg = sum(r[name][1][i] for r in results) / WORLD
+        torch.testing.assert_close(avg, grad, rtol=1e-5, atol=1e-5)
+
+
+def check_gca(results, name):
+    """Every rank's global GCA-HNG loss and negatives, and the averaged gradients == one process."""
+    bs = GCA[name]
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(sum(bs), D_IN, generator=g, dtype=torch.float64)
+    y = torch.arange(NUM_CLASSES).repeat(sum(bs) // NUM_CLASSES)
+    loss, params, out = gca_loss(3, x, y)  # no process group here: gather is the identity
+    loss.backward()
+    for r in results:  # every rank computes the same global loss and negatives
+        torch.testing.assert_close(r[name][0], loss.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(r[name][2], out.x.detach(), rtol=1e-5, atol=1e-5)
+    for i, grad in enumerate(_grads(params)):
+        avg = sum(r[name][1][i] for r in results) / WORLD
+        torch.testing.assert_close(avg, grad, rtol=1e-5, atol=1e-5)
+    assert sum(int(gr.abs().sum() > 0) for gr in _grads(params)) > len(params) // 2  # mostly used
+
+
+def test_gather_unequal_sizes_values_offsets_and_gradients(results):
+    check_gather(results)
+
+
+@pytest.mark.parametrize("name", list(CONTRASTIVE))
+def test_contrastive_gathered_equals_single_process(results, name):
+    check_contrastive(results, name)
+
+
+def test_contrastive_without_gathered_gradient_differs(results):
+    """The other ranks' candidates matter: local-only losses give another result."""
+    name = "infonce_equal"
+    _, bs, _, _ = CONTRASTIVE[name]
+    data = _data(_seed(name), sum(bs))
+    local = [contrastive_loss(name, False, data, _rows(bs, r))[0] for r in range(WORLD)]
+    assert not torch.allclose(torch.stack(local).mean(), torch.stack([r[name][0] for r in results]).mean())
+
+
+@pytest.mark.parametrize("name", list(GCA))
+def test_gcahng_gathered_equals_single_process(results, name):
+    check_gca(results, name)
 
 
 def test_gather_is_identity_without_process_group():
     x = torch.randn(3, 2)
     assert gather(x) is x and not is_distributed()
+    y = torch.arange(3)
+    xs, ys, off = gather(x, y, return_offset=True)
+    assert xs is x and ys is y and off == 0 and local_offset(3) == 0 and all_sizes(3) == [3]
+
+
+def test_gather_bad_input():
+    with pytest.raises(ValueError, match="same number of rows"):
+        gather(torch.zeros(3, 2), torch.zeros(2))
+    with pytest.raises(ValueError, match="0-d tensor"):
+        gather(torch.tensor(1.0))
+    with pytest.raises(TypeError, match="expects tensors"):
+        gather([1, 2])
+    with pytest.raises(TypeError, match="gather_distributed must be True or False"):
+        InfoNCELoss(gather_distributed="yes")
+    with pytest.raises(TypeError, match="gather_distributed must be True or False"):
+        GCAHNG(4, 2, gather_distributed=1)
+
+
+def test_gather_distributed_is_a_no_op_in_one_process():
+    torch.manual_seed(0)
+    z1, z2, y = torch.randn(6, 4), torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    for cls in (InfoNCELoss, DebiasedLoss, HCLLoss, UnReMixLoss):
+        a = cls(gather_distributed=True)(z1, z2, y)
+        b = cls()(z1, z2, y)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert "gather_distributed=True" in repr(HCLLoss(gather_distributed=True))
+
+
+def test_mnist_metric_datamodule_splits_batches_and_eval_over_ranks():
+    """Under DDP (Lightning's sampler off) each rank draws its own C x m batches and evaluates a disjoint
+    shard; the shards together are the test set once (no duplicates in the gathered evaluation)."""
+    from types import SimpleNamespace
+
+    from graphneg.data import MNIST5kDataModule
+
+    batches, shards = [], []
+    for rank in range(WORLD):
+        dm = MNIST5kDataModule(classes_per_batch=5, samples_per_class=4, limit_per_class=40)
+        dm.setup("fit")
+        dm.trainer = SimpleNamespace(world_size=WORLD, global_rank=rank)
+        batches.append([tuple(b) for b in dm.train_dataloader().batch_sampler])
+        shards.append(torch.cat([y for _, y in dm.val_dataloader()]))
+        n_test, all_labels = len(dm.test_set), dm.test_set.labels
+    assert batches[0] and batches[1] and not set(batches[0]) & set(batches[1])
+    assert sum(s.numel() for s in shards) == n_test
+    torch.testing.assert_close(torch.cat(shards).sort().values, torch.as_tensor(all_labels).sort().values)
+
+
+def test_negative_pair_mask_for_gathered_candidates_matches_loop():
+    """Rank with rows [offset, offset + B) of a gathered batch of B_tot: a loop over (anchor, column)."""
+    from graphneg.losses.contrastive import negative_pair_mask
+
+    b, offset, b_tot, m = 2, 3, 6, 2
+    glob = torch.tensor([0, 1, 2, 0, 1, 1])
+    local = glob[offset:offset + b]
+    extra = torch.tensor([2, 0])
+    mask = negative_pair_mask(b, local, None, m, extra, offset=offset, global_batch_size=b_tot,
+                              global_labels=glob)
+    col_labels = torch.cat([glob, glob, extra])
+    expected = torch.zeros(2 * b, 2 * b_tot + m, dtype=torch.bool)
+    for i in range(2 * b):
+        view, row = divmod(i, b)
+        own, pos = view * b_tot + offset + row, (1 - view) * b_tot + offset + row
+        for j in range(2 * b_tot + m):
+            expected[i, j] = j not in (own, pos) and bool(col_labels[j] != local[row])
+    assert torch.equal(mask, expected)
+    with pytest.raises(ValueError, match="must fit in global_batch_size"):
+        negative_pair_mask(b, offset=5, global_batch_size=6)
+    with pytest.raises(ValueError, match="pass global_labels"):
+        negative_pair_mask(b, local, offset=0, global_batch_size=6)

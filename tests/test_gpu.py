@@ -1,5 +1,6 @@
 """Device checks, run with `nox -s gpu` (marker `gpu`, deselected by default): the same computation on
-CUDA and on CPU gives the same numbers. They fail, not skip, when no CUDA device is present."""
+CUDA and on CPU gives the same numbers. They fail, not skip, when no CUDA device is present; the
+two-rank NCCL test skips (reason stated) on a machine with a single GPU."""
 import pytest
 import torch
 
@@ -43,3 +44,38 @@ def test_graph_and_retrieval_match_cpu(cuda):
     r_cpu = retrieval_metrics(x, y, nmi=False)
     r_gpu = retrieval_metrics(x.to(cuda), y.to(cuda), nmi=False)
     assert r_cpu == pytest.approx(r_gpu)
+
+
+def test_ddp_nccl_two_gpus_match_single_process(tmp_path):
+    """The gloo cases of tests/test_distributed.py on NCCL, one rank per GPU (what Lightning's
+    ``--trainer.strategy ddp --trainer.devices 2`` runs): gathered losses and DDP-averaged gradients equal
+    one process on the whole batch, for equal and unequal local batch sizes."""
+    assert torch.cuda.is_available(), "the gpu tests need a CUDA device (run them with `nox -s gpu` on one)"
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"DDP over NCCL needs 2 CUDA devices, found {torch.cuda.device_count()} (NCCL cannot "
+                    "put two ranks on one GPU); the same cases run on gloo in tests/test_distributed.py")
+    import test_distributed as td
+
+    results = td.run_cases(tmp_path, backend="nccl")
+    td.check_gather(results)
+    for name in td.CONTRASTIVE:
+        td.check_contrastive(results, name)
+    for name in td.GCA:
+        td.check_gca(results, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16-mixed", "16-mixed"])
+def test_losses_under_cuda_autocast_within_tolerance(cuda, dtype):
+    """CUDA autocast (Lightning bf16-mixed / 16-mixed): the stated tolerances of graphneg.precision."""
+    import test_precision as tp
+
+    for name in tp.LOSSES:
+        net, x1, x2 = tp._net_and_data(0)
+        ref = tp.LOSSES[name](tp.Y)(net(x1), net(x2))
+        net, fn = net.to(cuda), tp.LOSSES[name](tp.Y.to(cuda))
+        with torch.autocast("cuda", dtype=dtype):
+            z1, z2 = net(x1.to(cuda)), net(x2.to(cuda))
+            assert z1.dtype == dtype
+            val = fn(z1, z2)
+        assert val.dtype == torch.float32, name
+        torch.testing.assert_close(val.cpu(), ref, rtol=tp.RTOL[dtype], atol=0, msg=name)

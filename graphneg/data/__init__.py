@@ -6,6 +6,9 @@ from graphneg.data.graph_augment import (
 )
 from graphneg.data.image_augment import SimCLRViews, cifar_views, digit_views, stl_views
 from graphneg.data.tu import TUDataModule, prepare_grakel_tu
+from graphneg.data.retrieval import (
+    CUB200DataModule, Cars196DataModule, ImageListDataset, InShopDataModule, RetrievalDataModule, SOPDataModule,
+)
 from graphneg.data.vision import CIFAR10DataModule, CIFAR100DataModule, STL10DataModule
 
 __all__ = [
@@ -14,4 +17,6 @@ __all__ = [
     "RandomChoice", "TwoViews", "GraphAugmentation", "collate_views",
     "SimCLRViews", "cifar_views", "stl_views", "digit_views",
     "CIFAR10DataModule", "CIFAR100DataModule", "STL10DataModule",
+    "RetrievalDataModule", "ImageListDataset", "CUB200DataModule", "Cars196DataModule", "SOPDataModule",
+    "InShopDataModule",
 ]

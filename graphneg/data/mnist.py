@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from graphneg.data.image_augment import MNIST_MEAN, MNIST_STD
 from graphneg.data.samplers import MPerClassSampler
@@ -241,14 +241,22 @@ class MNIST5kDataModule(L.LightningDataModule):
                 self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
                 num_workers=self.num_workers, generator=g,
             )
+        trainer = getattr(self, "trainer", None)  # DDP: every rank draws its own batches
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = MPerClassSampler(
-            self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed
+            self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed,
+            num_replicas=replicas, rank=rank,
         )
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
 
     def _eval_loader(self, dataset) -> DataLoader:
         # an own generator: creating this loader's iterator draws its base seed from it, not from the
         # global RNG, so evaluation (and Lightning's sanity check) leaves the training RNG stream as is
+        trainer = getattr(self, "trainer", None)
+        if self.mode == "metric" and trainer is not None and trainer.world_size > 1:
+            # DDP with the sampler above (Lightning's sampler off): each rank evaluates every
+            # world_size-th image; MetricLearningModule gathers the (unequal) shards back together
+            dataset = Subset(dataset, range(trainer.global_rank, len(dataset), trainer.world_size))
         return DataLoader(dataset, batch_size=self.eval_batch_size, num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(self.seed))
 

@@ -33,6 +33,11 @@ loss                              importance ``w_ij``            ``tau_plus``  c
 Numerics: every exponential is taken relative to a per-anchor shift (the largest candidate logit,
 detached); the loss is invariant to it, so nothing overflows for small temperatures. InfoNCE uses
 ``cross_entropy`` (log-sum-exp) directly. The loss is the mean of :math:`\ell_i` over the ``2B`` anchors.
+Under autocast the losses run in float32 (:func:`graphneg.precision.full_precision`).
+
+Multi-GPU: with ``gather_distributed=True`` (every loss) and a ``torch.distributed`` process group
+(Lightning DDP), the candidates are all processes' views and extras (:func:`contrastive_pairs`), the
+anchors stay local; see :meth:`_TwoViewContrastiveLoss.forward` for the reduction.
 """
 from __future__ import annotations
 
@@ -44,7 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphneg.distributed import gather, is_distributed
 from graphneg.graph import check_embeddings, check_labels
+from graphneg.precision import full_precision
 from graphneg.validation import value_checks_enabled
 from graphneg.sampling.unremix import (
     _check_beta,
@@ -65,6 +72,7 @@ class ContrastivePairs(NamedTuple):
     candidates: Tensor  # [C, D] normalised (anchors followed by the extra negatives)
     num_neg: Tensor  # [2B] number of negatives per anchor (float, dtype of sim)
     labelled: bool = False  # True when labels removed same-class negatives
+    self_index: Optional[Tensor] = None  # [2B] column of each anchor itself (arange(2B) when local)
 
 
 def _check_tau_plus(tau_plus: float) -> None:
@@ -76,12 +84,30 @@ def _check_tau_plus(tau_plus: float) -> None:
         )
 
 
+def _self_and_positive(batch_size: int, offset: int, global_batch_size: int, device) -> Tuple[Tensor, Tensor]:
+    """Columns of each anchor itself and of its positive among ``[z1_all; z2_all; ...]`` (``[2B]`` each).
+
+    Anchor ``i < B`` (view 1) is row ``offset + i`` of ``z1_all``, its positive the same row of
+    ``z2_all`` (column ``B_tot + offset + i``), and the other way round for view 2; with one process
+    (``offset = 0``, ``B_tot = B``) that is ``i`` and ``(i + B) mod 2B``.
+    """
+    rows = torch.arange(2 * batch_size, device=device)
+    first = rows < batch_size
+    own = offset + rows - torch.where(first, 0, batch_size)  # row in z*_all
+    return (torch.where(first, own, global_batch_size + own),
+            torch.where(first, global_batch_size + own, own))
+
+
 def negative_pair_mask(
     batch_size: int,
     labels: Optional[Tensor] = None,
     device: Optional[torch.device] = None,
     num_extra: int = 0,
     neg_labels: Optional[Tensor] = None,
+    *,
+    offset: int = 0,
+    global_batch_size: Optional[int] = None,
+    global_labels: Optional[Tensor] = None,
 ) -> Tensor:
     """``[2B, 2B + M]`` bool mask of the negatives of a two-view batch (the mask of :func:`contrastive_pairs`).
 
@@ -89,27 +115,41 @@ def negative_pair_mask(
     negatives are every candidate except itself and its positive ``(i + B) mod 2B``; with ``labels``
     (``[B]``) the candidates of the anchor's class are excluded too, the ``M = num_extra`` extra
     negatives by ``neg_labels`` (``[M]``, required when ``labels`` and extras are both given).
+
+    Gathered candidates (``gather_distributed``): with ``global_batch_size = B_tot`` the columns are
+    ``[z1_all; z2_all; neg]`` (``[2 B_tot + M]``), this process's anchors sit at rows
+    ``offset .. offset + B`` of ``z*_all``, and ``global_labels`` (``[B_tot]``) label the gathered
+    rows (required with ``labels``). The result is then ``[2B, 2 B_tot + M]``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(num_extra, bool) or not isinstance(num_extra, int) or num_extra < 0:
         raise ValueError(f"num_extra must be an int >= 0 (number of extra negatives), got {num_extra!r}")
-    n = 2 * batch_size
+    b_tot = batch_size if global_batch_size is None else int(global_batch_size)
+    if not (0 <= offset and offset + batch_size <= b_tot):
+        raise ValueError(
+            f"offset={offset} and batch_size={batch_size} must fit in global_batch_size={b_tot} "
+            "(this process's rows among the gathered batch)"
+        )
     if device is None and labels is not None:
         device = labels.device
-    rows = torch.arange(n, device=device)
-    cols = torch.arange(n + num_extra, device=device)
-    mask = (cols[None, :] != rows[:, None]) & (cols[None, :] != ((rows + batch_size) % n)[:, None])
+    self_index, pos_index = _self_and_positive(batch_size, offset, b_tot, device)
+    cols = torch.arange(2 * b_tot + num_extra, device=device)
+    mask = (cols[None, :] != self_index[:, None]) & (cols[None, :] != pos_index[:, None])
     if labels is not None:
+        if global_labels is None:
+            if b_tot != batch_size:
+                raise ValueError("global_batch_size differs from batch_size: pass global_labels [B_tot] too")
+            global_labels = labels
         row_labels = torch.cat([labels, labels]).to(mask.device)
-        col_labels = row_labels
+        col_labels = torch.cat([global_labels, global_labels]).to(mask.device)
         if num_extra > 0:
             if neg_labels is None or neg_labels.numel() != num_extra:
                 raise ValueError(
                     f"labels and {num_extra} extra negatives need neg_labels with {num_extra} class ids, got "
                     f"{None if neg_labels is None else tuple(neg_labels.shape)}"
                 )
-            col_labels = torch.cat([row_labels, neg_labels.reshape(-1).to(mask.device)])
+            col_labels = torch.cat([col_labels, neg_labels.reshape(-1).to(mask.device)])
         mask &= row_labels[:, None] != col_labels[None, :]
     return mask
 
@@ -120,6 +160,7 @@ def contrastive_pairs(
     labels: Optional[Tensor] = None,
     neg: Optional[Tensor] = None,
     neg_labels: Optional[Tensor] = None,
+    gather_distributed: bool = False,
 ) -> ContrastivePairs:
     """Build the cosine logits and the negative mask of a two-view batch.
 
@@ -128,10 +169,18 @@ def contrastive_pairs(
         labels: optional class ids ``[B]``; negatives of the same class are excluded.
         neg: optional extra negatives ``[M, D]`` appended to every anchor's candidates.
         neg_labels: class ids ``[M]`` of ``neg``, required when both ``labels`` and ``neg`` are given.
+        gather_distributed: inside a ``torch.distributed`` process group (Lightning DDP), take the
+            candidates from *all* processes (:func:`graphneg.distributed.gather`, differentiable,
+            any per-process ``B_r``): anchors stay this process's ``2B`` views, candidates are
+            ``[z1_all; z2_all; neg_all]`` with ``z*_all`` ``[B_tot, D]`` in rank order (``neg`` and
+            ``neg_labels`` are gathered too, so every process must pass them or none). Each
+            anchor's own column and positive are found by its index shifted by this process's
+            offset. Ignored outside a process group (one process: the candidates are the batch).
 
     Returns:
-        :class:`ContrastivePairs` with ``sim`` ``[2B, 2B + M]``, ``pos_index`` ``[2B]``,
-        ``neg_mask`` ``[2B, 2B + M]``.
+        :class:`ContrastivePairs` with ``sim`` ``[2B, C]``, ``pos_index`` ``[2B]``,
+        ``neg_mask`` ``[2B, C]``, ``self_index`` ``[2B]``; ``C = 2B + M`` locally,
+        ``C = 2 B_tot + M_tot`` when gathered.
 
     Raises:
         ValueError: on mismatched shapes, non-finite values, or an anchor without any negative.
@@ -165,16 +214,40 @@ def contrastive_pairs(
 
     device = z1.device
     anchors = F.normalize(torch.cat([z1, z2], dim=0), dim=-1)
-    candidates = anchors if neg is None else torch.cat([anchors, F.normalize(neg.to(z1.dtype), dim=-1)])
+    if labels is not None:
+        labels = check_labels(labels, b).to(device)
+    if neg is not None:
+        neg = F.normalize(neg.to(z1.dtype), dim=-1)
+        if neg_labels is not None:
+            neg_labels = check_labels(neg_labels, neg.size(0), "neg_labels").to(device)
+        elif labels is not None:  # no extra rows (checked above): no labels needed
+            neg_labels = labels.new_empty(0)
+    offset, b_tot, labels_all = 0, b, labels
+    if gather_distributed and is_distributed():
+        # the two views side by side: one gather (row counts exchanged once, labels alongside)
+        views = torch.cat([anchors[:b], anchors[b:]], dim=1)
+        if labels is None:
+            views, offset = gather(views, return_offset=True)
+        else:
+            views, labels_all, offset = gather(views, labels, return_offset=True)
+        b_tot = views.size(0)
+        own = torch.cat([views[:, : z1.size(1)], views[:, z1.size(1):]])
+        if neg is not None:
+            if neg_labels is None:
+                neg = gather(neg)
+            else:
+                neg, neg_labels = gather(neg, neg_labels)
+    else:
+        own = anchors
+    candidates = own if neg is None else torch.cat([own, neg])
     n, c = 2 * b, candidates.size(0)
     sim = anchors @ candidates.t()
 
-    pos_index = (torch.arange(n, device=device) + b) % n
-    if labels is not None:
-        labels = check_labels(labels, b).to(device)
-        if neg is not None:
-            neg_labels = check_labels(neg_labels, neg.size(0), "neg_labels").to(device)
-    neg_mask = negative_pair_mask(b, labels, device, c - n, neg_labels if labels is not None else None)
+    self_index, pos_index = _self_and_positive(b, offset, b_tot, device)
+    neg_mask = negative_pair_mask(
+        b, labels, device, c - 2 * b_tot, neg_labels if labels is not None else None,
+        offset=offset, global_batch_size=b_tot, global_labels=labels_all,
+    )
     if labels is not None:
         num_neg = neg_mask.sum(dim=1)
         empty = num_neg == 0
@@ -192,7 +265,8 @@ def contrastive_pairs(
                 "or pass extra negatives neg"
             )
         num_neg = torch.full((n,), float(c - 2), dtype=sim.dtype, device=device)
-    return ContrastivePairs(sim, pos_index, neg_mask, anchors, candidates, num_neg, labels is not None)
+    labelled = labels is not None
+    return ContrastivePairs(sim, pos_index, neg_mask, anchors, candidates, num_neg, labelled, self_index)
 
 
 class EstimatorTerms(NamedTuple):
@@ -312,10 +386,13 @@ def hcl_importance(terms: EstimatorTerms, beta: float) -> Tensor:
 class _TwoViewContrastiveLoss(torch.nn.Module):
     """Base: ``forward(z1, z2, labels=None, neg=None, neg_labels=None) -> scalar``."""
 
-    def __init__(self, temperature: float = 0.5):
+    def __init__(self, temperature: float = 0.5, gather_distributed: bool = False):
         super().__init__()
         _check_temperature(temperature)
+        if not isinstance(gather_distributed, bool):
+            raise TypeError(f"gather_distributed must be True or False, got {gather_distributed!r}")
         self.temperature = float(temperature)
+        self.gather_distributed = gather_distributed
 
     def reset_parameters(self) -> None:
         """No learnable parameters (kept for a uniform interface)."""
@@ -323,6 +400,7 @@ class _TwoViewContrastiveLoss(torch.nn.Module):
     def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
         raise TypeError(f"{type(self).__name__} is abstract")
 
+    @full_precision
     def forward(
         self,
         z1: Tensor,
@@ -338,12 +416,25 @@ class _TwoViewContrastiveLoss(torch.nn.Module):
             labels: optional class ids ``[B]`` (supervised: same-class samples are not negatives).
             neg: optional extra negatives ``[M, D]`` for every anchor.
             neg_labels: class ids ``[M]`` of ``neg`` (needed with ``labels``).
+
+        With ``gather_distributed=True`` inside a process group (Lightning DDP) the candidates span
+        all processes' batches (:func:`contrastive_pairs`) and the result is the mean over *this
+        process's* ``2B_r`` anchors. Reduction: the single-process loss on the concatenated batch is
+        the batch-size-weighted mean ``sum_r B_r L_r / sum_r B_r`` of the processes' losses, i.e. their
+        plain mean (what DDP's gradient averaging minimises) when every ``B_r`` is equal; then the
+        averaged gradients equal the single-process ones too (``tests/test_distributed.py``). With
+        unequal ``B_r``, scale the loss by ``W B_r / sum_r B_r`` before ``backward`` for exact
+        gradients. Under autocast (``bf16-mixed``, ``16-mixed``) the loss runs in float32
+        (:func:`graphneg.precision.full_precision`).
         """
-        pairs = contrastive_pairs(z1, z2, labels, neg, neg_labels)
+        pairs = contrastive_pairs(z1, z2, labels, neg, neg_labels, self.gather_distributed)
         return self._per_anchor(pairs).mean()
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"temperature={self.temperature}" + self._gather_repr()
+
+    def _gather_repr(self) -> str:
+        return ", gather_distributed=True" if self.gather_distributed else ""
 
 
 class InfoNCELoss(_TwoViewContrastiveLoss):
@@ -373,8 +464,8 @@ class DebiasedContrastiveLoss(_TwoViewContrastiveLoss):
     because every :math:`e^{s/t} \ge e^{-1/t}`).
     """
 
-    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1):
-        super().__init__(temperature)
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, gather_distributed: bool = False):
+        super().__init__(temperature, gather_distributed)
         _check_tau_plus(tau_plus)
         self.tau_plus = float(tau_plus)
 
@@ -386,7 +477,7 @@ class DebiasedContrastiveLoss(_TwoViewContrastiveLoss):
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, tau_plus={self.tau_plus}"
+        return f"temperature={self.temperature}, tau_plus={self.tau_plus}" + self._gather_repr()
 
 
 class DCLLoss(DebiasedContrastiveLoss):
@@ -415,8 +506,9 @@ class HCLLoss(_TwoViewContrastiveLoss):
     ``beta=0`` it equals :class:`DebiasedContrastiveLoss`.
     """
 
-    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0):
-        super().__init__(temperature)
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0,
+                 gather_distributed: bool = False):
+        super().__init__(temperature, gather_distributed)
         _check_tau_plus(tau_plus)
         _check_beta(beta)
         self.tau_plus = float(tau_plus)
@@ -432,7 +524,8 @@ class HCLLoss(_TwoViewContrastiveLoss):
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}"
+        return (f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}"
+                + self._gather_repr())
 
 
 class UnReMixLoss(_TwoViewContrastiveLoss):
@@ -459,6 +552,9 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         k: neighbours per node of the kNN density graph (representativeness).
         detach_scores: compute the scores from detached embeddings (default ``True``): they are
             importance weights, not a path for gradients; ``False`` back-propagates through them too.
+        gather_distributed: candidates from all processes under DDP (see
+            :meth:`_TwoViewContrastiveLoss.forward`); the representativeness kNN graph is then built
+            over the global candidates, so every process scores the same global density.
 
     Attributes:
         last_scores: the last batch's detached ``[2B, C]`` per-anchor mean-1 scores for logging:
@@ -477,8 +573,9 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         weights: Sequence[float] = (1.0, 1.0, 1.0),
         k: int = 10,
         detach_scores: bool = True,
+        gather_distributed: bool = False,
     ):
-        super().__init__(temperature)
+        super().__init__(temperature, gather_distributed)
         _check_tau_plus(tau_plus)
         _check_beta(beta)
         _check_k(k)
@@ -599,8 +696,7 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
                 if pairs.labelled:
                     neg_total = mask.to(density.dtype) @ density
                 else:  # negatives = every column but the anchor itself and its positive
-                    rows = torch.arange(mask.size(0), device=mask.device)
-                    neg_total = density.sum() - density[rows] - density[pairs.pos_index]
+                    neg_total = density.sum() - density[pairs.self_index] - density[pairs.pos_index]
                 mean = neg_total / n
                 rows_u.append((lam[2] / total) / mean)
                 cols_u.append(density)
@@ -638,7 +734,7 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         return (
             f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}, "
             f"weights={self.weights}, k={self.k}, detach_scores={self.detach_scores}"
-        )
+        ) + self._gather_repr()
 
 
 __all__ = ["InfoNCELoss", "DebiasedContrastiveLoss", "DCLLoss", "HCLLoss", "UnReMixLoss", "contrastive_pairs",

@@ -39,7 +39,9 @@ them, row ``a`` holds anchor ``a``'s synthetic negatives packed to the left (``K
 of synthetic negatives of one anchor), so memory is ``O(B^2 + B K)`` rather than ``O(B M)``. A later
 cross-batch / gathered-negatives mode only needs to build another candidate block here.
 
-No Python loop over samples; everything runs on the input's device.
+No Python loop over samples; everything runs on the input's device. Under autocast (``bf16-mixed``,
+``16-mixed``) and for 16-bit inputs every loss computes in float32
+(:func:`graphneg.precision.full_precision`): float16 inner products overflow for norms above ~256.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphneg.graph import check_embeddings, check_labels, check_multiclass
+from graphneg.precision import full_precision
 from graphneg.validation import value_checks_enabled
 
 __all__ = [
@@ -286,6 +289,7 @@ class NPairLoss(nn.Module):
             raise ValueError(f"l2_reg must be >= 0, got {l2_reg}")
         self.l2_reg = float(l2_reg)
 
+    @full_precision
     def forward(
         self,
         embeddings: Tensor,
@@ -348,6 +352,7 @@ class MultiSimilarityLoss(nn.Module):
         self.base, self.epsilon = float(base), float(epsilon)
         self.mining = bool(mining)
 
+    @full_precision
     def forward(
         self,
         embeddings: Tensor,
@@ -406,6 +411,7 @@ class TripletMarginLoss(nn.Module):
             raise ValueError(f"margin must be >= 0, got {margin}")
         self.margin, self.mining, self.reduction = float(margin), mining, reduction
 
+    @full_precision
     def forward(
         self,
         embeddings: Tensor,
@@ -487,6 +493,7 @@ class ProxyAnchorLoss(nn.Module):
                 "num_classes"
             )
 
+    @full_precision
     def forward(
         self,
         embeddings: Tensor,

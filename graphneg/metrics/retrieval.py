@@ -16,20 +16,35 @@ the protocol pytorch-metric-learning's ``AccuracyCalculator`` implements:
 Queries with ``R = 0`` (their class has no other member among the references) have no defined
 R-Precision/MAP@R; they are left out of every metric, and the number left out is reported.
 
-Neighbours are searched in chunks of queries: at most a ``[chunk_size, N_ref]`` similarity block exists
-at a time, plus ``[chunk_size, K_max]`` indices with ``K_max = max(max(ks), max R)``. With the ``faiss``
-extra installed, ``backend="faiss"`` (or ``"auto"``) uses an exact ``IndexFlatIP`` search instead; the
-results are the same up to floating-point ties.
+Neighbours are searched in chunks of queries by :func:`chunked_topk` (the kernel
+:func:`graphneg.graph.knn_index` uses too): at most a ``[c, N_ref]`` similarity block exists at a time
+(``c * N_ref <= max_block_elements``), plus ``[c, K_max]`` indices with ``K_max = max(max(ks), max R)``;
+tied neighbours are ranked lowest reference index first. With the ``faiss`` extra installed,
+``backend="faiss"`` (or ``"auto"``) uses an exact ``IndexFlatIP`` search instead; the results are the
+same up to the order of tied neighbours.
+
+Protocols (:data:`RECALL_KS`, the K of the official GCA-HNG ``train.py`` / ``scripts/evaluate.py``):
+CUB-200-2011 and Cars196 ``(1, 2, 4, 8)``, Stanford Online Products ``(1, 10, 100, 1000)`` (queries are
+their own gallery, each query excluded), In-Shop ``(1, 10, 20, 30, 40, 50)`` with the query split
+searched against the gallery split (``ref_embeddings`` / ``ref_labels``).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from graphneg.validation import check_embeddings, check_k, check_ks, check_labels
+
+#: Recall@K values of each benchmark's published protocol (official GCA-HNG ``train.py``).
+RECALL_KS: Dict[str, Tuple[int, ...]] = {
+    "cub200": (1, 2, 4, 8),
+    "cars196": (1, 2, 4, 8),
+    "sop": (1, 10, 100, 1000),
+    "inshop": (1, 10, 20, 30, 40, 50),
+}
 
 
 def _prepare(x: Tensor, metric: str) -> Tensor:
@@ -41,20 +56,88 @@ def _prepare(x: Tensor, metric: str) -> Tensor:
     raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
 
 
-def _scores(q: Tensor, r: Tensor, metric: str, r_sq: Optional[Tensor]) -> Tensor:
-    """Similarity block: larger is closer (negative squared distance for euclidean)."""
-    s = q @ r.t()
-    if metric == "euclidean":
-        s = 2 * s - r_sq[None, :] - (q * q).sum(-1, keepdim=True)
-    return s
-
-
 def _faiss_available() -> bool:
     try:
         import faiss  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def _rows_per_block(chunk_size: int, n_ref: int, max_block_elements: int) -> int:
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return max(1, min(int(chunk_size), int(max_block_elements) // max(int(n_ref), 1)))
+
+
+def chunked_topk(
+    queries: Tensor,
+    refs: Tensor,
+    k: int,
+    score: str = "dot",
+    exclude_self: bool = False,
+    query_labels: Optional[Tensor] = None,
+    ref_labels: Optional[Tensor] = None,
+    exclude_same_label: bool = False,
+    chunk_size: int = 1024,
+    max_block_elements: int = 1 << 24,
+) -> Iterator[Tuple[int, Tensor, Tensor]]:
+    """The one chunked top-k kernel of graphneg: yields ``(start, values [c, k], indices [c, k])``.
+
+    Shared by :func:`nearest_neighbours` (retrieval evaluation) and :func:`graphneg.graph.knn_index`
+    (kNN batch graphs). Queries are processed ``c`` rows at a time, ``c = min(chunk_size,
+    max_block_elements // N_ref)``, so at most one ``[c, N_ref]`` score block (plus a same-sized
+    int32 key and two boolean masks, about 10 bytes an element: 160 MiB at the default
+    ``max_block_elements``) exists at a time, whatever the number of queries.
+
+    Scores (larger = closer): ``score="dot"``: ``<q, r>`` (pass L2-normalised rows for cosine);
+    ``score="neg_sqeuclidean"``: ``-||q - r||^2``. Excluded pairs get ``-inf``: the query itself
+    when ``exclude_self`` (queries are the references, row ``i`` <-> reference ``i``) and references
+    of the query's class when ``exclude_same_label``. Rows with fewer than ``k`` allowed references
+    return ``-inf`` values in their last columns (callers drop them).
+
+    Ties are broken deterministically, lowest reference index first (the order of a stable sort of
+    ``-score``), on every device: ``torch.topk`` alone leaves the order of equal values unspecified.
+    After ``topk`` gives each row's ``k``-th value ``v_k``, a second ``topk`` over an integer key
+    (every score ``> v_k`` ranks first, then the scores ``== v_k`` by ascending index) picks the
+    ``k`` references, which are then stably sorted by descending score. No host synchronisation.
+    """
+    if score not in ("dot", "neg_sqeuclidean"):
+        raise ValueError(f"score must be 'dot' or 'neg_sqeuclidean', got {score!r}")
+    if exclude_same_label and (query_labels is None or ref_labels is None):
+        raise ValueError("exclude_same_label needs query_labels and ref_labels")
+    n_q, n_ref = queries.size(0), refs.size(0)
+    k = int(k)
+    if not 1 <= k <= n_ref:
+        raise ValueError(f"k must be in [1, {n_ref}] (the number of references), got {k}")
+    if exclude_self and n_q != n_ref:
+        raise ValueError(f"exclude_self needs queries to be the references, got {n_q} and {n_ref} rows")
+    rows_per = _rows_per_block(chunk_size, n_ref, max_block_elements)
+    device = queries.device
+    # key of a tied reference: n_ref - index (1..n_ref, larger = lower index); any score above the
+    # k-th value gets n_ref + 1 (all of those are kept); excluded/below: -1. int32: n_ref < 2**31.
+    rev = (n_ref - torch.arange(n_ref, device=device)).to(torch.int32)
+    r_sq = (refs * refs).sum(-1) if score == "neg_sqeuclidean" else None
+    for start in range(0, n_q, rows_per):
+        q = queries[start:start + rows_per]
+        s = q @ refs.t()
+        if r_sq is not None:
+            s.mul_(2).sub_(r_sq[None, :]).sub_((q * q).sum(-1, keepdim=True))
+        c = s.size(0)
+        if exclude_self:
+            local = torch.arange(c, device=device)
+            s[local, local + start] = float("-inf")
+        if exclude_same_label:
+            s.masked_fill_(query_labels[start:start + c, None] == ref_labels[None, :], float("-inf"))
+        kth = s.topk(k, dim=1).values[:, -1:]
+        key = torch.where(s >= kth, rev, -1)
+        key.masked_fill_(s > kth, n_ref + 1)
+        idx = key.topk(k, dim=1).indices
+        del key
+        idx = idx.sort(dim=1).values  # ascending index, so the stable sort below keeps ties in that order
+        val = s.gather(1, idx)
+        order = val.sort(dim=1, descending=True, stable=True).indices
+        yield start, val.gather(1, order), idx.gather(1, order)
 
 
 def nearest_neighbours(
@@ -65,10 +148,13 @@ def nearest_neighbours(
     metric: str = "cosine",
     chunk_size: int = 1024,
     backend: str = "torch",
+    max_block_elements: int = 1 << 24,
 ):
     """Yield ``(start, indices [c, k])`` chunk by chunk: the ``k`` nearest references of each query.
 
-    When ``same_set`` the query itself is excluded. ``backend="faiss"`` needs the ``faiss`` extra.
+    When ``same_set`` the query itself is excluded. ``backend="torch"`` runs :func:`chunked_topk`
+    (ties: lowest reference index first); ``backend="faiss"`` (the ``faiss`` extra) an exact
+    ``IndexFlatIP`` / ``IndexFlatL2`` search, equal up to the order of tied neighbours.
     """
     k = check_k(k, "k")
     q, r = _prepare(queries, metric), _prepare(refs, metric)
@@ -99,13 +185,12 @@ def nearest_neighbours(
         return
     if backend != "torch":
         raise ValueError(f"backend must be 'torch', 'faiss' or 'auto', got {backend!r}")
-    r_sq = (r * r).sum(-1) if metric == "euclidean" else None
-    for start in range(0, q.size(0), chunk_size):
-        s = _scores(q[start:start + chunk_size], r, metric, r_sq)
-        if same_set:
-            rows = torch.arange(s.size(0), device=s.device)
-            s[rows, rows + start] = float("-inf")
-        yield start, s.topk(k, dim=1).indices
+    score = "dot" if metric == "cosine" else "neg_sqeuclidean"
+    for start, _, idx in chunked_topk(
+        q, r, k, score=score, exclude_self=same_set, chunk_size=chunk_size,
+        max_block_elements=max_block_elements,
+    ):
+        yield start, idx
 
 
 def retrieval_metrics(
@@ -119,6 +204,7 @@ def retrieval_metrics(
     nmi: bool = True,
     backend: str = "torch",
     seed: int = 0,
+    max_block_elements: int = 1 << 24,
 ) -> Dict[str, float]:
     """Recall@K, MAP@R, R-Precision and NMI of a retrieval set (see the module docstring).
 
@@ -129,7 +215,9 @@ def retrieval_metrics(
         ref_embeddings / ref_labels: the gallery; when omitted the queries are their own gallery and each
             query is excluded from its own neighbours (CUB/Cars/SOP protocol). In-Shop passes a gallery.
         metric: ``"cosine"`` (default) or ``"euclidean"``.
-        chunk_size: queries per similarity block.
+        chunk_size: at most this many queries per similarity block.
+        max_block_elements: at most this many entries in a similarity block (``chunk_size`` shrinks to
+            ``max_block_elements // N_ref`` rows for large galleries; bounds the peak memory).
         nmi: also compute NMI (k-means, scikit-learn).
         backend: ``"torch"``, ``"faiss"`` or ``"auto"``.
 
@@ -175,7 +263,7 @@ def retrieval_metrics(
     rp_sum = torch.zeros((), dtype=torch.float64, device=embeddings.device)
     ranks = torch.arange(1, k_max + 1, device=embeddings.device, dtype=torch.float64)
     for start, idx in nearest_neighbours(
-        embeddings, ref_embeddings, k_max, same_set, metric, chunk_size, backend
+        embeddings, ref_embeddings, k_max, same_set, metric, chunk_size, backend, max_block_elements
     ):
         stop = start + idx.size(0)
         ok = valid[start:stop]
@@ -218,4 +306,4 @@ def nmi_score(embeddings: Tensor, labels: Tensor, metric: str = "cosine", seed: 
     return float(normalized_mutual_info_score(y, pred))
 
 
-__all__ = ["retrieval_metrics", "nmi_score", "nearest_neighbours"]
+__all__ = ["retrieval_metrics", "nmi_score", "nearest_neighbours", "chunked_topk", "RECALL_KS"]

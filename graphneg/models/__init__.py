@@ -5,9 +5,10 @@ from graphneg.models.contrastive import ContrastiveModule, GraphContrastiveModul
 from graphneg.models.gin import GINEncoder
 from graphneg.models.projector import MLPProjector
 from graphneg.models.resnet import CifarResNet, resnet18, resnet50
+from graphneg.models.backbones import GoogLeNetEmbedding, ResNet50Embedding
 
 __all__ = [
     "SmallCNN", "Flatten", "MetricLearningModule",
     "ContrastiveModule", "GraphContrastiveModule", "GINEncoder", "MLPProjector", "CifarResNet", "resnet18",
-    "resnet50",
+    "resnet50", "ResNet50Embedding", "GoogLeNetEmbedding",
 ]

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from graphneg.distributed import gather
 from graphneg.validation import check_batch, check_ks, value_checks
 from graphneg.metrics.retrieval import retrieval_metrics
 
@@ -17,7 +18,14 @@ class EmbeddingEvalMixin:
 
     Expects ``self.embed(x)``; batches are ``(x, labels)``. Metrics are computed once per epoch on the
     whole (gathered) evaluation set with :func:`graphneg.metrics.retrieval_metrics`, which searches
-    neighbours in chunks.
+    neighbours in chunks (bounded memory: SOP's 60,502 test images need well under 1 GiB beyond the
+    embeddings, see ``experiments/bench_retrieval_eval.py``).
+
+    Protocols: with one evaluation loader, every sample is a query searched against all others (CUB,
+    Cars, SOP; official ``scripts/eval_utils.py::evaluate_retrieval``). With two loaders
+    (``dataloader_idx`` 0 and 1, e.g. :class:`graphneg.data.InShopDataModule`), loader 0 holds the
+    queries and loader 1 the gallery (official ``evaluate_retrieval_Inshop``). The Recall@K values are
+    ``hparams.ks``; the per-benchmark values are in :data:`graphneg.metrics.retrieval.RECALL_KS`.
     """
 
     ks: Sequence[int] = (1, 2, 4, 8)
@@ -26,25 +34,43 @@ class EmbeddingEvalMixin:
         self._eval_emb: List[Tensor] = []
         self._eval_lab: List[Tensor] = []
         self._eval_img: List[Tensor] = []
+        self._eval_ref_emb: List[Tensor] = []
+        self._eval_ref_lab: List[Tensor] = []
 
-    def _eval_collect(self, batch) -> None:
+    def _eval_collect(self, batch, dataloader_idx: int = 0) -> None:
         x, y = batch[0], batch[-1]
         emb = self.embed(x)
+        if dataloader_idx == 1:  # the gallery of a query/gallery protocol
+            self._eval_ref_emb.append(emb.detach())
+            self._eval_ref_lab.append(y.detach())
+            return
+        if dataloader_idx != 0:
+            raise ValueError(
+                f"evaluation got a loader with dataloader_idx={dataloader_idx}; expected one loader (queries "
+                "= gallery) or two ([query_loader, gallery_loader])"
+            )
         self._eval_emb.append(emb.detach())
         self._eval_lab.append(y.detach())
         kept = sum(t.size(0) for t in self._eval_img)
         if x.dim() == 4 and x.size(-1) <= 64 and kept < self.hparams.projector_max:
             self._eval_img.append(x[: self.hparams.projector_max - kept].detach().cpu())
 
+    def _gather(self, *tensors: Tensor):
+        """All ranks' evaluation shards (graphneg.distributed.gather: shards may differ in size)."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            return gather(*tensors)
+        return tensors
+
     def _eval_finish(self, stage: str) -> Optional[Dict[str, float]]:
         if not getattr(self, "_eval_emb", None):
             return None
-        emb, lab = torch.cat(self._eval_emb), torch.cat(self._eval_lab)
-        if self.trainer is not None and self.trainer.world_size > 1:
-            emb = self.all_gather(emb).flatten(0, 1)
-            lab = self.all_gather(lab).flatten(0, 1)
+        emb, lab = self._gather(torch.cat(self._eval_emb), torch.cat(self._eval_lab))
+        ref_emb = ref_lab = None
+        if self._eval_ref_emb:
+            ref_emb, ref_lab = self._gather(torch.cat(self._eval_ref_emb), torch.cat(self._eval_ref_lab))
         res = retrieval_metrics(
-            emb, lab, ks=self.hparams.ks, metric=self.hparams.eval_metric, nmi=self.hparams.eval_nmi
+            emb, lab, ks=self.hparams.ks, ref_embeddings=ref_emb, ref_labels=ref_lab,
+            metric=self.hparams.eval_metric, nmi=self.hparams.eval_nmi,
         )
         for key in ("num_queries", "num_excluded"):
             res.pop(key)
@@ -94,6 +120,11 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         eval_metric: ``"cosine"`` or ``"euclidean"`` retrieval.
         eval_nmi: also log NMI (k-means) each validation epoch.
         projector_max: samples in the TensorBoard projector snapshot.
+        scheduler: ``"cosine"`` (every optimiser, ``T_max`` = max_epochs), ``"none"``, or ``"step"``: the
+            official GCA-HNG ``train.py`` schedule (``LR_POLICY: step``): encoder ``StepLR(lr_step_size,
+            lr_gamma)`` (``METRIC_DECAY_STEPS`` / ``METRIC_GAMMA``), generator cosine over max_epochs,
+            classifier constant.
+        lr_step_size / lr_gamma: the ``"step"`` schedule's period (epochs) and factor.
     """
 
     def __init__(
@@ -116,14 +147,16 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         eval_nmi: bool = True,
         projector_max: int = 1000,
         scheduler: str = "cosine",
+        lr_step_size: int = 10,
+        lr_gamma: float = 0.5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "loss", "generator"])
         check_ks(ks)  # fail at construction, not after the first epoch
         self.automatic_optimization = False
         self.encoder, self.loss, self.generator = encoder, loss, generator
-        if scheduler not in ("cosine", "none"):
-            raise ValueError(f"scheduler must be 'cosine' or 'none', got {scheduler!r}")
+        if scheduler not in ("cosine", "none", "step"):
+            raise ValueError(f"scheduler must be 'cosine', 'step' or 'none', got {scheduler!r}")
         if warmup_epochs > 0 and not isinstance(getattr(encoder, head_name, None), nn.Module):
             raise ValueError(
                 f"warmup_epochs={warmup_epochs} freezes the encoder except its head, but the encoder has no "
@@ -243,7 +276,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         j_m = self.loss(emb, y)
         out = gen(emb, y, j_mean=self.j_mean, detach_lam=True, generator=self._rw_generator_for(emb.device))
         e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
-        j_syn = (1.0 - e_bj) * self.loss(emb, y, out.x, out.labels, out.anchor_index)
+        # out.embeddings / out.node_labels: the global batch when the generator gathers (multi-GPU)
+        j_syn = (1.0 - e_bj) * self.loss(out.embeddings, out.node_labels, out.x, out.labels, out.anchor_index)
         j_gce = gen.node_loss(out)
         j_metric = j_m + j_syn + j_gce
         self.manual_backward(j_metric)
@@ -272,7 +306,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
             },
             on_step=True, on_epoch=True,
         )
-        self._last_generated = (out, emb.detach())
+        self._last_generated = (out, out.embeddings.detach())  # global rows when the generator gathers
         return j_metric.detach()
 
     def _log_generator_histograms(self) -> None:
@@ -352,6 +386,11 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         if hp.scheduler == "none":
             return opts
         t_max = max(int(self.trainer.max_epochs or 1), 1) if self._trainer is not None else 1
+        if hp.scheduler == "step":  # official train.py: StepLR (metric), cosine (GNN), none (classifier)
+            scheds = [torch.optim.lr_scheduler.StepLR(opts[0], step_size=hp.lr_step_size, gamma=hp.lr_gamma)]
+            if self.generator is not None:
+                scheds.append(torch.optim.lr_scheduler.CosineAnnealingLR(opts[2], T_max=t_max))
+            return opts, scheds
         scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=t_max) for o in opts]
         return opts, scheds
 
@@ -359,8 +398,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._eval_reset()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_collect(batch)
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_collect(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
@@ -371,8 +410,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._eval_reset()
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_collect(batch)
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_collect(batch, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         self._eval_finish("test")

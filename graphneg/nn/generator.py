@@ -37,10 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
+from graphneg.distributed import gather, is_distributed
 from graphneg.graph import dense_edge_mask, knn_index
 from graphneg.validation import check_embeddings, check_k, check_labels, check_multiclass
 from graphneg.nn.functional import gather_distance, gather_lerp
 from graphneg.nn.gca_gnn import GCAGNN
+from graphneg.precision import full_precision, to_float32
 
 EDGE_MODES = ("complete", "knn")
 RW_MODES = ("chain", "dirichlet", None)
@@ -316,6 +318,19 @@ class GCAHNG(nn.Module):
         softmax_factor, dot_weight, div_weight (float): weights of the generator loss.
         dropout (float): node-to-edge attention dropout (official ``0.1``).
         hidden_channels (int, optional): FFN hidden size (default ``4 * dim``).
+        gather_distributed (bool): inside a ``torch.distributed`` process group (Lightning DDP),
+            :meth:`forward` first gathers ``embeddings`` and ``labels`` from all processes
+            (:func:`graphneg.distributed.gather`, differentiable, any per-process batch size), so the
+            batch graph, the generated negatives and every index in :class:`GeneratedNegatives`
+            refer to the *global* batch (``out.embeddings``, ``out.node_labels``); feed those to the
+            metric loss. Every process then computes the same global losses, and gather's
+            ``all_reduce`` backward plus DDP's gradient average give exactly the single-process
+            gradients (``tests/test_distributed.py``). Random draws (``rw``, ``dropout``) must agree
+            across processes: pass the same seeded ``generator`` / seed every rank alike
+            (Lightning's ``seed_everything``). (default ``False``)
+
+    Mixed precision: the GNN's matrix products follow autocast; the generation (distances,
+    interpolation, mixing) and :meth:`loss` / :meth:`node_loss` run in float32.
     """
 
     def __init__(
@@ -333,6 +348,7 @@ class GCAHNG(nn.Module):
         div_weight: float = 10.0,
         dropout: float = 0.1,
         hidden_channels: Optional[int] = None,
+        gather_distributed: bool = False,
     ):
         super().__init__()
         if edges not in EDGE_MODES:
@@ -354,6 +370,9 @@ class GCAHNG(nn.Module):
         self.softmax_factor = float(softmax_factor)
         self.dot_weight = float(dot_weight)
         self.div_weight = float(div_weight)
+        if not isinstance(gather_distributed, bool):
+            raise TypeError(f"gather_distributed must be True or False, got {gather_distributed!r}")
+        self.gather_distributed = gather_distributed
         self.gnn = GCAGNN(dim, num_classes, num_layers, heads, hidden_channels, dropout)
 
     def reset_parameters(self) -> None:
@@ -406,6 +425,10 @@ class GCAHNG(nn.Module):
                 ``rw=None``, where they are ``x``); off by default to save ``P x D`` memory.
         """
         check_embeddings(embeddings)
+        embeddings = to_float32(embeddings)  # generation math in float32 under mixed precision
+        if self.gather_distributed and is_distributed():  # the graph spans the global batch
+            labels = check_labels(labels, embeddings.size(0)).to(embeddings.device)
+            embeddings, labels = gather(embeddings, labels)
         b, d = embeddings.shape
         if d != self.dim:
             raise ValueError(f"embeddings have {d} channels but the generator was built with dim={self.dim}")
@@ -415,6 +438,7 @@ class GCAHNG(nn.Module):
 
         edge_index = self.build_graph(embeddings, labels)
         out = self.gnn(embeddings, edge_index, labels=labels)
+        edge_lam = to_float32(out.lam)
         src, tgt = edge_index
         pair_edge = (labels.index_select(0, src) != labels.index_select(0, tgt)).nonzero().view(-1)
         a, n = src.index_select(0, pair_edge), tgt.index_select(0, pair_edge)
@@ -427,7 +451,7 @@ class GCAHNG(nn.Module):
         rho = torch.where(hard, d_pos / d_neg.clamp_min(1e-12), torch.ones_like(d_pos))
         # == hdml_interpolate(z[a], z[n], d+, d-, lam[pair_edge], scale), fused (no [P, D] gathers
         # of z or lambda are kept for backward)
-        pair_x = gather_lerp(embeddings, a, n, rho, out.lam.detach() if detach_lam else out.lam,
+        pair_x = gather_lerp(embeddings, a, n, rho, edge_lam.detach() if detach_lam else edge_lam,
                              pair_edge, scale)
 
         num_pairs = pair_edge.numel()
@@ -455,10 +479,11 @@ class GCAHNG(nn.Module):
             pair_anchor=a, pair_group=pair_group, weights=weights,
             pair_x=pair_x if (return_pairs or self.rw is None) else None, hard=hard,
             positive_index=pos, node_logits=out.logits, node_labels=labels,
-            edge_index=edge_index, edge_lam=out.lam, embeddings=embeddings, lam_detached=detach_lam,
+            edge_index=edge_index, edge_lam=edge_lam, embeddings=embeddings, lam_detached=detach_lam,
         )
 
     # losses -----------------------------------------------------------------------------------
+    @full_precision
     def loss(self, out: GeneratedNegatives, classifier: Callable[[Tensor], Tensor]) -> GCAHNGLoss:
         r"""The GNN-only step's loss (official ``GCA_HNG.forward``, after the classifier step).
 
@@ -478,9 +503,10 @@ class GCAHNG(nn.Module):
         total = 0.5 * (softmax_ce + self.dot_weight * similarity + self.div_weight * diversity)
         return GCAHNGLoss(total, softmax_ce, similarity, diversity)
 
+    @full_precision
     def node_loss(self, out: GeneratedNegatives) -> Tensor:
         """Node-classification CE of the GNN (official ``J_gce``, part of the metric step)."""
-        return F.cross_entropy(out.node_logits, out.node_labels)
+        return F.cross_entropy(to_float32(out.node_logits), out.node_labels)
 
     def __repr__(self) -> str:
         k = f", k={self.k}" if self.k is not None else ""

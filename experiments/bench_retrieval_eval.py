@@ -1,0 +1,139 @@
+"""Benchmark: SOP-scale retrieval evaluation (60,502 x 512 embeddings, Recall@{1,10,100,1000}, MAP@R,
+R-Precision) with graphneg's chunked evaluator, next to an exact faiss flat index.
+
+What is measured: ``graphneg.metrics.retrieval_metrics(emb, labels, ks=(1, 10, 100, 1000), nmi=False,
+backend=B)`` on random embeddings of SOP's test size (60,502 x 512, float32) with SOP-like labels
+(11,316 classes of 2 + Multinomial sizes, mean 5.35 images a class; the evaluator's cost does not depend
+on what the embeddings encode). ``backend="torch"`` is the chunked top-k kernel
+(:func:`graphneg.metrics.retrieval.chunked_topk`, at most ``max_block_elements`` = 2**24 similarities
+a block); ``backend="faiss"`` an exact ``IndexFlatIP`` search (the ``faiss`` extra), printed as "not
+installed" when faiss-cpu is missing. Both backends compute the same metrics (checked below).
+
+Memory: each backend runs in a fresh subprocess with ``MALLOC_MMAP_THRESHOLD_=65536`` (large blocks are
+mmap-ed and returned to the OS when freed, so the resident set tracks live tensors). After the
+embeddings exist, the process resets its peak-RSS counter (``echo 5 > /proc/self/clear_refs``) and
+records ``VmRSS``; after the evaluation it reads ``VmHWM``. "Peak beyond embeddings" = ``VmHWM -
+VmRSS(before)``: every allocation of the evaluation (the normalised copy, similarity blocks, top-k
+buffers, faiss's index copy). Falls back to ``ru_maxrss`` when ``clear_refs`` is not writable (flagged).
+
+Time: wall clock of one evaluation, single-threaded by default (``--threads``; the reference machine
+has 2 cores shared with other jobs). Usage:
+``python experiments/bench_retrieval_eval.py [--n 60502] [--out experiments/results/bench_retrieval_eval.md]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KS = (1, 10, 100, 1000)
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def child(backend: str, n: int, dim: int, classes: int, seed: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from graphneg.metrics.retrieval import _faiss_available, retrieval_metrics
+
+    if backend == "faiss" and not _faiss_available():
+        return {"backend": backend, "installed": False}
+    if backend == "faiss":
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    sizes = 2 + rng.multinomial(n - 2 * classes, np.full(classes, 1.0 / classes))
+    labels = torch.from_numpy(rng.permutation(np.repeat(np.arange(classes), sizes)))
+    emb = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+    emb_bytes = emb.numel() * emb.element_size()
+    exact = True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status("VmRSS")
+    except OSError:
+        exact = False
+        before = _status("VmRSS")
+    t0 = time.perf_counter()
+    res = retrieval_metrics(emb, labels, ks=KS, nmi=False, backend=backend)
+    wall = time.perf_counter() - t0
+    if exact:
+        peak = _status("VmHWM")
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"backend": backend, "installed": True, "wall_s": wall, "peak_beyond_MiB": (peak - before) / 2**20,
+            "embeddings_MiB": emb_bytes / 2**20, "exact_peak": exact, "metrics": res,
+            "max_class": int(sizes.max()), "min_class": int(sizes.min())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=60502)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--classes", type=int, default=11316)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the markdown table here")
+    p.add_argument("--child", choices=("torch", "faiss"), default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.n, args.dim, args.classes, args.seed, args.threads)))
+        return
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(args.threads))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    rows = {}
+    for backend in ("torch", "faiss"):
+        cmd = [sys.executable, __file__, "--child", backend, "--n", str(args.n), "--dim", str(args.dim),
+               "--classes", str(args.classes), "--threads", str(args.threads), "--seed", str(args.seed)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        rows[backend] = json.loads(out.strip().splitlines()[-1])
+    t = rows["torch"]
+    lines = [
+        f"# SOP-scale retrieval evaluation: {args.n:,} x {args.dim} float32 embeddings "
+        f"({t['embeddings_MiB']:.0f} MiB), {args.classes:,} classes ({t['min_class']}-{t['max_class']} images), "
+        f"Recall@{{1,10,100,1000}} + MAP@R + R-Precision, {args.threads} thread(s)",
+        "",
+        "| evaluator | wall time (s) | peak memory beyond the embeddings (MiB) | recall@1 | recall@1000 | map@r |",
+        "|---|---|---|---|---|---|",
+    ]
+    for backend, label in (("torch", "graphneg chunked top-k (torch)"), ("faiss", "faiss IndexFlatIP (exact)")):
+        r = rows[backend]
+        if not r["installed"]:
+            lines.append(f"| {label} | not installed | not installed | - | - | - |")
+            continue
+        flag = "" if r["exact_peak"] else " (ru_maxrss)"
+        m = r["metrics"]
+        lines.append(f"| {label} | {r['wall_s']:.1f} | {r['peak_beyond_MiB']:.0f}{flag} | {m['recall@1']:.5f} | "
+                     f"{m['recall@1000']:.5f} | {m['map@r']:.5f} |")
+    lines.append("")
+    lines.append(f"graphneg peak beyond the embeddings: {t['peak_beyond_MiB']:.0f} MiB "
+                 f"({'under' if t['peak_beyond_MiB'] < 1024 else 'OVER'} the 1 GiB target).")
+    f = rows["faiss"]
+    if f["installed"]:
+        same = all(abs(t["metrics"][k] - f["metrics"][k]) < 1e-4 for k in t["metrics"])
+        lines.append(f"Ratios graphneg / faiss (same run): time {t['wall_s'] / f['wall_s']:.2f}x, "
+                     f"peak memory {t['peak_beyond_MiB'] / max(f['peak_beyond_MiB'], 1e-9):.2f}x; "
+                     f"metrics {'agree' if same else 'DIFFER'} (|diff| < 1e-4).")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
