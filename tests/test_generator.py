@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import graphneg.nn as gnn_pkg
-from graphneg.nn import GCAHNG, next_same_class, rank_in_class
+from graphneg.losses.metric import next_positive_index, rank_in_class
+from graphneg.nn import GCAHNG
 
 C, M, D = 4, 3, 8
 B = C * M
@@ -27,8 +28,8 @@ def chunked_batch(seed=0, dtype=torch.float64):
 
 
 def dense_lam(out, n):
-    lam = torch.full((n, n, out.edge_lam.size(1)), float("nan"), dtype=out.edge_lam.dtype)
-    lam[out.edge_index[0], out.edge_index[1]] = out.edge_lam.detach()
+    lam = torch.full((n, n, out.gnn.lam.size(1)), float("nan"), dtype=out.gnn.lam.dtype)
+    lam[out.graph.edge_index[0], out.graph.edge_index[1]] = out.gnn.lam.detach()
     return lam
 
 
@@ -54,7 +55,7 @@ def official_pulling_pairs(z, lam, alpha, jm, pairs):
 
 def pair_dict(out, values):
     return {(int(a), int(n)): values[i]
-            for i, (a, n) in enumerate(zip(out.pair_anchor.tolist(), out.source_index.tolist()))}
+            for i, (a, n) in enumerate(zip(out.pairs.anchor.tolist(), out.pairs.negative.tolist()))}
 
 
 def make_gen(**kw):
@@ -70,17 +71,18 @@ def test_pairs_match_official_pulling(edges, k):
     gen = make_gen(edges=edges, k=k, rw=None, alpha=4.0)
     out = gen(z, y, j_mean=2.5)
     lam = dense_lam(out, B)
-    ours = pair_dict(out, out.pair_x)
+    ours = pair_dict(out, out.pairs.x)
     ref = official_pulling_pairs(z, lam, 4.0, 2.5, list(ours))
     for key, val in ref.items():
         torch.testing.assert_close(ours[key], val, atol=1e-10, rtol=0)
     # rw=None returns every pair: its label is the negative's class, never the anchor's
-    assert torch.equal(out.labels, y[out.source_index])
+    assert torch.equal(out.labels, y[out.pairs.negative])
     assert bool((out.labels != y[out.anchor_index]).all())
     if edges == "complete":
         expected = {(a, n) for a in range(B) for n in range(B) if y[a] != y[n]}
         assert set(ours) == expected
-    torch.testing.assert_close(out.lam, out.edge_lam[out.pair_edge])
+    assert torch.equal(out.pairs.anchor, out.graph.edge_index[0, out.pairs.edge])
+    assert torch.equal(out.pairs.negative, out.graph.edge_index[1, out.pairs.edge])
 
 
 def test_generated_negative_on_segment_and_real_negative_when_not_harder():
@@ -90,13 +92,13 @@ def test_generated_negative_on_segment_and_real_negative_when_not_harder():
     z[C, 0], z[2 * C, 0] = 25.0, -25.0
     gen = make_gen(rw=None)
     out = gen(z, y)
-    a, n = out.pair_anchor, out.source_index
-    za, zn, zt = z[a], z[n], out.pair_x.detach()
-    pos = out.positive_index
+    a, n = out.pairs.anchor, out.pairs.negative
+    za, zn, zt = z[a], z[n], out.pairs.x.detach()
+    pos = next_positive_index(y)
     d_pos = F.pairwise_distance(z[a], z[pos[a]])
     d_neg = F.pairwise_distance(za, zn)
     hard = d_pos < d_neg
-    assert torch.equal(out.hard, hard)
+    assert torch.equal(out.pairs.hard, hard)
     assert 0 < int((~hard).sum()) < hard.numel()
     assert torch.equal(zt[~hard], zn[~hard])  # exactly the real negative
     # channel-wise on the segment [z_a, z_n], with position t_d in [d+/d-, 1]
@@ -111,9 +113,9 @@ def test_zero_hardness_factor_puts_negative_at_positive_distance():
     # j_mean -> 0: lam' = lam * exp(-alpha / J) = 0, r = d+/d-, so |z~ - z_a| = d+ (HDML)
     z, y = chunked_batch(2)
     out = make_gen(rw=None)(z, y, j_mean=1e-4)
-    a, hard = out.pair_anchor, out.hard
-    d_pos = F.pairwise_distance(z, z[out.positive_index])[a]
-    dist = (out.pair_x.detach() - z[a]).norm(dim=1)
+    a, hard = out.pairs.anchor, out.pairs.hard
+    d_pos = F.pairwise_distance(z, z[next_positive_index(y)])[a]
+    dist = (out.pairs.x.detach() - z[a]).norm(dim=1)
     torch.testing.assert_close(dist[hard], d_pos[hard], atol=1e-5, rtol=0)
 
 
@@ -129,21 +131,21 @@ def test_j_mean_tensor_equals_float_and_none_is_limit():
 def test_lambda_in_unit_interval():
     z, y = chunked_batch(4)
     out = make_gen()(z * 30, y)
-    assert bool((out.edge_lam > 0).all()) and bool((out.edge_lam < 1).all())
+    assert bool((out.gnn.lam > 0).all()) and bool((out.gnn.lam < 1).all())
 
 
 # positives, layout ------------------------------------------------------------------------------
 def test_next_same_class_and_rank_any_order():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 5, (23,), generator=g)
-    pos, rank = next_same_class(y), rank_in_class(y)
+    pos, rank = next_positive_index(y), rank_in_class(y)
     for i in range(len(y)):
         same = [j for j in range(len(y)) if y[j] == y[i]]
         later = [j for j in same if j > i]
         assert int(pos[i]) == (later[0] if later else same[0])
         assert int(rank[i]) == same.index(i)
     z, yc = chunked_batch(0)
-    pc = next_same_class(yc)
+    pc = next_positive_index(yc)
     assert torch.equal(pc, (torch.arange(B) + C) % B)  # official: next chunk, same class
 
 
@@ -153,8 +155,8 @@ def test_batch_order_does_not_matter():
     gen = make_gen(rw=None).eval()
     o1 = gen(z, y)
     o2 = gen(z[perm], y[perm])
-    p1 = pair_dict(o1, o1.pair_x.detach())
-    p2 = pair_dict(o2, o2.pair_x.detach())
+    p1 = pair_dict(o1, o1.pairs.x.detach())
+    p2 = pair_dict(o2, o2.pairs.x.detach())
     assert len(p1) == len(p2)
     for (a, n), v in p2.items():
         torch.testing.assert_close(v, p1[(int(perm[a]), int(perm[n]))], atol=1e-9, rtol=0)
@@ -165,7 +167,7 @@ def test_chain_matches_official_chained_mixing():
     z, y = chunked_batch(6)
     gen = make_gen(rw="chain")
     out = gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(7), return_pairs=True)
-    pairs = pair_dict(out, out.pair_x.detach())
+    pairs = pair_dict(out, out.pairs.x.detach())
     # the official draws: one np.random.random() per (anchor chunk, step), in loop order
     u = torch.rand(M, M - 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     ref = {}
@@ -192,19 +194,19 @@ def test_rw_weights_convex_and_mix(rw, edges, k):
     z, y = chunked_batch(7)
     gen = make_gen(rw=rw, edges=edges, k=k)
     out = gen(z, y, generator=torch.Generator().manual_seed(1), return_pairs=True)
-    w = out.weights
+    w = out.pairs.weight
     assert bool((w >= 0).all()) and bool((w <= 1).all())
     groups = {}
-    for p, g in enumerate(out.pair_group.tolist()):
+    for p, g in enumerate(out.pairs.group.tolist()):
         groups.setdefault(g, []).append(p)
     assert sorted(groups) == list(range(out.x.size(0)))
     for g, members in groups.items():
         assert abs(float(w[members].sum()) - 1.0) < 1e-9
-        mix = sum(w[p] * out.pair_x[p] for p in members)
+        mix = sum(w[p] * out.pairs.x[p] for p in members)
         torch.testing.assert_close(out.x[g], mix, atol=1e-10, rtol=0)
         # all pairs of a group share the anchor and the negative class; label = that class
-        assert {int(out.pair_anchor[p]) for p in members} == {int(out.anchor_index[g])}
-        assert {int(y[out.source_index[p]]) for p in members} == {int(out.labels[g])}
+        assert {int(out.pairs.anchor[p]) for p in members} == {int(out.anchor_index[g])}
+        assert {int(y[out.pairs.negative[p]]) for p in members} == {int(out.labels[g])}
     if edges == "complete":
         assert out.x.size(0) == B * (C - 1)
     # seeded draws are reproducible, other seeds differ
@@ -215,14 +217,14 @@ def test_rw_weights_convex_and_mix(rw, edges, k):
 
 
 # sparse graph -----------------------------------------------------------------------------------
-def test_knn_graph_is_symmetrised_pearson_knn_plus_positives():
+def test_knn_graph_is_symmetrised_cosine_knn_plus_positives():
     z, y = chunked_batch(8)
     k = 2
     out = make_gen(edges="knn", k=k, rw=None)(z, y)
     adj = torch.zeros(B, B, dtype=torch.bool)
-    adj[out.edge_index[0], out.edge_index[1]] = True
-    assert out.edge_index.size(1) == int(adj.sum())  # no duplicates
-    corr = torch.corrcoef(z)
+    adj[out.graph.edge_index[0], out.graph.edge_index[1]] = True
+    assert out.graph.edge_index.size(1) == int(adj.sum())  # no duplicates
+    corr = F.normalize(z, dim=1) @ F.normalize(z, dim=1).t()  # cosine (batch_graph's default)
     expected = y[:, None] == y[None, :]
     for i in range(B):
         cand = [j for j in range(B) if y[j] != y[i]]
@@ -230,10 +232,10 @@ def test_knn_graph_is_symmetrised_pearson_knn_plus_positives():
         for j in top:
             expected[i, j] = expected[j, i] = True
     assert torch.equal(adj, expected)
-    assert out.edge_index.size(1) <= 2 * B * k + M * M * C
+    assert out.graph.edge_index.size(1) <= 2 * B * k + M * M * C
     # pairs = every other-class edge a -> n
-    other = {(int(a), int(n)) for a, n in out.edge_index.t().tolist() if y[a] != y[n]}
-    assert set(pair_dict(out, out.pair_x)) == other
+    other = {(int(a), int(n)) for a, n in out.graph.edge_index.t().tolist() if y[a] != y[n]}
+    assert set(pair_dict(out, out.pairs.x)) == other
 
 
 # losses -----------------------------------------------------------------------------------------
@@ -256,7 +258,7 @@ def test_generator_loss_matches_reference(rw):
     torch.testing.assert_close(terms.similarity.detach(), sim)
     torch.testing.assert_close(terms.diversity.detach(), 1e-2 * div)
     torch.testing.assert_close(terms.total.detach(), 0.5 * (20 * ce + 10 * sim + 10 * 1e-2 * div))
-    node = -(out.node_logits.detach().log_softmax(1)[torch.arange(B), y]).mean()
+    node = -(out.gnn.logits.detach().log_softmax(1)[torch.arange(B), y]).mean()
     torch.testing.assert_close(gen.node_loss(out).detach(), node)
 
 

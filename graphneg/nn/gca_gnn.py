@@ -5,6 +5,7 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from graphneg.nn.correlation import CorrelationEdgeEncoder
 from graphneg.nn.gca_block import GCABlock, attention_mask_from_labels
@@ -56,6 +57,11 @@ class GCAGNN(nn.Module):
         heads (int): attention heads (official: 4 / 2). (default: ``4``)
         hidden_channels (int, optional): FFN hidden size (default ``4 * dim``).
         dropout (float): node-to-edge attention dropout (official ``0.1``).
+        checkpoint (bool): activation checkpointing per block
+            (``torch.utils.checkpoint.checkpoint(block, ..., use_reentrant=False)``): a block keeps
+            only its inputs for backward and recomputes its forward in the backward pass (the RNG
+            state is restored, so dropout draws the same masks: identical values and gradients).
+            Only active while gradients are enabled. (default: ``False``)
 
     Shapes:
         - **input:** ``x`` :math:`(N, D)`, ``edge_index`` :math:`(2, E)`, optional
@@ -72,6 +78,7 @@ class GCAGNN(nn.Module):
         heads: int = 4,
         hidden_channels: Optional[int] = None,
         dropout: float = 0.1,
+        checkpoint: bool = False,
     ):
         super().__init__()
         if dim < 1 or num_classes < 2 or num_layers < 1:
@@ -85,6 +92,7 @@ class GCAGNN(nn.Module):
         self.num_classes = num_classes
         self.num_layers = num_layers
         self.heads = heads
+        self.checkpoint = bool(checkpoint)
         self.edge_encoder = CorrelationEdgeEncoder()
         self.lin_in = nn.Linear(dim, dim)
         self.blocks = nn.ModuleList(
@@ -126,11 +134,15 @@ class GCAGNN(nn.Module):
         h = self.lin_in(x)
         e = edge_attr
         for block in self.blocks:
-            h, e = block(h, edge_index, e, attn_mask=attn_mask)
+            if self.checkpoint and torch.is_grad_enabled():
+                h, e = _checkpoint(block, h, edge_index, e, None, attn_mask, use_reentrant=False)
+            else:
+                h, e = block(h, edge_index, e, attn_mask=attn_mask)
         lam = torch.sigmoid(self.lin_lam(self.edge_bn(e)))
         logits = self.classifier(self.node_bn(h))
         return GCAGNNOutput(h, e, lam, logits)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.dim}, num_classes={self.num_classes}, "
-                f"num_layers={self.num_layers}, heads={self.heads})")
+                f"num_layers={self.num_layers}, heads={self.heads}"
+                f"{', checkpoint=True' if self.checkpoint else ''})")
