@@ -175,13 +175,12 @@ def child(cfg):
     torch.set_num_threads(cfg["threads"])
     n_cls, m = layout(b)
     gens = {}
-    for mode in modes:  # same seed: dense and complete share one module, sparse has equal weights
+    for mode in modes:  # same seed: every mode has the same weights (dense shares complete's)
         torch.manual_seed(0)
-        sparse = mode == "sparse"
+        sparse = mode.startswith("sparse")
         gens[mode] = GCAHNG(DIM, num_classes=n_cls, num_layers=2, heads=4, dropout=0.0, rw="chain",
-                            edges="knn" if sparse else "complete", k=K if sparse else None)
-    if "dense" in gens and "complete" in gens:
-        gens["dense"] = gens["complete"]
+                            edges="knn" if sparse else "complete", k=K if sparse else None,
+                            checkpoint=mode.endswith("_ckpt"))
     torch.manual_seed(1)
     classifier = nn.Linear(DIM, n_cls)
     y = torch.arange(n_cls).repeat(m)
@@ -200,7 +199,7 @@ def child(cfg):
         else:
             out = gen(z, y, j_mean=j_mean, generator=torch.Generator().manual_seed(0))
             loss = gen.loss(out, classifier).total + gen.node_loss(out)
-            edges = out.edge_index.size(1)
+            edges = out.graph.edge_index.size(1)
         loss.backward()
         return float(loss.detach()), edges
 

@@ -5,10 +5,30 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from graphneg.nn.correlation import CorrelationEdgeEncoder
 from graphneg.nn.gca_block import GCABlock, attention_mask_from_labels
+
+
+_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+
+
+def _keep_narrowing_matmuls(ctx, op, *args, **kwargs):
+    """Selective-checkpoint policy: keep the output of every matrix product that is not wider than
+    its input (``D -> D``, ``4D -> D``: ``[E, D]`` at most), recompute everything else (element-wise
+    ops, gathers, and the ``D -> 4D`` product of the edge MLP, whose ``[E, 4D]`` output is the
+    largest activation). ``addmm(bias, a, b)`` / ``mm(a, b)`` output ``[a.size(0), b.size(1)]``."""
+    if op in _MATMULS:
+        a, b = args[-2], args[-1]
+        if b.size(-1) <= a.size(-1):
+            return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _checkpoint_context():
+    return create_selective_checkpoint_contexts(_keep_narrowing_matmuls)
 
 
 class GCAGNNOutput(NamedTuple):
@@ -57,11 +77,14 @@ class GCAGNN(nn.Module):
         heads (int): attention heads (official: 4 / 2). (default: ``4``)
         hidden_channels (int, optional): FFN hidden size (default ``4 * dim``).
         dropout (float): node-to-edge attention dropout (official ``0.1``).
-        checkpoint (bool): activation checkpointing per block
-            (``torch.utils.checkpoint.checkpoint(block, ..., use_reentrant=False)``): a block keeps
-            only its inputs for backward and recomputes its forward in the backward pass (the RNG
-            state is restored, so dropout draws the same masks: identical values and gradients).
-            Only active while gradients are enabled. (default: ``False``)
+        checkpoint (bool): selective activation checkpointing per block
+            (``torch.utils.checkpoint.checkpoint(block, ..., use_reentrant=False)`` with a
+            ``create_selective_checkpoint_contexts`` policy): a block keeps its inputs and the
+            outputs of its non-widening matrix products (``[E, D]`` at most) for backward and
+            recomputes the rest in the backward pass: the element-wise ops and the ``D -> 4D``
+            product of the edge MLP, whose output is the largest activation. The RNG state is
+            restored, so dropout draws the same masks: identical values and gradients. Only active
+            while gradients are enabled. (default: ``False``)
 
     Shapes:
         - **input:** ``x`` :math:`(N, D)`, ``edge_index`` :math:`(2, E)`, optional
@@ -135,7 +158,8 @@ class GCAGNN(nn.Module):
         e = edge_attr
         for block in self.blocks:
             if self.checkpoint and torch.is_grad_enabled():
-                h, e = _checkpoint(block, h, edge_index, e, None, attn_mask, use_reentrant=False)
+                h, e = _checkpoint(block, h, edge_index, e, None, attn_mask, use_reentrant=False,
+                                   context_fn=_checkpoint_context)
             else:
                 h, e = block(h, edge_index, e, attn_mask=attn_mask)
         lam = torch.sigmoid(self.lin_lam(self.edge_bn(e)))
