@@ -209,8 +209,7 @@ class _EdgeMLPUpdate(torch.autograd.Function):
             h = torch.addmm(b1, e, w1.t())
             h1[sl] = h
             m = torch.addmm(b2, F.layer_norm(F.gelu(h), (h.size(-1),), lw, lb, eps_l), w2.t())
-            s2[sl] = e + m
-            out[sl] = _norm(s2[sl], nw, nb, eps_n)
+            out[sl] = _norm(torch.add(e, m, out=s2[sl]), nw, nb, eps_n)
         ctx.save_for_backward(s1, h1, s2, nw, nb, w1, b1, lw, lb, w2, b2)
         ctx.eps_n, ctx.eps_l, ctx.chunk = eps_n, eps_l, chunk
         return out

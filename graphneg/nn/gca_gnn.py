@@ -16,10 +16,11 @@ _MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
 
 
 def _keep_narrowing_matmuls(ctx, op, *args, **kwargs):
-    """Selective-checkpoint policy: keep the output of every matrix product that is not wider than
-    its input (``D -> D``, ``4D -> D``: ``[E, D]`` at most), recompute everything else (element-wise
-    ops, gathers, and the ``D -> 4D`` product of the edge MLP, whose ``[E, 4D]`` output is the
-    largest activation). ``addmm(bias, a, b)`` / ``mm(a, b)`` output ``[a.size(0), b.size(1)]``."""
+    """Selective-checkpoint policy of the blocks but the last: keep the output of every matrix
+    product that is not wider than its input (``D -> D``, ``4D -> D``: ``[E, D]`` at most),
+    recompute everything else (element-wise ops, gathers, and the ``D -> 4D`` product of the edge
+    MLP, whose ``[E, 4D]`` output is the largest activation). ``addmm(bias, a, b)`` / ``mm(a, b)``
+    output ``[a.size(0), b.size(1)]``."""
     if op in _MATMULS:
         a, b = args[-2], args[-1]
         if b.size(-1) <= a.size(-1):
@@ -27,8 +28,19 @@ def _keep_narrowing_matmuls(ctx, op, *args, **kwargs):
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
+def _keep_matmuls(ctx, op, *args, **kwargs):
+    """Policy of the last block: keep every matrix product, recompute only element-wise ops and
+    gathers. Its activations are the first the backward pass needs, so recomputing its ``[E, 4D]``
+    product would cost time without lowering the peak."""
+    return CheckpointPolicy.MUST_SAVE if op in _MATMULS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
 def _checkpoint_context():
     return create_selective_checkpoint_contexts(_keep_narrowing_matmuls)
+
+
+def _last_checkpoint_context():
+    return create_selective_checkpoint_contexts(_keep_matmuls)
 
 
 class GCAGNNOutput(NamedTuple):
@@ -82,7 +94,9 @@ class GCAGNN(nn.Module):
             ``create_selective_checkpoint_contexts`` policy): a block keeps its inputs and the
             outputs of its non-widening matrix products (``[E, D]`` at most) for backward and
             recomputes the rest in the backward pass: the element-wise ops and the ``D -> 4D``
-            product of the edge MLP, whose output is the largest activation. The RNG state is
+            product of the edge MLP, whose output is the largest activation. The last block, whose
+            activations the backward pass needs first, keeps all its matrix products and
+            recomputes only element-wise ops and gathers. The RNG state is
             restored, so dropout draws the same masks: identical values and gradients. Only active
             while gradients are enabled. (default: ``False``)
 
@@ -156,10 +170,11 @@ class GCAGNN(nn.Module):
             attn_mask = attention_mask_from_labels(edge_index, labels)
         h = self.lin_in(x)
         e = edge_attr
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             if self.checkpoint and torch.is_grad_enabled():
+                last = i == len(self.blocks) - 1
                 h, e = _checkpoint(block, h, edge_index, e, None, attn_mask, use_reentrant=False,
-                                   context_fn=_checkpoint_context)
+                                   context_fn=_last_checkpoint_context if last else _checkpoint_context)
             else:
                 h, e = block(h, edge_index, e, attn_mask=attn_mask)
         lam = torch.sigmoid(self.lin_lam(self.edge_bn(e)))
