@@ -36,7 +36,7 @@ takes 0.3 ms with 1 thread and 60 ms with 2 while another process is busy). One 
 numbers reproducible; ``--threads 2`` is faster on an idle machine.
 
 Skipping: before each batch size the cost per edge of the largest measured run of each mode
-predicts time and memory (sparse edge counts from ``2 B k + B m`` times the fill ratio measured
+predicts process CPU time and memory (sparse edge counts from ``2 B k + B m`` times the fill ratio measured
 at the previous size); dense/complete steps predicted above ``--budget`` seconds, and any
 step predicted to need more than 70 % of ``MemAvailable``, are skipped and listed as such.
 At B = 1024 dense/complete need ~100 GiB ([B, B, D] float32 tensors of 2 GiB each, dozens kept for
@@ -273,19 +273,37 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                      "results", "bench_gca.md"))
     parser.add_argument("--budget", type=float, default=240.0,
-                        help="skip a dense/complete step predicted to take longer than this (s); "
+                        help="skip a dense/complete step predicted to take more CPU time than this (s); "
                              "sparse configurations are only skipped for memory")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads per step (default 1, see the docstring)")
     parser.add_argument("--reps", type=int, default=2,
                         help="repetitions at B <= 256 (minimum reported; larger sizes run once)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="batch sizes to run (default: all)")
+    parser.add_argument("--from-json", nargs="+", metavar="LOG",
+                        help="only write the table from the JSON result lines of earlier runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
 
-    sizes = (81, 1024) if args.quick else SIZES
+    if args.from_json:
+        results, total, load = [], 0.0, None
+        for path in args.from_json:
+            with open(path) as fh:
+                for line in fh:
+                    if line.startswith("{"):
+                        results.append(json.loads(line))
+                    elif line.startswith("# meta "):
+                        meta = json.loads(line[len("# meta "):])
+                        total += meta["wall_s"]
+                        load = load or meta["load"]
+        order = {m: i for i, m in enumerate(MODES)}
+        results.sort(key=lambda r: (r["B"], order.get(r["mode"], 99)))
+        write_table(results, args, total, load or (float("nan"),) * 3)
+        return
+    sizes = tuple(args.sizes) if args.sizes else (81, 1024) if args.quick else SIZES
     start = time.perf_counter()
     load = os.getloadavg()
     results, per_edge = [], {}
@@ -299,14 +317,14 @@ def main():
                 sec_e, mb_e = per_edge[mode]
                 pred_t, pred_mb = sec_e * edges, mb_e * edges
                 avail = mem_available_mb()
+                skip = None
                 if pred_mb > 0.7 * avail:
-                    results.append({"B": b, "mode": mode, "E": edges, "skipped":
-                                    f"needs ~{pred_mb / 1024:.0f} GiB (predicted), "
-                                    f"{avail / 1024:.0f} GiB available"})
-                    continue
-                if not sparse and pred_t > args.budget:
-                    results.append({"B": b, "mode": mode, "E": edges, "skipped":
-                                    f"predicted ~{pred_t:.0f} s per step > budget {args.budget:.0f} s"})
+                    skip = f"needs ~{pred_mb / 1024:.0f} GiB (predicted), {avail / 1024:.0f} GiB available"
+                elif not sparse and pred_t > args.budget:
+                    skip = f"predicted ~{pred_t:.0f} s CPU per step > budget {args.budget:.0f} s"
+                if skip:
+                    results.append({"B": b, "mode": mode, "E": edges, "skipped": skip})
+                    print(json.dumps(results[-1]), flush=True)
                     continue
             modes.append(mode)
         if not modes:
@@ -317,10 +335,12 @@ def main():
             results.append(res)
             print(json.dumps(res), flush=True)
             if "skipped" not in res:  # sizes grow: the latest run is the largest
-                per_edge[res["mode"]] = (res["time_s"] / res["E"], res["peak_mb"] / res["E"])
+                # process CPU time, not wall: on a loaded machine wall time overpredicts
+                per_edge[res["mode"]] = (res["cpu_s"] / res["E"], res["peak_mb"] / res["E"])
                 if res["mode"] == "sparse":
                     knn_fill = res["E"] / sparse_edges_estimate(b)
     total = time.perf_counter() - start
+    print("# meta " + json.dumps({"wall_s": total, "load": load}), flush=True)
     write_table(results, args, total, load)
 
 

@@ -158,5 +158,7 @@ def test_k_errors(batch):
     x, y = batch
     with pytest.raises(ValueError, match="k is only used with edges='knn' or edges='knn_negative'"):
         batch_graph(x, y, edges="complete", k=3)
-    with pytest.raises(ValueError, match="edges='knn_negative' needs a positive integer k"):
+    with pytest.raises(ValueError, match="edges='knn_negative' must be a positive integer, got 0"):
         batch_graph(x, y, edges="knn_negative", k=0)
+    with pytest.raises(TypeError, match="fractional or boolean value is not truncated"):
+        batch_graph(x, y, edges="knn", k=2.5)

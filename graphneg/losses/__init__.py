@@ -3,9 +3,9 @@ contrastive losses taking two views ``(z1, z2)`` (optionally labels)."""
 from graphneg.losses.metric import (
     MultiSimilarityLoss, NPairLoss, ProxyAnchorLoss, TripletMarginLoss, synthetic_indices_tuple,
 )
-from graphneg.losses.contrastive import DCLLoss, HCLLoss, InfoNCELoss, UnReMixLoss
+from graphneg.losses.contrastive import DCLLoss, DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss
 
 __all__ = [
     "MultiSimilarityLoss", "NPairLoss", "ProxyAnchorLoss", "TripletMarginLoss",
-    "InfoNCELoss", "DCLLoss", "HCLLoss", "UnReMixLoss", "synthetic_indices_tuple",
+    "InfoNCELoss", "DebiasedContrastiveLoss", "DCLLoss", "HCLLoss", "UnReMixLoss", "synthetic_indices_tuple",
 ]

@@ -7,6 +7,11 @@ same values but save only the node-level inputs (``[N, D]``) and the index vecto
 the gathers in the backward pass (``O(E * D)`` extra time, no extra memory). Each has a plain
 reference formula in its docstring; ``tests/test_nn_layers.py`` checks values and gradients
 against it (``torch.autograd.gradcheck`` in float64).
+
+:func:`edge_mlp_update` fuses the edge MLP and the two residual normalisations of
+:class:`~graphneg.nn.NodeToEdgeConv` the same way (it keeps 2 ``[E, D]`` and 1 ``[E, 4D]`` tensor
+for backward and recomputes only element-wise ops); :func:`gca_norm` / :func:`reset_norm` are the
+one definition of GCA-HNG's ``LayerNorm(GELU(x))`` module used by every layer.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def _add_rows_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
@@ -179,8 +184,22 @@ def gather_lerp(
     return _GatherLerp.apply(x, index_a, index_b, rho, lam, index_lam, scale)
 
 
+def gca_norm(channels: int) -> nn.Sequential:
+    """GCA-HNG's post-residual normalisation ``LayerNorm(GELU(x))`` as a module (official
+    ``self.norm = nn.Sequential(nn.GELU(), nn.LayerNorm(D))`` in ``DotAttentionLayer`` and
+    ``Messagepasstoedge``); the default ``norm`` of every GCA layer."""
+    return nn.Sequential(nn.GELU(), nn.LayerNorm(channels))
+
+
+def reset_norm(norm: nn.Module) -> None:
+    """Reset the LayerNorm parameters inside a ``norm`` module (weight 1, bias 0)."""
+    for module in norm.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.reset_parameters()
+
+
 def _norm(t: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
-    """``LayerNorm(GELU(t))`` over the last dimension (GCA-HNG's ``norm``)."""
+    """``LayerNorm(GELU(t))`` over the last dimension (:func:`gca_norm` as a function)."""
     return F.layer_norm(F.gelu(t), (t.size(-1),), w, b, eps)
 
 
@@ -281,4 +300,5 @@ def edge_mlp_update(
                                 ln_bias, float(ln_eps), w2, b2, int(chunk_size))
 
 
-__all__ = ["gather_mul", "gather_dot", "gather_scale", "gather_distance", "gather_lerp", "edge_mlp_update"]
+__all__ = ["gather_mul", "gather_dot", "gather_scale", "gather_distance", "gather_lerp", "edge_mlp_update",
+           "gca_norm", "reset_norm"]

@@ -38,10 +38,9 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
-from graphneg.graph import (
-    EDGE_MODES, batch_graph, check_edge_mode, check_embeddings, check_labels, check_multiclass,
-)
+from graphneg.graph import EDGE_MODES, batch_graph, check_edge_mode
 from graphneg.losses.metric import PMLInputs, next_positive_index, rank_in_class, synthetic_indices_tuple
+from graphneg.validation import check_embeddings, check_labels, check_multiclass, value_checks_enabled
 from graphneg.nn.functional import gather_distance, gather_lerp
 from graphneg.nn.gca_gnn import GCAGNN, GCAGNNOutput
 
@@ -369,7 +368,7 @@ class GCAHNG(nn.Module):
             raise ValueError(f"edge_index must hold integer node indices, got dtype {edge_index.dtype}")
         n = embeddings.size(0)
         edge_index = edge_index.to(device=embeddings.device, dtype=torch.long)
-        if edge_index.numel() and bool(((edge_index < 0) | (edge_index >= n)).any()):
+        if edge_index.numel() and value_checks_enabled() and bool(((edge_index < 0) | (edge_index >= n)).any()):
             raise ValueError(
                 f"edge_index must index rows of embeddings, i.e. lie in [0, {n}); got values in "
                 f"[{int(edge_index.min())}, {int(edge_index.max())}]"
@@ -418,13 +417,8 @@ class GCAHNG(nn.Module):
         b, d = embeddings.shape
         if d != self.dim:
             raise ValueError(f"embeddings have {d} channels but the generator was built with dim={self.dim}")
-        labels = check_labels(labels, b).to(embeddings.device)
+        labels = check_labels(labels, b, num_classes=self.num_classes).to(embeddings.device)
         check_multiclass(labels)
-        if bool(((labels < 0) | (labels >= self.num_classes)).any()):
-            raise ValueError(
-                f"labels must lie in [0, num_classes={self.num_classes}); remap the class ids "
-                "or build the generator with the number of training classes"
-            )
         scale = self._scale(j_mean, embeddings)
         if edge_index is None:
             graph = self.build_graph(embeddings, labels)

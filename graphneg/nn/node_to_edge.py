@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from graphneg.nn.functional import edge_mlp_update, gather_dot, gather_scale
+from graphneg.nn.functional import (
+    edge_mlp_update, gather_dot, gather_scale, gca_norm, reset_norm,
+)
 
 
 class NodeToEdgeConv(MessagePassing):
@@ -83,7 +85,7 @@ class NodeToEdgeConv(MessagePassing):
             nn.LayerNorm(self.hidden_channels),
             nn.Linear(self.hidden_channels, channels),
         )
-        self.norm = norm if norm is not None else nn.Sequential(nn.GELU(), nn.LayerNorm(channels))
+        self.norm = norm if norm is not None else gca_norm(channels)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -96,9 +98,7 @@ class NodeToEdgeConv(MessagePassing):
         for lin in (self.lin_q, self.lin_k, self.lin_v):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
-        for module in self.norm.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.reset_parameters()
+        reset_norm(self.norm)
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         if edge_attr is None or edge_attr.shape != (edge_index.size(1), self.channels):
