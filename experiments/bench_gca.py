@@ -387,14 +387,14 @@ def write_table(results, args, total, load):
     lines += ["", "Targets (time: wall and process CPU time, both side by side in one process):", ""]
     for b in (81, 256):
         d = by.get((b, "dense"), {})
-        for mode, mem_target in (("complete", 1.0), ("complete_ckpt", 0.5)):
+        for mode, mem_target in (("complete", 0.5), ("complete_ckpt", 0.5)):
             c = by.get((b, mode), {})
             if "time_s" in c and "time_s" in d:
                 tw, tc = c["time_s"] / d["time_s"], c["cpu_s"] / d["cpu_s"]
                 mem = c["peak_mb"] / d["peak_mb"]
                 ok_m, ok_w, ok_c = mem <= mem_target, tw <= 1.2, tc <= 1.2
-                verdict = ("met" if ok_m and ok_w and ok_c else
-                           "memory met, time met on CPU time only" if ok_m and ok_c else "NOT met")
+                verdict = (f"memory {'met' if ok_m else 'NOT met'}, time "
+                           f"{'met' if ok_w and ok_c else 'met on one clock only' if ok_w or ok_c else 'NOT met'}")
                 lines.append(f"- B={b}: {mode} vs dense: memory x{mem:.2f} (target <= {mem_target}), "
                              f"wall x{tw:.2f}, CPU x{tc:.2f} (target <= 1.2): {verdict}; loss dense "
                              f"{d['loss']:.6f} vs {mode} {c['loss']:.6f} (same parameters and draws)")
