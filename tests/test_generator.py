@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import graphneg.nn as gnn_pkg
-from graphneg.nn import GCAHNG, next_same_class, rank_in_class
+from graphneg.graph import batch_graph
+from graphneg.losses.metric import next_positive_index, rank_in_class
+from graphneg.nn import GCAHNG
 
 C, M, D = 4, 3, 8
 B = C * M
@@ -27,8 +29,8 @@ def chunked_batch(seed=0, dtype=torch.float64):
 
 
 def dense_lam(out, n):
-    lam = torch.full((n, n, out.edge_lam.size(1)), float("nan"), dtype=out.edge_lam.dtype)
-    lam[out.edge_index[0], out.edge_index[1]] = out.edge_lam.detach()
+    lam = torch.full((n, n, out.gnn.lam.size(1)), float("nan"), dtype=out.gnn.lam.dtype)
+    lam[out.graph.edge_index[0], out.graph.edge_index[1]] = out.gnn.lam.detach()
     return lam
 
 
@@ -54,7 +56,7 @@ def official_pulling_pairs(z, lam, alpha, jm, pairs):
 
 def pair_dict(out, values):
     return {(int(a), int(n)): values[i]
-            for i, (a, n) in enumerate(zip(out.pair_anchor.tolist(), out.source_index.tolist()))}
+            for i, (a, n) in enumerate(zip(out.pairs.anchor.tolist(), out.pairs.negative.tolist()))}
 
 
 def make_gen(**kw):
@@ -70,17 +72,18 @@ def test_pairs_match_official_pulling(edges, k):
     gen = make_gen(edges=edges, k=k, rw=None, alpha=4.0)
     out = gen(z, y, j_mean=2.5)
     lam = dense_lam(out, B)
-    ours = pair_dict(out, out.pair_x)
+    ours = pair_dict(out, out.pairs.x)
     ref = official_pulling_pairs(z, lam, 4.0, 2.5, list(ours))
     for key, val in ref.items():
         torch.testing.assert_close(ours[key], val, atol=1e-10, rtol=0)
     # rw=None returns every pair: its label is the negative's class, never the anchor's
-    assert torch.equal(out.labels, y[out.source_index])
+    assert torch.equal(out.labels, y[out.pairs.negative])
     assert bool((out.labels != y[out.anchor_index]).all())
     if edges == "complete":
         expected = {(a, n) for a in range(B) for n in range(B) if y[a] != y[n]}
         assert set(ours) == expected
-    torch.testing.assert_close(out.lam, out.edge_lam[out.pair_edge])
+    assert torch.equal(out.pairs.anchor, out.graph.edge_index[0, out.pairs.edge])
+    assert torch.equal(out.pairs.negative, out.graph.edge_index[1, out.pairs.edge])
 
 
 def test_generated_negative_on_segment_and_real_negative_when_not_harder():
@@ -90,13 +93,13 @@ def test_generated_negative_on_segment_and_real_negative_when_not_harder():
     z[C, 0], z[2 * C, 0] = 25.0, -25.0
     gen = make_gen(rw=None)
     out = gen(z, y)
-    a, n = out.pair_anchor, out.source_index
-    za, zn, zt = z[a], z[n], out.pair_x.detach()
-    pos = out.positive_index
+    a, n = out.pairs.anchor, out.pairs.negative
+    za, zn, zt = z[a], z[n], out.pairs.x.detach()
+    pos = next_positive_index(y)
     d_pos = F.pairwise_distance(z[a], z[pos[a]])
     d_neg = F.pairwise_distance(za, zn)
     hard = d_pos < d_neg
-    assert torch.equal(out.hard, hard)
+    assert torch.equal(out.pairs.hard, hard)
     assert 0 < int((~hard).sum()) < hard.numel()
     assert torch.equal(zt[~hard], zn[~hard])  # exactly the real negative
     # channel-wise on the segment [z_a, z_n], with position t_d in [d+/d-, 1]
@@ -111,9 +114,9 @@ def test_zero_hardness_factor_puts_negative_at_positive_distance():
     # j_mean -> 0: lam' = lam * exp(-alpha / J) = 0, r = d+/d-, so |z~ - z_a| = d+ (HDML)
     z, y = chunked_batch(2)
     out = make_gen(rw=None)(z, y, j_mean=1e-4)
-    a, hard = out.pair_anchor, out.hard
-    d_pos = F.pairwise_distance(z, z[out.positive_index])[a]
-    dist = (out.pair_x.detach() - z[a]).norm(dim=1)
+    a, hard = out.pairs.anchor, out.pairs.hard
+    d_pos = F.pairwise_distance(z, z[next_positive_index(y)])[a]
+    dist = (out.pairs.x.detach() - z[a]).norm(dim=1)
     torch.testing.assert_close(dist[hard], d_pos[hard], atol=1e-5, rtol=0)
 
 
@@ -129,21 +132,21 @@ def test_j_mean_tensor_equals_float_and_none_is_limit():
 def test_lambda_in_unit_interval():
     z, y = chunked_batch(4)
     out = make_gen()(z * 30, y)
-    assert bool((out.edge_lam > 0).all()) and bool((out.edge_lam < 1).all())
+    assert bool((out.gnn.lam > 0).all()) and bool((out.gnn.lam < 1).all())
 
 
 # positives, layout ------------------------------------------------------------------------------
 def test_next_same_class_and_rank_any_order():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 5, (23,), generator=g)
-    pos, rank = next_same_class(y), rank_in_class(y)
+    pos, rank = next_positive_index(y), rank_in_class(y)
     for i in range(len(y)):
         same = [j for j in range(len(y)) if y[j] == y[i]]
         later = [j for j in same if j > i]
         assert int(pos[i]) == (later[0] if later else same[0])
         assert int(rank[i]) == same.index(i)
     z, yc = chunked_batch(0)
-    pc = next_same_class(yc)
+    pc = next_positive_index(yc)
     assert torch.equal(pc, (torch.arange(B) + C) % B)  # official: next chunk, same class
 
 
@@ -153,8 +156,8 @@ def test_batch_order_does_not_matter():
     gen = make_gen(rw=None).eval()
     o1 = gen(z, y)
     o2 = gen(z[perm], y[perm])
-    p1 = pair_dict(o1, o1.pair_x.detach())
-    p2 = pair_dict(o2, o2.pair_x.detach())
+    p1 = pair_dict(o1, o1.pairs.x.detach())
+    p2 = pair_dict(o2, o2.pairs.x.detach())
     assert len(p1) == len(p2)
     for (a, n), v in p2.items():
         torch.testing.assert_close(v, p1[(int(perm[a]), int(perm[n]))], atol=1e-9, rtol=0)
@@ -165,7 +168,7 @@ def test_chain_matches_official_chained_mixing():
     z, y = chunked_batch(6)
     gen = make_gen(rw="chain")
     out = gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(7), return_pairs=True)
-    pairs = pair_dict(out, out.pair_x.detach())
+    pairs = pair_dict(out, out.pairs.x.detach())
     # the official draws: one np.random.random() per (anchor chunk, step), in loop order
     u = torch.rand(M, M - 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     ref = {}
@@ -192,19 +195,19 @@ def test_rw_weights_convex_and_mix(rw, edges, k):
     z, y = chunked_batch(7)
     gen = make_gen(rw=rw, edges=edges, k=k)
     out = gen(z, y, generator=torch.Generator().manual_seed(1), return_pairs=True)
-    w = out.weights
+    w = out.pairs.weight
     assert bool((w >= 0).all()) and bool((w <= 1).all())
     groups = {}
-    for p, g in enumerate(out.pair_group.tolist()):
+    for p, g in enumerate(out.pairs.group.tolist()):
         groups.setdefault(g, []).append(p)
     assert sorted(groups) == list(range(out.x.size(0)))
     for g, members in groups.items():
         assert abs(float(w[members].sum()) - 1.0) < 1e-9
-        mix = sum(w[p] * out.pair_x[p] for p in members)
+        mix = sum(w[p] * out.pairs.x[p] for p in members)
         torch.testing.assert_close(out.x[g], mix, atol=1e-10, rtol=0)
         # all pairs of a group share the anchor and the negative class; label = that class
-        assert {int(out.pair_anchor[p]) for p in members} == {int(out.anchor_index[g])}
-        assert {int(y[out.source_index[p]]) for p in members} == {int(out.labels[g])}
+        assert {int(out.pairs.anchor[p]) for p in members} == {int(out.anchor_index[g])}
+        assert {int(y[out.pairs.negative[p]]) for p in members} == {int(out.labels[g])}
     if edges == "complete":
         assert out.x.size(0) == B * (C - 1)
     # seeded draws are reproducible, other seeds differ
@@ -215,14 +218,14 @@ def test_rw_weights_convex_and_mix(rw, edges, k):
 
 
 # sparse graph -----------------------------------------------------------------------------------
-def test_knn_graph_is_symmetrised_pearson_knn_plus_positives():
+def test_knn_graph_is_symmetrised_cosine_knn_plus_positives():
     z, y = chunked_batch(8)
     k = 2
     out = make_gen(edges="knn", k=k, rw=None)(z, y)
     adj = torch.zeros(B, B, dtype=torch.bool)
-    adj[out.edge_index[0], out.edge_index[1]] = True
-    assert out.edge_index.size(1) == int(adj.sum())  # no duplicates
-    corr = torch.corrcoef(z)
+    adj[out.graph.edge_index[0], out.graph.edge_index[1]] = True
+    assert out.graph.edge_index.size(1) == int(adj.sum())  # no duplicates
+    corr = F.normalize(z, dim=1) @ F.normalize(z, dim=1).t()  # cosine (batch_graph's default)
     expected = y[:, None] == y[None, :]
     for i in range(B):
         cand = [j for j in range(B) if y[j] != y[i]]
@@ -230,10 +233,10 @@ def test_knn_graph_is_symmetrised_pearson_knn_plus_positives():
         for j in top:
             expected[i, j] = expected[j, i] = True
     assert torch.equal(adj, expected)
-    assert out.edge_index.size(1) <= 2 * B * k + M * M * C
+    assert out.graph.edge_index.size(1) <= 2 * B * k + M * M * C
     # pairs = every other-class edge a -> n
-    other = {(int(a), int(n)) for a, n in out.edge_index.t().tolist() if y[a] != y[n]}
-    assert set(pair_dict(out, out.pair_x)) == other
+    other = {(int(a), int(n)) for a, n in out.graph.edge_index.t().tolist() if y[a] != y[n]}
+    assert set(pair_dict(out, out.pairs.x)) == other
 
 
 # losses -----------------------------------------------------------------------------------------
@@ -256,7 +259,7 @@ def test_generator_loss_matches_reference(rw):
     torch.testing.assert_close(terms.similarity.detach(), sim)
     torch.testing.assert_close(terms.diversity.detach(), 1e-2 * div)
     torch.testing.assert_close(terms.total.detach(), 0.5 * (20 * ce + 10 * sim + 10 * 1e-2 * div))
-    node = -(out.node_logits.detach().log_softmax(1)[torch.arange(B), y]).mean()
+    node = -(out.gnn.logits.detach().log_softmax(1)[torch.arange(B), y]).mean()
     torch.testing.assert_close(gen.node_loss(out).detach(), node)
 
 
@@ -388,3 +391,177 @@ def test_state_dict_round_trip_with_shared_norms():
     clone.load_state_dict(gen.state_dict())
     assert clone.gnn.blocks[0].attention.norm is clone.gnn.blocks[0].norm
     torch.testing.assert_close(clone(z, y).x, gen(z, y).x, atol=0, rtol=0)
+
+
+# the graph: given edge_index, one builder ------------------------------------------------------
+def lam_dict(out):
+    ei = out.graph.edge_index
+    return {(int(s), int(t)): out.gnn.lam[e].detach() for e, (s, t) in enumerate(ei.t().tolist())}
+
+
+@pytest.mark.parametrize("edges,k", [("complete", None), ("knn", 2), ("negative", None),
+                                     ("knn_negative", 3)])
+def test_batch_graph_is_the_generators_graph(edges, k):
+    z, y = chunked_batch(20)
+    gen = make_gen(edges=edges, k=k, rw="chain").eval()
+    out = gen(z, y, generator=torch.Generator().manual_seed(3))
+    graph = batch_graph(z, y, edges=gen.edges, k=gen.k)
+    assert torch.equal(graph.edge_index, out.graph.edge_index)
+    assert out.graph.x is z and torch.equal(out.graph.y, y)
+    # the same graph passed explicitly gives the same result, bit for bit
+    given = gen(z, y, generator=torch.Generator().manual_seed(3), edge_index=graph.edge_index)
+    for a, b in ((out.x, given.x), (out.gnn.lam, given.gnn.lam), (out.gnn.logits, given.gnn.logits),
+                 (out.pairs.weight, given.pairs.weight), (out.anchor_index, given.anchor_index)):
+        assert torch.equal(a, b)
+
+
+def test_given_complete_graph_in_official_order_equals_builtin_complete():
+    # official edge order: r-major flatten of the dense [B, B] matrix (source, then target),
+    # while batch_graph sorts by target: same graph, other order -> same values per edge / pair
+    z, y = chunked_batch(21)
+    gen = make_gen(rw=None, dropout=0.0)
+    ar = torch.arange(B)
+    official = torch.stack([ar.repeat_interleave(B), ar.repeat(B)])
+    built = gen(z, y, j_mean=2.0)
+    given = gen(z, y, j_mean=2.0, edge_index=official)
+    assert torch.equal(given.graph.edge_index, official)
+    lb, lg = lam_dict(built), lam_dict(given)
+    assert set(lb) == set(lg) == {(r, c) for r in range(B) for c in range(B)}
+    for key in lb:
+        torch.testing.assert_close(lg[key], lb[key], atol=1e-12, rtol=0)
+    pb, pg = pair_dict(built, built.pairs.x.detach()), pair_dict(given, given.pairs.x.detach())
+    assert set(pb) == set(pg)
+    for key in pb:
+        torch.testing.assert_close(pg[key], pb[key], atol=1e-12, rtol=0)
+    torch.testing.assert_close(given.gnn.logits, built.gnn.logits, atol=1e-12, rtol=0)
+
+
+def test_generator_on_a_user_graph_follows_official_pulling():
+    # any sparsity: a random graph; negatives of a = its other-class out-neighbours
+    z, y = chunked_batch(22)
+    g = torch.Generator().manual_seed(0)
+    keep = torch.rand(B, B, generator=g) < 0.3
+    src, tgt = keep.nonzero(as_tuple=True)
+    edge_index = torch.stack([src, tgt])
+    gen = make_gen(rw=None)
+    out = gen(z, y, j_mean=2.5, edge_index=edge_index)
+    assert torch.equal(out.graph.edge_index, edge_index)
+    expected = {(int(s), int(t)) for s, t in zip(src, tgt) if y[s] != y[t]}
+    ours = pair_dict(out, out.pairs.x)
+    assert set(ours) == expected
+    ref = official_pulling_pairs(z, dense_lam(out, B), 4.0, 2.5, list(ours))
+    for key, val in ref.items():
+        torch.testing.assert_close(ours[key], val, atol=1e-10, rtol=0)
+
+
+def test_given_edge_index_errors():
+    z, y = chunked_batch(23)
+    gen = make_gen(rw=None)
+    with pytest.raises(ValueError, match=r"shape \[2, E\]"):
+        gen(z, y, edge_index=torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer node indices"):
+        gen(z, y, edge_index=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"lie in \[0, 12\)"):
+        gen(z, y, edge_index=torch.tensor([[0, 12], [1, 2]]))
+    with pytest.raises(TypeError, match="pass graph.edge_index"):
+        gen(z, y, edge_index=batch_graph(z, y))
+    same = batch_graph(z, y, edges="positive").edge_index
+    with pytest.raises(ValueError, match="no edge between samples of different classes"):
+        gen(z, y, edge_index=same)
+    with pytest.raises(ValueError, match="edges='positive' joins same-class samples only"):
+        GCAHNG(D, C, edges="positive")
+    with pytest.raises(ValueError, match="edges='knn_negative' needs a positive integer k"):
+        GCAHNG(D, C, edges="knn_negative")
+
+
+# activation checkpointing ----------------------------------------------------------------------
+@pytest.mark.parametrize("edges,k", [("complete", None), ("knn", 3)])
+def test_checkpointed_generator_equals_plain_values_and_gradients(edges, k):
+    # dropout on (0.1, official): the recomputation must redraw the same masks
+    z0, y = chunked_batch(24)
+    plain = make_gen(edges=edges, k=k, rw="chain", num_layers=2)
+    ckpt = make_gen(edges=edges, k=k, rw="chain", num_layers=2, checkpoint=True)
+    ckpt.load_state_dict(plain.state_dict())
+    assert ckpt.checkpoint and not plain.checkpoint and "checkpoint=True" in repr(ckpt)
+    clf = nn.Linear(D, C).double()
+    results = []
+    for gen in (plain, ckpt):
+        z = z0.clone().requires_grad_(True)
+        torch.manual_seed(5)
+        out = gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(1))
+        loss = gen.loss(out, clf).total + gen.node_loss(out) + out.x.pow(2).mean()
+        params = [q for q in gen.parameters() if q.requires_grad]
+        grads = torch.autograd.grad(loss, [z] + params, allow_unused=True)
+        results.append((out.x.detach(), out.gnn.lam.detach(), loss.detach(), grads))
+    (x1, l1, s1, g1), (x2, l2, s2, g2) = results
+    assert torch.equal(x1, x2) and torch.equal(l1, l2) and torch.equal(s1, s2)
+    for a, b in zip(g1, g2):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    # dropout really was active (another seed gives other values)
+    torch.manual_seed(6)
+    assert not torch.equal(plain(z0, y, generator=torch.Generator().manual_seed(1)).x, x1)
+
+
+def test_checkpoint_is_inactive_without_grad():
+    z, y = chunked_batch(25)
+    gen = make_gen(rw=None, checkpoint=True).eval()
+    ref = make_gen(rw=None).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(gen(z, y).x, ref(z, y).x, atol=0, rtol=0)
+
+
+# pytorch-metric-learning interop ----------------------------------------------------------------
+def pml_style_ms(emb, labels, tup, ref_emb, alpha=2.0, beta=50.0, base=0.5):
+    """MultiSimilarityLoss of pytorch-metric-learning on an indices tuple, as a plain loop:
+    cosine similarity between embeddings (anchors) and ref_emb, per anchor row
+    1/alpha log(1 + sum_pos exp(-alpha (s - base))) + 1/beta log(1 + sum_neg exp(beta (s - base))),
+    mean over the rows of embeddings (MeanReducer)."""
+    a1, p, a2, n = (t.tolist() for t in tup)
+    total = 0.0
+    for a in range(len(emb)):
+        cos = lambda j: F.cosine_similarity(emb[a], ref_emb[j], dim=0)  # noqa: E731
+        pos = [cos(j) for i, j in zip(a1, p) if i == a]
+        neg = [cos(j) for i, j in zip(a2, n) if i == a]
+        lp = torch.log(1 + sum((torch.exp(-alpha * (s - base)) for s in pos), torch.tensor(0.0)))
+        ln = torch.log(1 + sum((torch.exp(beta * (s - base)) for s in neg), torch.tensor(0.0)))
+        total = total + lp / alpha + ln / beta
+    return total / len(emb)
+
+
+def pml_style_triplet(emb, tup, ref_emb, margin=0.2):
+    """TripletMarginLoss of pytorch-metric-learning on triplets (a, p, n), as a plain loop:
+    distances between L2-normalised vectors, relu(d_ap - d_an + margin), mean over the nonzero
+    losses (AvgNonZeroReducer)."""
+    e, r = F.normalize(emb, dim=1), F.normalize(ref_emb, dim=1)
+    losses = [F.relu((e[a] - r[p]).norm() - (e[a] - r[n]).norm() + margin)
+              for a, p, n in zip(*(t.tolist() for t in tup))]
+    nonzero = [v for v in losses if float(v.detach()) > 0]
+    return sum(nonzero) / len(nonzero)
+
+
+def test_pml_indices_tuple_equals_graphneg_losses_with_synthetic_negatives():
+    from graphneg.losses import MultiSimilarityLoss, TripletMarginLoss, synthetic_indices_tuple
+
+    z, y = chunked_batch(26)
+    out = make_gen(rw="chain")(z, y, generator=torch.Generator().manual_seed(0))
+    pairs = out.pml_inputs("pairs")
+    assert torch.equal(pairs.ref_emb[:B], z) and torch.equal(pairs.ref_emb[B:], out.x)
+    assert torch.equal(pairs.ref_labels, torch.cat([y, out.labels]))
+    a1, p, a2, n = pairs.indices_tuple
+    assert bool((y[a1] == y[p]).all()) and bool((a1 != p).all()) and len(a1) == B * (M - 1)
+    assert torch.equal(a2, out.anchor_index) and torch.equal(n, torch.arange(B, B + len(out.x)))
+    ms = MultiSimilarityLoss(mining=False)(z, y, out.x, out.labels, out.anchor_index)
+    torch.testing.assert_close(ms, pml_style_ms(z, y, pairs.indices_tuple, pairs.ref_emb))
+
+    trip = synthetic_indices_tuple(z, y, out.x, out.labels, out.anchor_index, kind="triplets")
+    a, p, n = trip.indices_tuple
+    expected = {(ai, pi, B + g) for g, ai in enumerate(out.anchor_index.tolist())
+                for pi in range(B) if pi != ai and y[pi] == y[ai]}
+    assert set(zip(a.tolist(), p.tolist(), n.tolist())) == expected and len(a) == len(expected)
+    tl = TripletMarginLoss(margin=0.2, mining="all", reduction="nonzero")(
+        z, y, out.x, out.labels, out.anchor_index)
+    torch.testing.assert_close(tl, pml_style_triplet(z, trip.indices_tuple, trip.ref_emb))
+    with pytest.raises(ValueError, match="kind must be 'pairs' or 'triplets'"):
+        out.pml_inputs("quadruplets")

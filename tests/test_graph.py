@@ -117,3 +117,48 @@ def test_gradients_flow_through_x(batch):
     data = batch_graph(x, edges="knn", k=2)
     data.x.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_complete_has_self_loops_by_default(batch):
+    # the default (loop=None) of "complete" is the dense B x B graph of GCA-HNG, diagonal included
+    x, y = batch
+    n = x.size(0)
+    assert edge_set(batch_graph(x, y).edge_index) == {(j, i) for i in range(n) for j in range(n)}
+    assert edge_set(batch_graph(x, y, loop=False).edge_index) == {
+        (j, i) for i in range(n) for j in range(n) if i != j}
+
+
+@pytest.mark.parametrize("loop", [None, False])
+@pytest.mark.parametrize("metric", ["cosine", "pearson"])
+def test_labelled_knn_is_class_aware(batch, loop, metric):
+    # with labels, "knn" = symmetrised k nearest other-class nodes + all same-class pairs
+    # (self-loops unless loop=False): GCA-HNG's sparse graph
+    x, y = batch
+    n, k = x.size(0), 2
+    feats = x - x.mean(dim=1, keepdim=True) if metric == "pearson" else x
+    xn = torch.nn.functional.normalize(feats, dim=1)
+    expect = set()
+    for i in range(n):
+        cands = sorted((j for j in range(n) if y[j] != y[i]), key=lambda j: -float(xn[i] @ xn[j]))
+        for j in cands[:k]:
+            expect |= {(j, i), (i, j)}
+        for j in range(n):
+            if y[j] == y[i] and (j != i or loop is None):
+                expect.add((j, i))
+    data = batch_graph(x, y, edges="knn", k=k, loop=loop, metric=metric)
+    assert edge_set(data.edge_index) == expect
+    assert data.edge_index.size(1) == len(expect)  # no duplicates
+    key = data.edge_index[1] * n + data.edge_index[0]
+    assert torch.equal(key, key.sort().values)  # sorted by target, then source
+    # without labels "knn" stays the plain directed kNN graph
+    assert edge_set(batch_graph(x, edges="knn", k=k).edge_index) == brute_knn(x, k)
+
+
+def test_k_errors(batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="k is only used with edges='knn' or edges='knn_negative'"):
+        batch_graph(x, y, edges="complete", k=3)
+    with pytest.raises(ValueError, match="edges='knn_negative' must be a positive integer, got 0"):
+        batch_graph(x, y, edges="knn_negative", k=0)
+    with pytest.raises(TypeError, match="fractional or boolean value is not truncated"):
+        batch_graph(x, y, edges="knn", k=2.5)

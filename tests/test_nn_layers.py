@@ -20,7 +20,14 @@ from graphneg.nn import (
     NodeAttentionConv,
     NodeToEdgeConv,
 )
-from graphneg.nn.functional import gather_distance, gather_dot, gather_lerp, gather_mul, gather_scale
+from graphneg.nn.functional import (
+    edge_mlp_update,
+    gather_distance,
+    gather_dot,
+    gather_lerp,
+    gather_mul,
+    gather_scale,
+)
 
 B, D, H = 5, 8, 2
 TOL = 1e-8
@@ -399,3 +406,48 @@ def test_fused_ops_values_and_gradcheck():
     assert gc(lambda a, b: gather_scale(a, ia, b), (y, w))
     assert gc(lambda a: gather_distance(a, ia, ib2), (x,))
     assert gc(lambda a, b, c: gather_lerp(a, ia, ib, b, c, il, 0.7), (x, rho, lam))
+
+
+def test_fused_edge_mlp_update_equals_modules_and_gradcheck():
+    # reference: the plain composition of PyTorch modules (official Messagepasstoedge tail)
+    g = torch.Generator().manual_seed(4)
+    e_rows, d, hid = 11, 4, 6
+    s1 = torch.randn(e_rows, d, generator=g, dtype=torch.float64, requires_grad=True)
+    norm = torch.nn.Sequential(torch.nn.GELU(), torch.nn.LayerNorm(d)).double()
+    mlp = torch.nn.Sequential(torch.nn.Linear(d, hid), torch.nn.GELU(), torch.nn.LayerNorm(hid),
+                              torch.nn.Linear(hid, d)).double()
+    with torch.no_grad():  # non-trivial LayerNorm affine parameters
+        for ln in (norm[1], mlp[2]):
+            ln.weight.uniform_(0.5, 1.5, generator=g)
+            ln.bias.uniform_(-0.5, 0.5, generator=g)
+    params = [norm[1].weight, norm[1].bias, mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias,
+              mlp[3].weight, mlp[3].bias]
+
+    def fused(t, nw, nb, w1, b1, lw, lb, w2, b2, chunk=4096):
+        return edge_mlp_update(t, nw, nb, 1e-5, w1, b1, lw, lb, 1e-5, w2, b2, chunk_size=chunk)
+
+    e = norm(s1)
+    ref = norm(e + mlp(e))
+    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    ref_g = torch.autograd.grad(ref, [s1] + params, grad)
+    for chunk in (3, 4096):  # several chunks and one
+        out = fused(s1, *params, chunk=chunk)
+        torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+        for a, b in zip(torch.autograd.grad(out, [s1] + params, grad), ref_g):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    assert torch.autograd.gradcheck(lambda *t: fused(*t, chunk=4), (s1, *params))
+
+
+def test_node_to_edge_custom_norm_uses_plain_path():
+    torch.manual_seed(2)
+    x = inputs(6)
+    ei = complete_graph(B)
+    w = dense_correlation(inputs(7)).detach()
+    tanh_norm = torch.nn.Sequential(torch.nn.Tanh(), torch.nn.LayerNorm(D))
+    conv = NodeToEdgeConv(D, norm=tanh_norm).double().eval()
+    assert not conv._fusable() and NodeToEdgeConv(D)._fusable()
+    att = conv.edge_updater(ei, edge_attr=w[ei[0], ei[1]], kq=conv.lin_k(F.gelu(conv.lin_node(x)))
+                            @ conv.lin_q.weight, kb=conv.lin_k(F.gelu(conv.lin_node(x))) @ conv.lin_q.bias,
+                            v=conv.lin_v(F.gelu(conv.lin_node(x))), size=(B, B))
+    e = tanh_norm(w[ei[0], ei[1]] + att)
+    torch.testing.assert_close(conv(x, ei, w[ei[0], ei[1]]), tanh_norm(e + conv.mlp(e)), atol=1e-12, rtol=0)

@@ -121,15 +121,15 @@ def test_gcahng_under_autocast_within_tolerance_of_float32(dtype):
     def run():
         emb = net(x)
         out = gen(emb, y)
-        ms = MultiSimilarityLoss()(out.embeddings, y, out.x, out.labels, out.anchor_index)
+        ms = MultiSimilarityLoss()(out.graph.x, y, out.x, out.labels, out.anchor_index)
         return out, gen.loss(out, cls).total, gen.node_loss(out), ms
 
     ref = run()
     with torch.autocast("cpu", dtype=dtype):
         val = run()
     out, ref_out = val[0], ref[0]
-    assert out.x.dtype == torch.float32 and out.edge_lam.dtype == torch.float32
-    assert torch.equal(out.hard, ref_out.hard)
+    assert out.x.dtype == torch.float32 and out.graph.x.dtype == torch.float32
+    assert torch.equal(out.pairs.hard, ref_out.pairs.hard)
     torch.testing.assert_close(out.x, ref_out.x, rtol=0, atol=RTOL_GCA[dtype] * ref_out.x.abs().max().item())
     for v, r in zip(val[1:], ref[1:]):
         assert v.dtype == torch.float32

@@ -1,9 +1,11 @@
 """Losses: metric losses taking ``(embeddings, labels)`` (optionally synthetic negatives) and
 contrastive losses taking two views ``(z1, z2)`` (optionally labels)."""
-from graphneg.losses.metric import MultiSimilarityLoss, NPairLoss, ProxyAnchorLoss, TripletMarginLoss
+from graphneg.losses.metric import (
+    MultiSimilarityLoss, NPairLoss, ProxyAnchorLoss, TripletMarginLoss, synthetic_indices_tuple,
+)
 from graphneg.losses.contrastive import DCLLoss, DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss
 
 __all__ = [
     "MultiSimilarityLoss", "NPairLoss", "ProxyAnchorLoss", "TripletMarginLoss",
-    "InfoNCELoss", "DebiasedContrastiveLoss", "DCLLoss", "HCLLoss", "UnReMixLoss",
+    "InfoNCELoss", "DebiasedContrastiveLoss", "DCLLoss", "HCLLoss", "UnReMixLoss", "synthetic_indices_tuple",
 ]

@@ -45,7 +45,7 @@ No Python loop over samples; everything runs on the input's device. Under autoca
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -62,8 +62,11 @@ __all__ = [
     "ProxyAnchorLoss",
     "PairBlock",
     "SyntheticNegatives",
+    "PMLInputs",
     "pair_block",
     "next_positive_index",
+    "rank_in_class",
+    "synthetic_indices_tuple",
     "check_synthetic",
 ]
 
@@ -203,14 +206,77 @@ def pair_block(
     return PairBlock(pos_sim, pos_mask, neg_sim, neg_index >= 0, neg_index)
 
 
-def next_positive_index(labels: Tensor) -> Tensor:
-    """For each sample, the next sample of its class in batch order, cyclically (itself if alone).
+class PMLInputs(NamedTuple):
+    """Synthetic negatives in pytorch-metric-learning form (see :func:`synthetic_indices_tuple`)."""
 
-    Vectorised: a stable sort by label groups each class in batch order; each sorted position points
-    to the following one, the last of a group to the group's first. With the official GCA-HNG layout
-    (``m`` chunks of one sample per class, same class order in each chunk) this is "chunk ``j`` pairs
-    with chunk ``j + 1`` (mod ``m``)", as in ``scripts/loss.py`` ``NpairLoss``.
+    ref_emb: Tensor
+    ref_labels: Tensor
+    indices_tuple: Tuple[Tensor, ...]
+
+
+def synthetic_indices_tuple(
+    embeddings: Tensor,
+    labels: Tensor,
+    neg_embeddings: Tensor,
+    neg_labels: Tensor,
+    anchor_index: Tensor,
+    kind: str = "pairs",
+) -> PMLInputs:
+    r"""Feed synthetic negatives to a pytorch-metric-learning loss: a reference set and an indices tuple.
+
+    The reference set is the real batch followed by the synthetic negatives,
+    ``ref_emb = cat([embeddings, neg_embeddings])`` (``[B + M, D]``), ``ref_labels`` likewise. The
+    indices tuple follows pytorch-metric-learning's convention for ``ref_emb`` (anchors index
+    ``embeddings``, positives and negatives index ``ref_emb``) and encodes the same pair sets as
+    graphneg's losses with synthetic negatives (module docstring): the positives of anchor ``a``
+    are the real same-class samples ``j != a``, its negatives are exactly its synthetic negatives
+    ``B + k`` with ``anchor_index[k] = a``.
+
+    * ``kind="pairs"``: ``(a1, p, a2, n)``, for pair losses (``MultiSimilarityLoss``,
+      ``ContrastiveLoss``, ``NTXentLoss``, ...).
+    * ``kind="triplets"``: ``(a, p, n)``, every positive of ``a`` with every synthetic negative of
+      ``a``, for ``TripletMarginLoss``.
+
+    Usage (``neg`` from :class:`graphneg.nn.GCAHNG`; ``neg.pml_inputs()`` is a shortcut)::
+
+        t = synthetic_indices_tuple(emb, labels, neg.x, neg.labels, neg.anchor_index)
+        loss = pml_losses.MultiSimilarityLoss()(emb, labels, t.indices_tuple, t.ref_emb, t.ref_labels)
+
+    With every anchor having a positive (m-per-class batches, ``m >= 2``) this equals
+    ``graphneg.losses.MultiSimilarityLoss(mining=False)(emb, labels, neg.x, neg.labels,
+    neg.anchor_index)``, and pytorch-metric-learning's ``TripletMarginLoss`` on the triplets equals
+    ``TripletMarginLoss(mining="all", reduction="nonzero")`` (``tests/test_generator.py`` checks this
+    against loops over the tuple). Building the tuple has data-dependent sizes (like a miner).
     """
+    if kind not in ("pairs", "triplets"):
+        raise ValueError(f"kind must be 'pairs' or 'triplets', got {kind!r}")
+    check_embeddings(embeddings)
+    labels = check_labels(labels, embeddings.size(0)).to(embeddings.device)
+    synth = check_synthetic(embeddings, labels, neg_embeddings, neg_labels, anchor_index)
+    n, device = embeddings.size(0), embeddings.device
+    m = synth.anchor_index.numel()
+    same = labels[:, None] == labels[None, :]
+    pos_a, pos_p = (same & ~torch.eye(n, dtype=torch.bool, device=device)).nonzero(as_tuple=True)
+    neg_n = torch.arange(n, n + m, device=device)
+    if kind == "pairs":
+        tup: Tuple[Tensor, ...] = (pos_a, pos_p, synth.anchor_index, neg_n)
+    else:
+        # every (positive of a, synthetic negative of a): positives are sorted by anchor
+        count = torch.bincount(pos_a, minlength=n)
+        start = torch.cumsum(count, 0) - count
+        reps = count.index_select(0, synth.anchor_index)
+        g = torch.repeat_interleave(torch.arange(m, device=device), reps)
+        offset = torch.arange(g.numel(), device=device) - torch.repeat_interleave(
+            torch.cumsum(reps, 0) - reps, reps)
+        a = synth.anchor_index.index_select(0, g)
+        tup = (a, pos_p.index_select(0, start.index_select(0, a) + offset), neg_n.index_select(0, g))
+    return PMLInputs(torch.cat([embeddings, synth.x]), torch.cat([labels, synth.labels]), tup)
+
+
+def _class_runs(labels: Tensor):
+    """Stable sort by label: ``order`` (batch rows grouped by class, batch order kept within a
+    class), and per sorted position the position where its class starts and whether it ends the
+    class. The one place the within-class order of a batch is computed."""
     n = labels.numel()
     idx = torch.arange(n, device=labels.device)
     order = torch.sort(labels, stable=True).indices
@@ -219,9 +285,38 @@ def next_positive_index(labels: Tensor) -> Tensor:
     is_start = torch.cat([boundary.new_ones(1), boundary])
     is_end = torch.cat([boundary, boundary.new_ones(1)])
     start = torch.cummax(torch.where(is_start, idx, torch.zeros_like(idx)), dim=0).values
+    return order, idx, start, is_end
+
+
+def next_positive_index(labels: Tensor) -> Tensor:
+    """For each sample, the next sample of its class in batch order, cyclically (itself if alone).
+
+    Vectorised: a stable sort by label groups each class in batch order; each sorted position points
+    to the following one, the last of a group to the group's first. With the official GCA-HNG layout
+    (``m`` chunks of one sample per class, same class order in each chunk) this is "chunk ``j`` pairs
+    with chunk ``j + 1`` (mod ``m``)", as in ``scripts/loss.py`` ``NpairLoss`` and
+    ``scripts/models.py`` ``GeneralPulling`` (the positive that sets ``d+`` in GCA-HNG's generator).
+    """
+    if labels.numel() == 0:
+        return labels.new_zeros(0, dtype=torch.long)
+    order, idx, start, is_end = _class_runs(labels)
     nxt = torch.where(is_end, start, idx + 1)
     out = torch.empty_like(order)
     out[order] = order[nxt]
+    return out
+
+
+def rank_in_class(labels: Tensor) -> Tensor:
+    """Occurrence number of each sample within its class in batch order (0, 1, ...) ``[B]``.
+
+    In the official GCA-HNG chunked layout this is the chunk index of the sample (used by
+    :func:`graphneg.nn.chain_weights`, whose draws are shared per chunk).
+    """
+    if labels.numel() == 0:
+        return labels.new_zeros(0, dtype=torch.long)
+    order, idx, start, _ = _class_runs(labels)
+    out = torch.empty_like(order)
+    out[order] = idx - start
     return out
 
 

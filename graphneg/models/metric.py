@@ -276,8 +276,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         j_m = self.loss(emb, y)
         out = gen(emb, y, j_mean=self.j_mean, detach_lam=True, generator=self._rw_generator_for(emb.device))
         e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
-        # out.embeddings / out.node_labels: the global batch when the generator gathers (multi-GPU)
-        j_syn = (1.0 - e_bj) * self.loss(out.embeddings, out.node_labels, out.x, out.labels, out.anchor_index)
+        # out.graph.x / out.graph.y: the global batch when the generator gathers (multi-GPU)
+        j_syn = (1.0 - e_bj) * self.loss(out.graph.x, out.graph.y, out.x, out.labels, out.anchor_index)
         j_gce = gen.node_loss(out)
         j_metric = j_m + j_syn + j_gce
         self.manual_backward(j_metric)
@@ -306,7 +306,12 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
             },
             on_step=True, on_epoch=True,
         )
-        self._last_generated = (out, out.embeddings.detach())  # global rows when the generator gathers
+        # what the epoch-end histograms need, detached: holding `out` would keep the GNN's edge
+        # tensors alive until the next step
+        pairs = out.pairs
+        self._last_generated = (out.gnn.lam.detach().index_select(0, pairs.edge), pairs.anchor,
+                                pairs.negative, pairs.hard, out.x.detach(), out.anchor_index,
+                                out.graph.x.detach())  # global rows when the generator gathers
         return j_metric.detach()
 
     def _log_generator_histograms(self) -> None:
@@ -314,15 +319,15 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         logger = self.logger
         if last is None or logger is None or not hasattr(logger.experiment, "add_histogram"):
             return
-        out, emb = last
+        lam, pair_anchor, pair_negative, hard, x, anchor_index, emb = last
         exp = logger.experiment
-        exp.add_histogram("gca/lambda", out.lam.detach().flatten().cpu(), self.global_step)
-        anchors = emb.index_select(0, out.anchor_index)
-        real = (emb.index_select(0, out.pair_anchor) - emb.index_select(0, out.source_index)).norm(dim=1)
-        synth = (anchors - out.x.detach()).norm(dim=1)
+        exp.add_histogram("gca/lambda", lam.flatten().cpu(), self.global_step)
+        anchors = emb.index_select(0, anchor_index)
+        real = (emb.index_select(0, pair_anchor) - emb.index_select(0, pair_negative)).norm(dim=1)
+        synth = (anchors - x).norm(dim=1)
         exp.add_histogram("gca/anchor_negative_distance_real", real.cpu(), self.global_step)
         exp.add_histogram("gca/anchor_negative_distance_synthetic", synth.cpu(), self.global_step)
-        exp.add_scalar("gca/hard_fraction", out.hard.float().mean().item(), self.global_step)
+        exp.add_scalar("gca/hard_fraction", hard.float().mean().item(), self.global_step)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if self.generator is not None:

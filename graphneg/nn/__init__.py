@@ -13,19 +13,18 @@ from graphneg.nn.generator import (
     GCAHNG,
     GCAHNGLoss,
     GeneratedNegatives,
+    NegativePairs,
     chain_weights,
     dirichlet_weights,
     diversity_loss,
     hdml_interpolate,
-    next_same_class,
-    rank_in_class,
 )
 from graphneg.nn.node_attention import NodeAttentionConv, softmax_with_zero_logit
 from graphneg.nn.node_to_edge import NodeToEdgeConv
 
 __all__ = [
     "CorrelationEdgeEncoder", "NodeAttentionConv", "EdgeToNodeConv", "NodeToEdgeConv", "GCABlock",
-    "GCAGNN", "GCAGNNOutput", "GCAHNG", "GeneratedNegatives", "GCAHNGLoss",
+    "GCAGNN", "GCAGNNOutput", "GCAHNG", "GeneratedNegatives", "NegativePairs", "GCAHNGLoss",
     "attention_mask_from_labels", "softmax_with_zero_logit", "hdml_interpolate", "diversity_loss",
-    "chain_weights", "dirichlet_weights", "next_same_class", "rank_in_class",
+    "chain_weights", "dirichlet_weights",
 ]

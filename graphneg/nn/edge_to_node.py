@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
+from graphneg.nn.functional import gca_norm, reset_norm
+
 
 class EdgeToNodeConv(MessagePassing):
     r"""GCA-HNG edge-to-node update: every node sums the transformed features of its edges.
@@ -50,16 +52,14 @@ class EdgeToNodeConv(MessagePassing):
         self.channels = channels
         self.edge_channels = channels if edge_channels is None else edge_channels
         self.lin = nn.Linear(self.edge_channels, channels)
-        self.norm = norm if norm is not None else nn.Sequential(nn.GELU(), nn.LayerNorm(channels))
+        self.norm = norm if norm is not None else gca_norm(channels)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """PyTorch default ``Linear`` init (official ``edge_to_node.reset_parameters()``)."""
         super().reset_parameters()
         self.lin.reset_parameters()
-        for module in self.norm.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.reset_parameters()
+        reset_norm(self.norm)
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         if edge_attr is None or edge_attr.size(0) != edge_index.size(1):

@@ -7,13 +7,19 @@ same values but save only the node-level inputs (``[N, D]``) and the index vecto
 the gathers in the backward pass (``O(E * D)`` extra time, no extra memory). Each has a plain
 reference formula in its docstring; ``tests/test_nn_layers.py`` checks values and gradients
 against it (``torch.autograd.gradcheck`` in float64).
+
+:func:`edge_mlp_update` fuses the edge MLP and the two residual normalisations of
+:class:`~graphneg.nn.NodeToEdgeConv` the same way (it keeps 2 ``[E, D]`` and 1 ``[E, 4D]`` tensor
+for backward and recomputes only element-wise ops); :func:`gca_norm` / :func:`reset_norm` are the
+one definition of GCA-HNG's ``LayerNorm(GELU(x))`` module used by every layer.
 """
 from __future__ import annotations
 
 from typing import Optional, Union
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 def _add_rows_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
@@ -178,4 +184,121 @@ def gather_lerp(
     return _GatherLerp.apply(x, index_a, index_b, rho, lam, index_lam, scale)
 
 
-__all__ = ["gather_mul", "gather_dot", "gather_scale", "gather_distance", "gather_lerp"]
+def gca_norm(channels: int) -> nn.Sequential:
+    """GCA-HNG's post-residual normalisation ``LayerNorm(GELU(x))`` as a module (official
+    ``self.norm = nn.Sequential(nn.GELU(), nn.LayerNorm(D))`` in ``DotAttentionLayer`` and
+    ``Messagepasstoedge``); the default ``norm`` of every GCA layer."""
+    return nn.Sequential(nn.GELU(), nn.LayerNorm(channels))
+
+
+def reset_norm(norm: nn.Module) -> None:
+    """Reset the LayerNorm parameters inside a ``norm`` module (weight 1, bias 0)."""
+    for module in norm.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.reset_parameters()
+
+
+def _norm(t: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
+    """``LayerNorm(GELU(t))`` over the last dimension (:func:`gca_norm` as a function)."""
+    return F.layer_norm(F.gelu(t), (t.size(-1),), w, b, eps)
+
+
+def _grads(out: Tensor, inputs, grad: Tensor):
+    want = [t for t in inputs if t.requires_grad]
+    got = iter(torch.autograd.grad(out, want, grad)) if want else iter(())
+    return [next(got) if t.requires_grad else None for t in inputs]
+
+
+def _acc(total: Optional[Tensor], g: Optional[Tensor]) -> Optional[Tensor]:
+    if g is None:
+        return total
+    return g if total is None else total + g
+
+
+class _EdgeMLPUpdate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s1, nw, nb, eps_n, w1, b1, lw, lb, eps_l, w2, b2, chunk):
+        n = s1.size(0)
+        out = torch.empty_like(s1)
+        h1 = s1.new_empty(n, w1.size(0))
+        s2 = torch.empty_like(s1)
+        for start in range(0, n, chunk):
+            sl = slice(start, min(start + chunk, n))
+            e = _norm(s1[sl], nw, nb, eps_n)
+            h = torch.addmm(b1, e, w1.t())
+            h1[sl] = h
+            m = torch.addmm(b2, F.layer_norm(F.gelu(h), (h.size(-1),), lw, lb, eps_l), w2.t())
+            out[sl] = _norm(torch.add(e, m, out=s2[sl]), nw, nb, eps_n)
+        ctx.save_for_backward(s1, h1, s2, nw, nb, w1, b1, lw, lb, w2, b2)
+        ctx.eps_n, ctx.eps_l, ctx.chunk = eps_n, eps_l, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        s1, h1, s2, nw, nb, w1, b1, lw, lb, w2, b2 = ctx.saved_tensors
+        eps_n, eps_l, chunk = ctx.eps_n, ctx.eps_l, ctx.chunk
+        need = ctx.needs_input_grad
+        n = s1.size(0)
+        gs1 = torch.empty_like(s1) if need[0] else None
+        # parameters as leaves of the local recomputation graphs
+        nw_, nb_ = nw.detach().requires_grad_(need[1]), nb.detach().requires_grad_(need[2])
+        lw_, lb_ = lw.detach().requires_grad_(need[6]), lb.detach().requires_grad_(need[7])
+        gnw = gnb = gw1 = gb1 = glw = glb = gw2 = gb2 = None
+        with torch.enable_grad():
+            for start in range(0, n, chunk):
+                sl = slice(start, min(start + chunk, n))
+                g_out = grad[sl]
+                # out = norm(s2)
+                s2c = s2[sl].detach().requires_grad_(True)
+                g_s2, a, b = _grads(_norm(s2c, nw_, nb_, eps_n), [s2c, nw_, nb_], g_out)
+                gnw, gnb = _acc(gnw, a), _acc(gnb, b)
+                # s2 = e + m, m = Linear2(LN(GELU(h1))): the Linear by hand (no forward recompute)
+                hc = h1[sl].detach().requires_grad_(True)
+                act = F.layer_norm(F.gelu(hc), (hc.size(-1),), lw_, lb_, eps_l)
+                if need[9]:
+                    gw2 = _acc(gw2, g_s2.t() @ act.detach())
+                if need[10]:
+                    gb2 = _acc(gb2, g_s2.sum(0))
+                g_h, a, b = _grads(act, [hc, lw_, lb_], g_s2 @ w2)
+                glw, glb = _acc(glw, a), _acc(glb, b)
+                # h1 = Linear1(e), e = norm(s1); the residual adds g_s2 to e's gradient
+                s1c = s1[sl].detach().requires_grad_(True)
+                e = _norm(s1c, nw_, nb_, eps_n)
+                if need[4]:
+                    gw1 = _acc(gw1, g_h.t() @ e.detach())
+                if need[5]:
+                    gb1 = _acc(gb1, g_h.sum(0))
+                g_s1, a, b = _grads(e, [s1c, nw_, nb_], g_s2 + g_h @ w1)
+                gnw, gnb = _acc(gnw, a), _acc(gnb, b)
+                if gs1 is not None:
+                    gs1[sl] = g_s1
+        return gs1, gnw, gnb, None, gw1, gb1, glw, glb, None, gw2, gb2, None
+
+
+def edge_mlp_update(
+    s1: Tensor, norm_weight: Tensor, norm_bias: Tensor, norm_eps: float,
+    w1: Tensor, b1: Tensor, ln_weight: Tensor, ln_bias: Tensor, ln_eps: float,
+    w2: Tensor, b2: Tensor, chunk_size: int = 4096,
+) -> Tensor:
+    r"""Fused edge update of :class:`~graphneg.nn.NodeToEdgeConv` after its attention step.
+
+    Plain formula (``norm(t) = LayerNorm(GELU(t))`` with ``norm_weight, norm_bias``, one
+    instance for both residuals, as the official ``Messagepasstoedge``):
+
+    .. math::
+        e = \mathrm{norm}(s_1),\quad h = W_1 e + b_1,\quad
+        s_2 = e + W_2\,\mathrm{LN}(\mathrm{GELU}(h)) + b_2,\quad \mathrm{out} = \mathrm{norm}(s_2).
+
+    Same values as that composition of PyTorch modules, but only ``s_1`` ``[E, D]``, ``h``
+    ``[E, H]`` and ``s_2`` ``[E, D]`` are kept for backward (autograd keeps ``~3 H + 6 D``
+    columns per edge: the GELU/LayerNorm inputs and outputs of both widths). The backward
+    pass recomputes the element-wise parts (GELU, LayerNorm) in chunks of ``chunk_size`` rows,
+    never the two matrix products, and the forward pass runs in the same chunks, so no
+    ``[E, H]`` temporary besides ``h`` exists. Rows are independent: chunking changes nothing.
+    """
+    return _EdgeMLPUpdate.apply(s1, norm_weight, norm_bias, float(norm_eps), w1, b1, ln_weight,
+                                ln_bias, float(ln_eps), w2, b2, int(chunk_size))
+
+
+__all__ = ["gather_mul", "gather_dot", "gather_scale", "gather_distance", "gather_lerp", "edge_mlp_update",
+           "gca_norm", "reset_norm"]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphneg.nn.edge_to_node import EdgeToNodeConv
+from graphneg.nn.functional import gca_norm
 from graphneg.nn.node_attention import NodeAttentionConv
 from graphneg.nn.node_to_edge import NodeToEdgeConv
 
@@ -65,7 +66,7 @@ class GCABlock(nn.Module):
         self.channels = channels
         self.heads = heads
         self.hidden_channels = 4 * channels if hidden_channels is None else hidden_channels
-        self.norm = nn.Sequential(nn.GELU(), nn.LayerNorm(channels))
+        self.norm = gca_norm(channels)
         self.attention = NodeAttentionConv(channels, heads, norm=self.norm)
         self.edge_to_node = EdgeToNodeConv(channels, norm=self.norm)
         self.lin1 = nn.Linear(channels, self.hidden_channels)

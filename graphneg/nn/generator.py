@@ -24,85 +24,89 @@ Other deliberate differences, each small:
   the official layout always has ``m >= 2``;
 * ``d-`` is clamped at ``1e-12`` in ``d+/d-`` and the diversity radicand at ``1e-12``, so
   duplicated embeddings give no NaN gradients;
-* ``edges="knn"`` is an addition (sparse graph, see :class:`GCAHNG`).
+* ``edges="knn"`` (sparse graph) and graphs given by the caller are additions (see :class:`GCAHNG`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.utils import coalesce, scatter
+from torch_geometric.data import Data
+from torch_geometric.utils import scatter
 
 from graphneg.distributed import gather, is_distributed
-from graphneg.graph import dense_edge_mask, knn_index
-from graphneg.validation import check_embeddings, check_k, check_labels, check_multiclass
+from graphneg.graph import EDGE_MODES, batch_graph, check_edge_mode
+from graphneg.losses.metric import PMLInputs, next_positive_index, rank_in_class, synthetic_indices_tuple
+from graphneg.validation import check_embeddings, check_labels, check_multiclass, value_checks_enabled
 from graphneg.nn.functional import gather_distance, gather_lerp
-from graphneg.nn.gca_gnn import GCAGNN
+from graphneg.nn.gca_gnn import GCAGNN, GCAGNNOutput
 from graphneg.precision import full_precision, to_float32
 
-EDGE_MODES = ("complete", "knn")
 RW_MODES = ("chain", "dirichlet", None)
+
+
+class NegativePairs(NamedTuple):
+    """The ``P`` (anchor, real negative) pairs the synthetic negatives are made from.
+
+    Pair ``p`` is the graph edge ``edge[p]`` (``anchor -> negative``, official edge ``(r, c)``), one
+    per edge joining two classes. Attributes, all ``[P]`` except ``x``:
+
+    * ``anchor``, ``negative``: rows of the embeddings (``edge_index[:, edge]``);
+    * ``edge``: the column of ``edge_index``, so ``lambda_an = gnn.lam[edge]``;
+    * ``group``: the row of :attr:`GeneratedNegatives.x` the pair is mixed into;
+    * ``weight``: its convex mixing weight (ones when ``rw=None``);
+    * ``hard``: ``d+ < d-`` (``False``: the real negative itself was returned);
+    * ``x``: the generated negative before mixing ``[P, D]`` (``None`` with random weighting
+      unless ``return_pairs=True``; equal to :attr:`GeneratedNegatives.x` when ``rw=None``).
+    """
+
+    anchor: Tensor
+    negative: Tensor
+    edge: Tensor
+    group: Tensor
+    weight: Tensor
+    hard: Tensor
+    x: Optional[Tensor]
 
 
 @dataclass
 class GeneratedNegatives:
     """Output of :meth:`GCAHNG.forward`.
 
-    ``G`` synthetic negatives (rows of ``x``) are built from ``P`` (anchor, real negative) pairs.
-    Without random weighting (``rw=None``) ``G == P`` and row ``g`` is pair ``g``; with random
-    weighting row ``g`` is the convex mix of the pairs with ``pair_group == g`` (one row per
-    anchor and other class present among its negatives).
-
     Attributes:
-        x: synthetic negatives ``[G, D]``.
-        labels: their class (the class of the real negatives they come from) ``[G]``.
-        anchor_index: the anchor (row of ``embeddings``) of each synthetic negative ``[G]``.
-        source_index: the real negative ``n`` (row of ``embeddings``) of each pair ``[P]``.
-        lam: (property) ``lambda_an`` of each pair, the GNN output on edge ``a -> n`` (before
-            the ``exp(-alpha / J_mean)`` factor; detached when ``detach_lam=True``) ``[P, D]``.
-        pair_edge: the edge (column of ``edge_index``) ``a -> n`` of each pair ``[P]``.
-        pair_anchor: the anchor of each pair ``[P]``.
-        pair_group: the row of ``x`` each pair is mixed into ``[P]``.
-        weights: convex mixing weights of the pairs (ones when ``rw=None``) ``[P]``.
-        pair_x: the generated negative of each pair before mixing ``[P, D]`` (``None`` with
-            random weighting unless ``return_pairs=True``).
-        hard: ``d+ < d-`` per pair (``False``: the real negative was returned) ``[P]``.
-        positive_index: the positive used for each node ``[B]``.
-        node_logits: GNN node-classification logits ``[B, num_classes]``.
-        node_labels: the batch labels ``[B]``.
-        edge_index: the batch graph ``[2, E]`` (``edge_index[0]`` = source).
-        edge_lam: ``lambda`` of every edge ``[E, D]`` (used by the diversity term).
-        embeddings: the input embeddings ``[B, D]`` (the same tensor, not a copy).
-        lam_detached: whether ``lam`` was detached for generation.
+        x: ``G`` synthetic negatives ``[G, D]``. Without random weighting (``rw=None``) row ``g``
+            is pair ``g``; with it, row ``g`` mixes the pairs with ``pairs.group == g`` (one row
+            per anchor and other class present among its negatives).
+        labels: their class, the class of the real negatives they come from ``[G]``.
+        anchor_index: the anchor (row of the embeddings) of each synthetic negative ``[G]``.
+        pairs: per-pair details (:class:`NegativePairs`).
+        graph: the batch graph the generator ran on, ``Data(x=embeddings, y=labels,
+            edge_index)`` (``graph.x`` is the input tensor itself, not a copy).
+        gnn: the :class:`~graphneg.nn.GCAGNNOutput` on that graph: ``lam`` ``[E, D]``
+            (interpolation vectors, never detached here), node ``logits`` ``[B, num_classes]``.
+
+    ``x, labels, anchor_index`` go straight into a graphneg metric loss
+    (``loss(emb, y, neg.x, neg.labels, neg.anchor_index)``); :meth:`pml_inputs` gives the
+    pytorch-metric-learning form.
     """
 
     x: Tensor
     labels: Tensor
     anchor_index: Tensor
-    source_index: Tensor
-    pair_edge: Tensor
-    pair_anchor: Tensor
-    pair_group: Tensor
-    weights: Tensor
-    pair_x: Optional[Tensor]
-    hard: Tensor
-    positive_index: Tensor
-    node_logits: Tensor
-    node_labels: Tensor
-    edge_index: Tensor
-    edge_lam: Tensor
-    embeddings: Tensor
-    lam_detached: bool = False
+    pairs: NegativePairs
+    graph: Data
+    gnn: GCAGNNOutput
 
-    @property
-    def lam(self) -> Tensor:
-        """``lambda_an`` of each pair ``[P, D]`` (``edge_lam[pair_edge]``; gathered on access)."""
-        lam = self.edge_lam.index_select(0, self.pair_edge)
-        return lam.detach() if self.lam_detached else lam
+    def pml_inputs(self, kind: str = "pairs") -> PMLInputs:
+        """``(ref_emb, ref_labels, indices_tuple)`` for a pytorch-metric-learning loss:
+        ``pml_loss(emb, y, t.indices_tuple, t.ref_emb, t.ref_labels)``
+        (:func:`graphneg.losses.metric.synthetic_indices_tuple`)."""
+        return synthetic_indices_tuple(self.graph.x, self.graph.y, self.x, self.labels,
+                                       self.anchor_index, kind)
 
 
 @dataclass
@@ -120,47 +124,6 @@ class GCAHNGLoss:
     softmax_ce: Tensor
     similarity: Tensor
     diversity: Tensor
-
-
-def next_same_class(labels: Tensor) -> Tensor:
-    """For each sample the next sample of its class in batch order, cyclically ``[B]``.
-
-    Official ``GeneralPulling`` / ``NpairLoss``: the positive of the anchor in chunk ``id`` is the
-    same-class sample of chunk ``id + 1`` (chunk 0 for the last chunk), which in the chunked
-    layout is exactly the next same-class sample in batch order, cyclic. A class with a single
-    sample gets itself (``d+ = 0``). Vectorised with a stable sort.
-    """
-    n = labels.numel()
-    perm = torch.argsort(labels, stable=True)
-    sl = labels.index_select(0, perm)
-    ar = torch.arange(n, device=labels.device)
-    boundary = sl[1:] != sl[:-1]
-    first = torch.ones(n, dtype=torch.bool, device=labels.device)
-    first[1:] = boundary
-    last = torch.ones(n, dtype=torch.bool, device=labels.device)
-    last[:-1] = boundary
-    start = torch.cummax(torch.where(first, ar, torch.zeros_like(ar)), dim=0).values
-    nxt = torch.where(last, start, ar + 1)
-    out = torch.empty_like(perm)
-    out[perm] = perm.index_select(0, nxt)
-    return out
-
-
-def rank_in_class(labels: Tensor) -> Tensor:
-    """Occurrence number of each sample within its class in batch order (0, 1, ...) ``[B]``.
-
-    In the official chunked layout this is the chunk index ``id`` of the sample.
-    """
-    n = labels.numel()
-    perm = torch.argsort(labels, stable=True)
-    sl = labels.index_select(0, perm)
-    ar = torch.arange(n, device=labels.device)
-    first = torch.ones(n, dtype=torch.bool, device=labels.device)
-    first[1:] = sl[1:] != sl[:-1]
-    start = torch.cummax(torch.where(first, ar, torch.zeros_like(ar)), dim=0).values
-    out = torch.empty_like(perm)
-    out[perm] = ar - start
-    return out
 
 
 def _rank_within_groups(group: Tensor, key: Tensor, num_groups: int, key_range: int):
@@ -237,7 +200,9 @@ def dirichlet_weights(
 
 def hdml_interpolate(
     anchor: Tensor, negative: Tensor, d_pos: Tensor, d_neg: Tensor, lam: Tensor,
-    scale: Union[float, Tensor] = 1.0, eps: float = 1e-12,
+    scale: Union[float, Tensor] = 1.0, eps: float = 1e-12, *,
+    anchor_index: Optional[Tensor] = None, negative_index: Optional[Tensor] = None,
+    lam_index: Optional[Tensor] = None,
 ):
     r"""Channel-adaptive HDML interpolation (official ``GeneralPulling.forward``).
 
@@ -250,15 +215,27 @@ def hdml_interpolate(
     Written as ``r = rho + (1 - rho) * scale * lam`` with ``rho = d+/d-`` (``rho = 1`` where
     ``d+ >= d-``, which gives exactly ``r = 1`` and ``z~ = z_n`` with zero gradient to ``lam``,
     like the official masks) and ``z~ = lerp(z_a, z_n, r)``; since ``r in [d+/d-, 1]``,
-    ``z~`` lies channel-wise on the segment from ``z_a`` to ``z_n``.
+    ``z~`` lies channel-wise on the segment from ``z_a`` to ``z_n``. The one implementation used
+    by :class:`GCAHNG`; the per-channel part runs in the fused
+    :func:`graphneg.nn.functional.gather_lerp` (no ``[P, D]`` gather is kept for backward).
 
-    Shapes: ``anchor, negative, lam`` :math:`(P, D)`; ``d_pos, d_neg`` :math:`(P,)`;
-    returns ``(z~ (P, D), hard (P,))``.
+    Shapes: per pair, ``anchor, negative, lam`` :math:`(P, D)`; ``d_pos, d_neg`` :math:`(P,)`;
+    returns ``(z~ (P, D), hard (P,))``. With ``anchor_index`` / ``negative_index`` (``[P]``),
+    ``anchor`` and ``negative`` are node tensors (may be the same tensor) read at those rows, and
+    with ``lam_index`` ``lam`` is an edge tensor read at those rows (``lam[lam_index]``).
     """
     hard = d_pos < d_neg
     rho = torch.where(hard, d_pos / d_neg.clamp_min(eps), torch.ones_like(d_pos))
-    r = torch.addcmul(rho.unsqueeze(1), ((1.0 - rho) * scale).unsqueeze(1), lam)
-    return torch.lerp(anchor, negative, r), hard
+    p, device = d_pos.numel(), d_pos.device
+    ia = torch.arange(p, device=device) if anchor_index is None else anchor_index
+    ib = torch.arange(p, device=device) if negative_index is None else negative_index
+    il = torch.arange(p, device=device) if lam_index is None else lam_index
+    if anchor is negative:
+        x = anchor
+    else:  # one node tensor: negatives follow the anchors
+        x = torch.cat([anchor, negative])
+        ib = ib + anchor.size(0)
+    return gather_lerp(x, ia, ib, rho, lam, il, scale), hard
 
 
 def diversity_loss(lam: Tensor, edge_index: Tensor, num_nodes: int, eps: float = 1e-12) -> Tensor:
@@ -281,22 +258,26 @@ def diversity_loss(lam: Tensor, edge_index: Tensor, num_nodes: int, eps: float =
 class GCAHNG(nn.Module):
     r"""GCA-HNG hard-negative generator (official ``GCA_HNG`` minus backbone and metric loss).
 
-    ``forward(embeddings, labels)`` builds the batch graph, runs :class:`~graphneg.nn.GCAGNN` and
-    generates, for every anchor ``a`` and other-class neighbour ``n``, the channel-wise HDML
-    interpolation (:func:`hdml_interpolate`) with ``lambda_an`` read on the edge ``a -> n``
-    (official edge ``(r, c) = (a, n)``); the positive is :func:`next_same_class`. The generated
-    label is the negative's class.
+    ``forward(embeddings, labels)`` runs :class:`~graphneg.nn.GCAGNN` on the batch graph and
+    generates, for every edge ``a -> n`` joining two classes (official edge ``(r, c) = (a, n)``),
+    the channel-wise HDML interpolation (:func:`hdml_interpolate`) with ``lambda_an`` read on that
+    edge; the positive that sets ``d+`` is :func:`graphneg.losses.metric.next_positive_index`.
+    The generated label is the negative's class.
 
-    Graphs (``edges``):
+    The graph: ``forward(..., edge_index=...)`` runs on any graph the caller gives (e.g. from
+    :func:`graphneg.graph.batch_graph`, any sparsity); the negatives of ``a`` are then its
+    other-class out-neighbours. Without it the generator builds
+    ``batch_graph(embeddings, labels, edges=self.edges, k=self.k)`` (one graph builder):
 
     * ``"complete"`` (official): all ordered pairs including self-loops, ``E = B^2``; the negatives
       of ``a`` are all other-class samples. Memory ``O(B^2 D)`` as in the official code.
-    * ``"knn"`` (sparse): each node's ``k`` most Pearson-correlated other-class nodes
-      (:func:`graphneg.graph.knn_index` ``negatives_only=True, metric="pearson"``), symmetrised
-      (so edge features stay symmetric and every node attends to at least ``k`` negatives), plus
-      all same-class pairs with self-loops. ``E <= 2 B k + sum_c m_c^2``, memory ``O(B k D)``.
-      The negatives of ``a`` are its neighbours in this graph (its ``k`` nearest other-class
-      nodes and the nodes that have ``a`` among theirs).
+    * ``"knn"`` (sparse, class-aware): each node's ``k`` most similar (cosine) other-class nodes,
+      symmetrised (so edge features stay symmetric and every node attends to at least ``k``
+      negatives), plus all same-class pairs with self-loops. ``E <= 2 B k + sum_c m_c^2``, memory
+      ``O(B k D)``. The negatives of ``a`` are its ``k`` nearest other-class nodes and the nodes
+      that have ``a`` among theirs.
+    * the other modes of :data:`graphneg.graph.EDGE_MODES` (``"negative"``, ``"knn_negative"``)
+      work too; ``"positive"`` has no edge between classes and is refused.
 
     Random weighting (``rw``), per anchor and other class, over the pairs of that class:
     ``"chain"`` = the official chained uniform draws (:func:`chain_weights`), ``"dirichlet"`` =
@@ -311,8 +292,8 @@ class GCAHNG(nn.Module):
         num_classes (int): number of training classes (node classifier).
         num_layers (int): GCA blocks. (default ``2``)
         heads (int): attention heads. (default ``4``)
-        edges (str): ``"complete"`` or ``"knn"``.
-        k (int, optional): neighbours per node for ``edges="knn"``.
+        edges (str): a mode of :data:`graphneg.graph.EDGE_MODES` (default ``"complete"``).
+        k (int, optional): neighbours per node for the kNN modes.
         alpha (float): hardness schedule ``lam' = lam * exp(-alpha / J_mean)``.
         rw (str or None): ``"chain"``, ``"dirichlet"`` or ``None``.
         softmax_factor, dot_weight, div_weight (float): weights of the generator loss.
@@ -322,7 +303,7 @@ class GCAHNG(nn.Module):
             :meth:`forward` first gathers ``embeddings`` and ``labels`` from all processes
             (:func:`graphneg.distributed.gather`, differentiable, any per-process batch size), so the
             batch graph, the generated negatives and every index in :class:`GeneratedNegatives`
-            refer to the *global* batch (``out.embeddings``, ``out.node_labels``); feed those to the
+            refer to the *global* batch (``out.graph.x``, ``out.graph.y``); feed those to the
             metric loss. Every process then computes the same global losses, and gather's
             ``all_reduce`` backward plus DDP's gradient average give exactly the single-process
             gradients (``tests/test_distributed.py``). Random draws (``rw``, ``dropout``) must agree
@@ -331,6 +312,9 @@ class GCAHNG(nn.Module):
 
     Mixed precision: the GNN's matrix products follow autocast; the generation (distances,
     interpolation, mixing) and :meth:`loss` / :meth:`node_loss` run in float32.
+        checkpoint (bool): activation checkpointing per GCA block (:class:`GCAGNN`): less memory
+            for a recomputation of the blocks' forward in the backward pass; same values and
+            gradients. (default ``False``)
     """
 
     def __init__(
@@ -349,14 +333,15 @@ class GCAHNG(nn.Module):
         dropout: float = 0.1,
         hidden_channels: Optional[int] = None,
         gather_distributed: bool = False,
+        checkpoint: bool = False,
     ):
         super().__init__()
-        if edges not in EDGE_MODES:
-            raise ValueError(f"edges must be one of {EDGE_MODES}, got {edges!r}")
-        if edges == "knn" and (k is None or check_k(k, "k (neighbours per node)") < 1):
-            raise ValueError(f"edges='knn' needs a positive integer k (neighbours per node), got {k!r}")
-        if edges == "complete" and k is not None:
-            raise ValueError("k is only used with edges='knn'; drop k or set edges='knn'")
+        check_edge_mode(edges, k)
+        if edges == "positive":
+            raise ValueError(
+                "edges='positive' joins same-class samples only, so there is no anchor -> negative "
+                f"edge to generate from; use one of {tuple(m for m in EDGE_MODES if m != 'positive')}"
+            )
         if rw not in RW_MODES:
             raise ValueError(f"rw must be one of {RW_MODES}, got {rw!r}")
         if not alpha > 0:
@@ -373,22 +358,41 @@ class GCAHNG(nn.Module):
         if not isinstance(gather_distributed, bool):
             raise TypeError(f"gather_distributed must be True or False, got {gather_distributed!r}")
         self.gather_distributed = gather_distributed
-        self.gnn = GCAGNN(dim, num_classes, num_layers, heads, hidden_channels, dropout)
+        self.gnn = GCAGNN(dim, num_classes, num_layers, heads, hidden_channels, dropout,
+                          checkpoint=checkpoint)
 
     def reset_parameters(self) -> None:
         self.gnn.reset_parameters()
 
+    @property
+    def checkpoint(self) -> bool:
+        """Activation checkpointing per GCA block (stored on :attr:`gnn`)."""
+        return self.gnn.checkpoint
+
     # graph ------------------------------------------------------------------------------------
-    def build_graph(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """The batch graph ``edge_index`` ``[2, E]`` (sorted by source, then target)."""
-        n, device = embeddings.size(0), embeddings.device
-        if self.edges == "complete":
-            ar = torch.arange(n, device=device)
-            return torch.stack([ar.repeat_interleave(n), ar.repeat(n)])
-        knn = knn_index(embeddings, self.k, labels=labels, negatives_only=True, metric="pearson")
-        tgt, src = dense_edge_mask(n, labels, "positive", loop=True, device=device).nonzero(as_tuple=True)
-        edge_index = torch.cat([knn, knn.flip(0), torch.stack([src, tgt])], dim=1)
-        return coalesce(edge_index, num_nodes=n)
+    def build_graph(self, embeddings: Tensor, labels: Tensor) -> Data:
+        """The generator's own graph: ``batch_graph(embeddings, labels, edges=self.edges, k=self.k)``."""
+        return batch_graph(embeddings, labels, edges=self.edges, k=self.k)
+
+    @staticmethod
+    def _given_graph(embeddings: Tensor, labels: Tensor, edge_index) -> Data:
+        if isinstance(edge_index, Data):
+            raise TypeError("edge_index must be the graph's edge_index tensor [2, E]; pass "
+                            "graph.edge_index rather than the Data object")
+        if not isinstance(edge_index, Tensor):
+            raise TypeError(f"edge_index must be a torch.Tensor of shape [2, E], got {type(edge_index).__name__}")
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f"edge_index must have shape [2, E] (row 0 = source), got {tuple(edge_index.shape)}")
+        if edge_index.is_floating_point() or edge_index.dtype == torch.bool:
+            raise ValueError(f"edge_index must hold integer node indices, got dtype {edge_index.dtype}")
+        n = embeddings.size(0)
+        edge_index = edge_index.to(device=embeddings.device, dtype=torch.long)
+        if edge_index.numel() and value_checks_enabled() and bool(((edge_index < 0) | (edge_index >= n)).any()):
+            raise ValueError(
+                f"edge_index must index rows of embeddings, i.e. lie in [0, {n}); got values in "
+                f"[{int(edge_index.min())}, {int(edge_index.max())}]"
+            )
+        return Data(x=embeddings, y=labels, edge_index=edge_index, num_nodes=n)
 
     def _scale(self, j_mean, ref: Tensor) -> Union[float, Tensor]:
         if j_mean is None:
@@ -409,6 +413,7 @@ class GCAHNG(nn.Module):
         detach_lam: bool = False,
         generator: Optional[torch.Generator] = None,
         return_pairs: bool = False,
+        edge_index: Optional[Tensor] = None,
     ) -> GeneratedNegatives:
         """Generate hard negatives for a labelled batch.
 
@@ -421,8 +426,11 @@ class GCAHNG(nn.Module):
             detach_lam: generate with ``lambda.detach()`` (official metric step), so the
                 synthetic negatives carry gradients to the embeddings only.
             generator: ``torch.Generator`` for the random weighting draws.
-            return_pairs: keep the per-pair negatives ``pair_x`` before mixing (always kept when
-                ``rw=None``, where they are ``x``); off by default to save ``P x D`` memory.
+            return_pairs: keep the per-pair negatives ``pairs.x`` before mixing (always kept
+                when ``rw=None``, where they are ``x``); off by default to save ``P x D`` memory.
+            edge_index: optional graph ``[2, E]`` (``edge_index[0]`` = source) to run on, e.g.
+                ``batch_graph(embeddings, labels, edges="knn", k=8).edge_index``; it must have
+                at least one edge between two classes. Default: :meth:`build_graph`.
         """
         check_embeddings(embeddings)
         embeddings = to_float32(embeddings)  # generation math in float32 under mixed precision
@@ -435,24 +443,30 @@ class GCAHNG(nn.Module):
         labels = check_labels(labels, b, num_classes=self.num_classes).to(embeddings.device)
         check_multiclass(labels)
         scale = self._scale(j_mean, embeddings)
-
-        edge_index = self.build_graph(embeddings, labels)
-        out = self.gnn(embeddings, edge_index, labels=labels)
-        edge_lam = to_float32(out.lam)
-        src, tgt = edge_index
+        if edge_index is None:
+            graph = self.build_graph(embeddings, labels)
+        else:
+            graph = self._given_graph(embeddings, labels, edge_index)
+        src, tgt = graph.edge_index
         pair_edge = (labels.index_select(0, src) != labels.index_select(0, tgt)).nonzero().view(-1)
+        if pair_edge.numel() == 0:
+            raise ValueError(
+                "the graph has no edge between samples of different classes, so there is no "
+                "anchor -> negative pair to generate from; add other-class edges (e.g. "
+                "batch_graph(x, labels, edges='knn', k=...))"
+            )
+        out = self.gnn(embeddings, graph.edge_index, labels=labels)
         a, n = src.index_select(0, pair_edge), tgt.index_select(0, pair_edge)
 
-        pos = next_same_class(labels)
+        pos = next_positive_index(labels)
         d_pos = F.pairwise_distance(embeddings, embeddings.index_select(0, pos))  # official eps 1e-6
         d_neg = gather_distance(embeddings, a, n)  # == F.pairwise_distance(z[a], z[n])
-        d_pos = d_pos.index_select(0, a)
-        hard = d_pos < d_neg
-        rho = torch.where(hard, d_pos / d_neg.clamp_min(1e-12), torch.ones_like(d_pos))
-        # == hdml_interpolate(z[a], z[n], d+, d-, lam[pair_edge], scale), fused (no [P, D] gathers
-        # of z or lambda are kept for backward)
-        pair_x = gather_lerp(embeddings, a, n, rho, edge_lam.detach() if detach_lam else edge_lam,
-                             pair_edge, scale)
+        lam = to_float32(out.lam)  # generation in float32 under mixed precision
+        pair_x, hard = hdml_interpolate(
+            embeddings, embeddings, d_pos.index_select(0, a), d_neg,
+            lam.detach() if detach_lam else lam, scale,
+            anchor_index=a, negative_index=n, lam_index=pair_edge,
+        )
 
         num_pairs = pair_edge.numel()
         if self.rw is None:
@@ -474,13 +488,12 @@ class GCAHNG(nn.Module):
                 weights = dirichlet_weights(pair_group, num_groups, generator, embeddings.dtype)
             x = scatter(pair_x * weights.unsqueeze(1), pair_group, dim=0, dim_size=num_groups,
                         reduce="sum")
-        return GeneratedNegatives(
-            x=x, labels=out_labels, anchor_index=out_anchor, source_index=n, pair_edge=pair_edge,
-            pair_anchor=a, pair_group=pair_group, weights=weights,
-            pair_x=pair_x if (return_pairs or self.rw is None) else None, hard=hard,
-            positive_index=pos, node_logits=out.logits, node_labels=labels,
-            edge_index=edge_index, edge_lam=edge_lam, embeddings=embeddings, lam_detached=detach_lam,
+        pairs = NegativePairs(
+            anchor=a, negative=n, edge=pair_edge, group=pair_group, weight=weights, hard=hard,
+            x=pair_x if (return_pairs or self.rw is None) else None,
         )
+        return GeneratedNegatives(x=x, labels=out_labels, anchor_index=out_anchor, pairs=pairs,
+                                  graph=graph, gnn=out)
 
     # losses -----------------------------------------------------------------------------------
     @full_precision
@@ -497,19 +510,20 @@ class GCAHNG(nn.Module):
         Nothing is detached here: call :meth:`forward` on detached embeddings for this step.
         """
         softmax_ce = self.softmax_factor * F.cross_entropy(classifier(out.x), out.labels)
-        anchors = out.embeddings.index_select(0, out.anchor_index)
+        anchors = out.graph.x.index_select(0, out.anchor_index)
         similarity = (1.0 - F.cosine_similarity(anchors, out.x, dim=1)).mean()
-        diversity = 1e-2 * diversity_loss(out.edge_lam, out.edge_index, out.embeddings.size(0))
+        diversity = 1e-2 * diversity_loss(to_float32(out.gnn.lam), out.graph.edge_index, out.graph.num_nodes)
         total = 0.5 * (softmax_ce + self.dot_weight * similarity + self.div_weight * diversity)
         return GCAHNGLoss(total, softmax_ce, similarity, diversity)
 
     @full_precision
     def node_loss(self, out: GeneratedNegatives) -> Tensor:
         """Node-classification CE of the GNN (official ``J_gce``, part of the metric step)."""
-        return F.cross_entropy(to_float32(out.node_logits), out.node_labels)
+        return F.cross_entropy(to_float32(out.gnn.logits), out.graph.y)
 
     def __repr__(self) -> str:
         k = f", k={self.k}" if self.k is not None else ""
+        ckpt = ", checkpoint=True" if self.checkpoint else ""
         return (f"{self.__class__.__name__}({self.dim}, num_classes={self.num_classes}, "
                 f"edges={self.edges!r}{k}, alpha={self.alpha}, rw={self.rw!r}, "
-                f"layers={self.gnn.num_layers}, heads={self.gnn.heads})")
+                f"layers={self.gnn.num_layers}, heads={self.gnn.heads}{ckpt})")

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
-from graphneg.nn.functional import gather_dot, gather_scale
+from graphneg.nn.functional import gather_dot, gather_scale, gca_norm, reset_norm
 
 
 def softmax_with_zero_logit(src: Tensor, index: Tensor, num_nodes: int) -> Tensor:
@@ -83,7 +83,7 @@ class NodeAttentionConv(MessagePassing):
         self.lin_k = nn.Linear(channels, channels)
         self.lin_v = nn.Linear(channels, channels)
         self.lin_out = nn.Linear(channels, channels)
-        self.norm = norm if norm is not None else nn.Sequential(nn.GELU(), nn.LayerNorm(channels))
+        self.norm = norm if norm is not None else gca_norm(channels)
         self._alpha: Optional[Tensor] = None
         self.reset_parameters()
 
@@ -93,9 +93,7 @@ class NodeAttentionConv(MessagePassing):
         for lin in (self.lin_q, self.lin_k, self.lin_v, self.lin_out):
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
-        for module in self.norm.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.reset_parameters()
+        reset_norm(self.norm)
 
     def forward(
         self,
