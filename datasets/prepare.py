@@ -20,7 +20,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 # name -> (DataModule class name, official archives, official split sizes {split: (images, classes)})
 BENCHMARKS: Dict[str, Tuple[str, Tuple[str, ...], Dict[str, Tuple[int, int]]]] = {
@@ -40,53 +40,45 @@ def _safe_name(name: str) -> bool:
     return not p.is_absolute() and ".." not in p.parts and not (p.parts and ":" in p.parts[0])
 
 
+def _members(archive: Path) -> Iterator[Tuple[str, bool, Callable[[], IO[bytes]]]]:
+    """``(name, is_dir, open)`` for each member of a zip or tar archive, refusing unsafe members."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise ValueError(f"{archive}: refusing symbolic link member {info.filename!r}")
+                yield info.filename, info.is_dir(), (lambda info=info: zf.open(info))
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            for m in tf:
+                if m.issym() or m.islnk() or not (m.isfile() or m.isdir()):
+                    raise ValueError(f"{archive}: refusing member {m.name!r} (links and devices are not extracted)")
+                yield m.name, m.isdir(), (lambda m=m: tf.extractfile(m))
+    else:
+        raise ValueError(f"{archive} is neither a zip nor a tar archive")
+
+
 def extract(archive: Path, dest: Path) -> Tuple[int, int]:
     """Extract ``archive`` into ``dest`` without overwriting: returns ``(written, kept)`` file counts.
 
     Raises ``ValueError`` for a member that would land outside ``dest`` or is a link."""
     written = kept = 0
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if not _safe_name(info.filename):
-                    raise ValueError(f"{archive}: refusing member {info.filename!r} (absolute path or '..')")
-                if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise ValueError(f"{archive}: refusing symbolic link member {info.filename!r}")
-                target = dest / info.filename
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                if target.exists():
-                    kept += 1
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "xb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-                written += 1
-        return written, kept
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            for m in tf:
-                if not _safe_name(m.name):
-                    raise ValueError(f"{archive}: refusing member {m.name!r} (absolute path or '..')")
-                if m.issym() or m.islnk() or not (m.isfile() or m.isdir()):
-                    raise ValueError(f"{archive}: refusing member {m.name!r} (links and devices are not extracted)")
-                target = dest / m.name
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                if target.exists():
-                    kept += 1
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(m)
-                with src, open(target, "xb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-                written += 1
-        return written, kept
-    raise ValueError(f"{archive} is neither a zip nor a tar archive")
+    for name, is_dir, open_member in _members(archive):
+        if not _safe_name(name):
+            raise ValueError(f"{archive}: refusing member {name!r} (absolute path or '..')")
+        target = dest / name
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if target.exists():
+            kept += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src, open(target, "xb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+        written += 1
+    return written, kept
 
 
 def check(name: str, folder: Path) -> Dict[str, Tuple[int, int]]:
