@@ -55,6 +55,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from graphneg.metrics.probe import knn_accuracy, knn_loo_accuracy, linear_probe
+from graphneg.progress import ProgressBar, progress_enabled
 
 __all__ = ["EmbeddingProbe", "KNNProbe", "LinearProbe", "SVCProbe", "embed_loader"]
 
@@ -78,15 +79,32 @@ def _embed_fn(pl_module: LightningModule):
     return fn
 
 
-def embed_loader(pl_module: LightningModule, loader, limit: Optional[int] = None) -> Embedded:
+def _loader_size(loader, limit: Optional[int]) -> Optional[int]:
+    """Number of samples ``loader`` will yield (``len(loader.dataset)``, capped at ``limit``), else None."""
+    try:
+        n = len(loader.dataset)
+    except (AttributeError, TypeError):
+        return limit
+    return n if limit is None else min(n, limit)
+
+
+def embed_loader(pl_module: LightningModule, loader, limit: Optional[int] = None,
+                 progress: Optional[bool] = None) -> Embedded:
     """Embeddings ``[N, D]`` and labels ``[N]`` of the first ``limit`` samples of ``loader``.
 
     Runs ``pl_module.embed_batch`` in eval mode under :func:`torch.inference_mode` on the module's
     device (batches moved with :func:`lightning.pytorch.utilities.move_data_to_device`); the train /
     eval mode of the module is restored afterwards.
+
+    ``progress``: a console bar over the embedded samples (:mod:`graphneg.progress`): ``None``
+    (default) only for more than 20,000 samples (``len(loader.dataset)``, capped at ``limit``) on a
+    terminal and when no other rich display (e.g. the fit's progress bar) is live; ``True`` always;
+    ``False`` never. The embeddings do not depend on it.
     """
     if limit is not None:
         _positive_int("limit", limit)
+    total = _loader_size(loader, limit)
+    bar = ProgressBar("embedding", total=total, enabled=progress_enabled(progress, total))
     embed_batch = _embed_fn(pl_module)
     was_training = pl_module.training
     pl_module.eval()
@@ -94,7 +112,7 @@ def embed_loader(pl_module: LightningModule, loader, limit: Optional[int] = None
     labs: List[Tensor] = []
     kept = 0
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), bar:
             for batch in loader:
                 emb, lab = embed_batch(move_data_to_device(batch, pl_module.device))
                 emb, lab = emb.detach(), lab.detach().reshape(-1)
@@ -103,6 +121,7 @@ def embed_loader(pl_module: LightningModule, loader, limit: Optional[int] = None
                 embs.append(emb)
                 labs.append(lab.to(emb.device))
                 kept += emb.size(0)
+                bar.advance(emb.size(0))
                 if limit is not None and kept >= limit:
                     break
     finally:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphneg.progress import ProgressBar, progress_enabled
 from graphneg.validation import check_embeddings, check_k, check_ks, check_labels
 
 #: Recall@K values of each benchmark's published protocol (official GCA-HNG ``train.py``).
@@ -205,6 +206,7 @@ def retrieval_metrics(
     backend: str = "torch",
     seed: int = 0,
     max_block_elements: int = 1 << 24,
+    progress: Optional[bool] = None,
 ) -> Dict[str, float]:
     """Recall@K, MAP@R, R-Precision and NMI of a retrieval set (see the module docstring).
 
@@ -220,6 +222,9 @@ def retrieval_metrics(
             ``max_block_elements // N_ref`` rows for large galleries; bounds the peak memory).
         nmi: also compute NMI (k-means, scikit-learn).
         backend: ``"torch"``, ``"faiss"`` or ``"auto"``.
+        progress: a console bar over the query chunks (:mod:`graphneg.progress`): ``None`` (default)
+            shows one only for more than ``graphneg.progress.PROGRESS_THRESHOLD`` (20,000) queries on a
+            terminal, ``True`` always, ``False`` never. The results do not depend on it.
 
     Returns:
         ``{"recall@K": ..., "map@r": ..., "r_precision": ..., "nmi": ..., "num_queries": ...}`` as floats.
@@ -262,20 +267,23 @@ def retrieval_metrics(
     ap_sum = torch.zeros((), dtype=torch.float64, device=embeddings.device)
     rp_sum = torch.zeros((), dtype=torch.float64, device=embeddings.device)
     ranks = torch.arange(1, k_max + 1, device=embeddings.device, dtype=torch.float64)
-    for start, idx in nearest_neighbours(
-        embeddings, ref_embeddings, k_max, same_set, metric, chunk_size, backend, max_block_elements
-    ):
-        stop = start + idx.size(0)
-        ok = valid[start:stop]
-        match = (ref_labels[idx] == labels[start:stop, None])[ok]  # [c, k_max]
-        r = r_per_query[start:stop][ok].to(torch.float64)
-        for j, k in enumerate(ks):
-            recall_hits[j] += match[:, : min(k, k_max)].any(dim=1).sum()
-        in_r = ranks[None, :] <= r[:, None]
-        rel = (match & in_r).to(torch.float64)
-        precision_at_i = rel.cumsum(dim=1) / ranks[None, :]
-        ap_sum += ((precision_at_i * rel).sum(dim=1) / r).sum()
-        rp_sum += (rel.sum(dim=1) / r).sum()
+    n_q = embeddings.size(0)
+    with ProgressBar("retrieval", total=n_q, enabled=progress_enabled(progress, n_q)) as bar:
+        for start, idx in nearest_neighbours(
+            embeddings, ref_embeddings, k_max, same_set, metric, chunk_size, backend, max_block_elements
+        ):
+            stop = start + idx.size(0)
+            ok = valid[start:stop]
+            match = (ref_labels[idx] == labels[start:stop, None])[ok]  # [c, k_max]
+            r = r_per_query[start:stop][ok].to(torch.float64)
+            for j, k in enumerate(ks):
+                recall_hits[j] += match[:, : min(k, k_max)].any(dim=1).sum()
+            in_r = ranks[None, :] <= r[:, None]
+            rel = (match & in_r).to(torch.float64)
+            precision_at_i = rel.cumsum(dim=1) / ranks[None, :]
+            ap_sum += ((precision_at_i * rel).sum(dim=1) / r).sum()
+            rp_sum += (rel.sum(dim=1) / r).sum()
+            bar.advance(idx.size(0))
 
     n_valid = valid.sum().to(torch.float64)
     out: Dict[str, float] = {f"recall@{k}": float(recall_hits[j] / n_valid) for j, k in enumerate(ks)}
