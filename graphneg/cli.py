@@ -29,9 +29,13 @@ What the CLI adds to Lightning's:
   training classes of ``MNIST5kDataModule`` -> the generator's and the loss's ``num_classes``; the
   encoder's ``embedding_dim`` -> the generator's ``dim`` and the loss's ``embedding_size``. A link applies
   when both ends exist in the chosen classes; a linked target's value then always comes from its source
-  (set the source instead). The TU DataModule's ``num_features`` is not linked to the encoder's
-  ``in_channels``: with that link jsonargparse 4.53 rejects every config whose encoder ``class_path`` is a
-  function (``graphneg.models.resnet18``); ``GraphContrastiveModule`` checks that the two agree at setup.
+  (set the source instead). The TU DataModule's ``num_features`` reaches the GIN encoder's
+  ``in_channels`` without a link: a ``link_arguments`` into ``model.init_args.encoder.init_args`` makes
+  jsonargparse 4.53 reject every config whose encoder ``class_path`` is a function
+  (``graphneg.models.resnet18``: "add_function_arguments() got an unexpected keyword argument
+  'linked_targets'"), so the TU configs leave ``in_channels`` out, ``GINEncoder(in_channels=None)`` has no
+  layers yet and ``GraphContrastiveModule.setup()`` builds them from ``datamodule.num_features`` (a given
+  ``in_channels`` is checked against it instead).
 * Default callbacks: ``last.ckpt`` + best checkpoint, learning-rate monitor, RNG state for exact resume,
   a rich progress bar (unless the run disables bars or configures its own). Lightning's cloud-service
   tips and two warnings that are not about the user's run are not shown (see :func:`cli_main`).

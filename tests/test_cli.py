@@ -163,3 +163,67 @@ def test_atomic_save_leaves_old_file_on_failure(tmp_path):
         atomic_torch_save({"v": Boom()}, path)
     assert torch.load(path) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
+
+
+# ------------------------------------------------------------------ issue 12: in_channels from the data
+UNREMIX = os.path.join(os.path.dirname(__file__), "..", "experiments", "unremix")
+
+
+def test_tu_config_without_in_channels_fits_on_mutag(tmp_path):
+    """experiments/unremix/mutag.yaml has no in_channels: GraphContrastiveModule.setup() builds the GIN
+    encoder from the DataModule's num_features; the value is checked against the raw MUTAG node-label
+    file (one-hot atom types: its number of distinct labels)."""
+    import importlib.util
+    from pathlib import Path
+
+    from graphneg.models import GINEncoder
+
+    cfg = os.path.join(UNREMIX, "mutag.yaml")
+    assert not any(line.strip().startswith("in_channels:") for line in open(cfg))
+    raw = Path(importlib.util.find_spec("grakel").submodule_search_locations[0]) / "tests" / "data" / "MUTAG"
+    n_atom_types = len({line.strip() for line in open(raw / "MUTAG_node_labels.txt") if line.strip()})
+    cli = cli_main(["fit", "--config", cfg, f"--data.init_args.root={tmp_path}/tu",
+                    f"--trainer.default_root_dir={tmp_path}/run", "--trainer.fast_dev_run=true",
+                    "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+                    "--model.init_args.encoder.init_args.hidden_channels=8"])
+    enc = cli.model.encoder
+    assert isinstance(enc, GINEncoder)
+    assert enc.in_channels == n_atom_types == cli.datamodule.num_features == 7
+    first = enc.convs[0].nn[0].weight
+    assert tuple(first.shape) == (8, 7)
+    # the lazily built layers are trained: they are in the optimiser and took a step
+    opt_params = {id(p) for g in cli.trainer.optimizers[0].param_groups for p in g["params"]}
+    assert all(id(p) in opt_params for p in enc.parameters())
+    assert cli.trainer.global_step == 1
+    assert cli.trainer.optimizers[0].state[first]["step"] == 1
+
+
+def test_image_config_with_function_encoder_still_parses():
+    """cifar10.yaml's encoder class_path is a function (graphneg.models.resnet18) with in_channels: 3."""
+    cli = cli_main(["--config", os.path.join(UNREMIX, "cifar10.yaml"), "--trainer.logger=false"], run=False)
+    assert type(cli.model.encoder).__name__ == "CifarResNet"
+    convs = [m for m in cli.model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].in_channels == 3
+
+
+def test_gin_encoder_built_later_equals_built_at_once():
+    from graphneg.models import GINEncoder
+
+    torch.manual_seed(3)
+    now = GINEncoder(5, hidden_channels=4, num_layers=2)
+    torch.manual_seed(3)
+    later = GINEncoder(None, hidden_channels=4, num_layers=2)
+    assert later.in_channels is None and len(list(later.parameters())) == 0
+    assert later.out_channels == 8  # known before build (the projector is sized from it)
+    x, ei = torch.randn(3, 5), torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    with pytest.raises(ValueError, match=r"in_channels=None and has no layers yet.*build"):
+        later(x, ei)
+    torch.manual_seed(3)  # the same random stream as `now`'s layers
+    later.build(5)
+    a, b = now.state_dict(), later.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    torch.testing.assert_close(later(x, ei), now(x, ei), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"already has its layers \(in_channels=5\)"):
+        later.build(5)
+    with pytest.raises(ValueError, match="in_channels must be a positive integer"):
+        GINEncoder(None).build(0)

@@ -209,14 +209,12 @@ def test_all_unremix_configs_instantiate(tmp_path):
         else:
             assert isinstance(model, GraphContrastiveModule) and isinstance(model.encoder, GINEncoder)
             assert (model.encoder.hidden_channels, model.encoder.num_layers, dm.batch_size) == (32, 3, 128)
+            # in_channels left to GraphContrastiveModule.setup() (tests/test_cli.py fits MUTAG that way)
+            assert model.encoder.in_channels is None
         if name.startswith("cifar") or name == "stl10":  # the HCL image setting
             assert dm.batch_size == 256 and model.hparams.lr == 1e-3 and model.hparams.weight_decay == 1e-6
             assert model.projector.in_dim == 512 and model.projector.hidden_dim == 512
             assert model.projector.out_dim == 128
-    # the offline TU configs' in_channels match the real data
-    for name, ds in (("mutag_unremix", "MUTAG"), ("cuneiform_unremix", "Cuneiform"), ("mutag", "MUTAG")):
-        cli = cli_main(["--config", os.path.join(CFG, f"{name}.yaml"), "--trainer.logger=false"], run=False)
-        assert cli.model.encoder.in_channels == TUDataModule(ds, root=str(tmp_path)).num_features
 
 
 def test_in_channels_mismatch_is_reported(tmp_path):

@@ -36,7 +36,9 @@ class GINEncoder(torch.nn.Module):
     injective readout).
 
     Args:
-        in_channels (int): node feature size ``F``.
+        in_channels (int, optional): node feature size ``F``; ``None`` (default): the layers are made
+            later by :meth:`build` (``GraphContrastiveModule.setup()`` passes the DataModule's
+            ``num_features``).
         hidden_channels (int): width ``H`` of every layer (InfoGraph / HCL: 32).
         num_layers (int): number of GIN layers ``L`` (HCL's TU runs: 3).
         pooling (str): ``"sum"``, ``"mean"`` or ``"max"`` readout.
@@ -49,30 +51,54 @@ class GINEncoder(torch.nn.Module):
           concatenated node embeddings ``[N, H * L]`` (InfoGraph's local features).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int = 32, num_layers: int = 3,
+    def __init__(self, in_channels: Optional[int] = None, hidden_channels: int = 32, num_layers: int = 3,
                  pooling: str = "sum", train_eps: bool = False):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                             ("num_layers", num_layers)):
+            if name == "in_channels" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"GINEncoder {name} must be a positive integer, got {value!r}")
         if pooling not in _POOLS:
             raise ValueError(f"GINEncoder pooling must be one of {tuple(_POOLS)}, got {pooling!r}")
-        self.in_channels = in_channels
+        self.in_channels: Optional[int] = None
         self.hidden_channels = hidden_channels
         self.num_layers = num_layers
         self.pooling = pooling
+        self.train_eps = bool(train_eps)
         self.out_channels = hidden_channels * num_layers
         self.convs = ModuleList()
         self.norms = ModuleList()
-        for layer in range(num_layers):
-            first = in_channels if layer == 0 else hidden_channels
-            mlp = Sequential(Linear(first, hidden_channels), ReLU(),
-                             Linear(hidden_channels, hidden_channels))
-            self.convs.append(GINConv(mlp, train_eps=train_eps))
-            self.norms.append(BatchNorm1d(hidden_channels))
         self.act = ReLU()
+        if in_channels is not None:
+            self.build(in_channels)
+
+    def build(self, in_channels: int) -> "GINEncoder":
+        """Create the layers for node features of size ``in_channels`` (an encoder made with
+        ``in_channels=None`` has none yet).
+
+        :class:`graphneg.models.GraphContrastiveModule` calls this in its ``setup()`` with the
+        DataModule's ``num_features``, so YAML configs need not repeat ``in_channels`` (issue 12: a
+        jsonargparse link into the encoder's ``init_args`` is rejected by jsonargparse 4.53 whenever the
+        encoder ``class_path`` is a function). The layers' initial weights are then drawn at setup, after
+        the other modules', so a run differs in its random initialisation (not in the architecture) from
+        one with ``in_channels`` given explicitly. Calling it on a built encoder is an error.
+        """
+        if self.in_channels is not None:
+            raise ValueError(f"GINEncoder already has its layers (in_channels={self.in_channels}); build() "
+                             "is only for an encoder created with in_channels=None")
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"GINEncoder in_channels must be a positive integer, got {in_channels!r}")
+        self.in_channels = in_channels
+        for layer in range(self.num_layers):
+            first = in_channels if layer == 0 else self.hidden_channels
+            mlp = Sequential(Linear(first, self.hidden_channels), ReLU(),
+                             Linear(self.hidden_channels, self.hidden_channels))
+            self.convs.append(GINConv(mlp, train_eps=self.train_eps))
+            self.norms.append(BatchNorm1d(self.hidden_channels))
         self.reset_parameters()
+        return self
 
     def reset_parameters(self) -> None:
         for conv in self.convs:
@@ -97,6 +123,12 @@ class GINEncoder(torch.nn.Module):
             raise ValueError(
                 "GINEncoder needs node features x; for graphs without attributes add one-hot degrees "
                 "(torch_geometric.transforms.OneHotDegree) or use graphneg.data.tu.TUDataModule"
+            )
+        if self.in_channels is None:
+            raise ValueError(
+                "GINEncoder was made with in_channels=None and has no layers yet: call "
+                "encoder.build(dataset.num_features) or train it in graphneg.models.GraphContrastiveModule, "
+                "whose setup() builds it from the DataModule's num_features"
             )
         if x.dim() != 2 or x.size(-1) != self.in_channels:
             raise ValueError(

@@ -36,7 +36,9 @@ class GraphContrastiveModule(_ContrastiveBase):
 
     Args:
         encoder: graph encoder with ``forward_data(batch) -> [G, D]`` (or ``forward(x, edge_index,
-            batch)``); its ``in_channels`` must equal the DataModule's ``num_features`` (checked).
+            batch)``); its ``in_channels`` must equal the DataModule's ``num_features`` (checked at
+            setup); a :class:`~graphneg.models.GINEncoder` with ``in_channels=None`` is built there with
+            the DataModule's ``num_features`` (:meth:`setup`).
         loss: a two-view contrastive loss.
         projector: projection head; ``None`` builds one from ``projector_dims``.
         projector_dims: widths of the default head (``None``: ``(D, D)`` as GraphCL; ``()``: none).
@@ -97,14 +99,33 @@ class GraphContrastiveModule(_ContrastiveBase):
         return batch, y
 
     def setup(self, stage: Optional[str] = None) -> None:
+        """Check (or fill) the encoder's ``in_channels`` against the DataModule's ``num_features``.
+
+        An encoder made without ``in_channels`` (:class:`graphneg.models.GINEncoder` with
+        ``in_channels=None``, the TU configs of ``experiments/unremix/``) gets its layers here:
+        ``encoder.build(datamodule.num_features)``. This runs before Lightning creates the optimisers
+        and before ``--ckpt_path`` restores weights, so both see the built layers. Outside a Trainer
+        (``load_from_checkpoint``, :meth:`graphneg.callbacks.EmbeddingProbe.evaluate`) pass an encoder
+        with explicit ``in_channels``.
+        """
         dm = self.trainer.datamodule
         features = getattr(dm, "num_features", None) if dm is not None else None
         in_ch = getattr(self.encoder, "in_channels", None)
+        name = getattr(dm, "name", type(dm).__name__) if dm is not None else "(none: fit was given loaders)"
+        if in_ch is None and callable(getattr(self.encoder, "build", None)):
+            if not isinstance(features, int):
+                raise ValueError(
+                    f"the encoder {type(self.encoder).__name__} has in_channels=None (set from the DataModule at "
+                    f"setup) but the DataModule {name} has no integer num_features; set "
+                    "model.init_args.encoder.init_args.in_channels"
+                )
+            self.encoder.build(features)
+            return
         if isinstance(features, int) and isinstance(in_ch, int) and features != in_ch:
-            name = getattr(dm, "name", type(dm).__name__)
             raise ValueError(
                 f"the encoder's in_channels={in_ch} does not match the node features of {name} "
-                f"(num_features={features}); set model.init_args.encoder.init_args.in_channels={features}"
+                f"(num_features={features}); set model.init_args.encoder.init_args.in_channels={features} "
+                "or leave it out (GINEncoder then takes num_features at setup)"
             )
 
     # ------------------------------------------------------------------ evaluation
