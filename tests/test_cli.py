@@ -227,3 +227,22 @@ def test_gin_encoder_built_later_equals_built_at_once():
         later.build(5)
     with pytest.raises(ValueError, match="in_channels must be a positive integer"):
         GINEncoder(None).build(0)
+
+
+def test_tu_config_without_in_channels_resumes_and_tests(tmp_path):
+    """setup() builds the encoder before Lightning restores a checkpoint: `--ckpt_path last` resumes and
+    `test --ckpt_path <file>` loads the trained weights into the lazily built layers."""
+    cfg = os.path.join(UNREMIX, "mutag.yaml")
+    base = [f"--data.init_args.root={tmp_path}/tu", f"--trainer.default_root_dir={tmp_path}/run",
+            "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]", "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=1",
+            "--model.init_args.encoder.init_args.hidden_channels=8"]
+    first = cli_main(["fit", "--config", cfg, *base, "--trainer.max_epochs=1"])
+    resumed = cli_main(["fit", "--config", cfg, *base, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert resumed.trainer.global_step == 2 * first.trainer.global_step == 2
+    last = os.path.join(resumed.trainer.logger.log_dir, "checkpoints", "last.ckpt")
+    tested = cli_main(["test", "--config", cfg, *base, f"--ckpt_path={last}"])
+    saved = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    got = tested.model.state_dict()
+    assert saved.keys() == got.keys() and all(torch.equal(saved[k], got[k]) for k in saved)
+    assert torch.equal(got["encoder.convs.0.nn.0.weight"], resumed.model.encoder.convs[0].nn[0].weight)
