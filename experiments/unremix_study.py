@@ -62,9 +62,12 @@ SELECT_RECIPES = {
     "lr01_random4": dict(lr=1e-2, augment="random4", scheduler="none"),
     "lr01_node_drop": dict(lr=1e-2, augment="node_drop", scheduler="none"),
     "lr01_subgraph": dict(lr=1e-2, augment="subgraph", scheduler="none"),
+    # Cuneiform's continuous node attributes (wedge positions/orientations) on top of the node labels
+    "lr01_subgraph_attr": dict(lr=1e-2, augment="subgraph", scheduler="none", node_attr=True),
+    "lr01_node_drop_attr": dict(lr=1e-2, augment="node_drop", scheduler="none", node_attr=True),
 }
 # the recipe used by the study, per dataset (set from the select phase, see the results file)
-RECIPES: Dict[str, str] = {"mutag": "lr01_subgraph", "cuneiform": "lr01_subgraph"}
+RECIPES: Dict[str, str] = {"mutag": "lr01_subgraph", "cuneiform": "old"}
 
 UR = dict(temperature=T, tau_plus=TAU_PLUS, beta=BETA)
 STUDY_LOSSES = {
@@ -74,8 +77,6 @@ STUDY_LOSSES = {
     # full mixes (sim + unc + rep): both representativeness directions x both uncertainty variants
     "ur_density": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=10, representativeness="density"),
     "ur_diversity": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=None, representativeness="diversity"),
-    "ur_density_pl": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=10, representativeness="density",
-                                         uncertainty="pseudo_label"),
     "ur_diversity_pl": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=None, representativeness="diversity",
                                            uncertainty="pseudo_label"),
     # single scores
@@ -84,6 +85,9 @@ STUDY_LOSSES = {
     "ur_unc_pl": lambda: UnReMixLoss(**UR, weights=(0, 1, 0), uncertainty="pseudo_label"),
     "ur_rep_density": lambda: UnReMixLoss(**UR, weights=(0, 0, 1), k=10, representativeness="density"),
     "ur_rep_diversity": lambda: UnReMixLoss(**UR, weights=(0, 0, 1), k=None, representativeness="diversity"),
+    # last: run only when the budget allows (the pseudo-label mix is also measured with diversity)
+    "ur_density_pl": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=10, representativeness="density",
+                                         uncertainty="pseudo_label"),
 }
 LABELS = {
     "untrained": "untrained encoder", "infonce": "InfoNCE", "dcl": "DCL", "hcl": "HCL",
@@ -114,7 +118,8 @@ def val_half(labels: torch.Tensor) -> torch.Tensor:
 def run_graph(ds: str, recipe: str, loss_name: str, seed: int, epochs: int, validation: bool) -> Dict:
     rc = SELECT_RECIPES[recipe]
     dm = TUDataModule(TU_NAMES[ds], root=str(ROOT / "datasets" / "tu"), batch_size=128,
-                      augment=rc["augment"], aug_ratio=0.2, seed=seed)
+                      augment=rc["augment"], aug_ratio=0.2, seed=seed,
+                      use_node_attr=rc.get("node_attr", False))
     dm.setup()
     L.seed_everything(seed, verbose=False)
     loss = STUDY_LOSSES["infonce" if loss_name == "untrained" else loss_name]()
@@ -176,8 +181,12 @@ def phase_select(args) -> None:
             continue
         for seed in SELECT_SEEDS:
             for recipe in SELECT_RECIPES:
-                for loss_name in (["untrained"] if recipe == "old" else []) + ["infonce"]:
-                    rec = "any" if loss_name == "untrained" else recipe
+                attr = SELECT_RECIPES[recipe].get("node_attr", False)
+                if attr and ds != "cuneiform":
+                    continue
+                first = recipe == ("lr01_subgraph_attr" if attr else "old")
+                for loss_name in (["untrained"] if first else []) + ["infonce"]:
+                    rec = ("any_attr" if attr else "any") if loss_name == "untrained" else recipe
                     row = {"dataset": ds, "recipe": rec, "loss": loss_name, "seed": seed}
                     if key(row) in done:
                         continue
@@ -252,16 +261,18 @@ def report(args) -> str:
                   " (not study seeds); score = SVC protocol (10-fold, C grid 1e-3..1e3) on a fixed stratified "
                   f"half of the graphs (split seed {VAL_SPLIT_SEED}). Accuracy %, mean over the selection seeds.",
                   "", "| recipe | lr | augmentation | schedule | MUTAG val | Cuneiform val |", "|---|---|---|---|---|---|"]
-        for rec in ["any"] + list(SELECT_RECIPES):
+        for rec in ["any", "any_attr"] + list(SELECT_RECIPES):
             cells = []
             for ds in ("mutag", "cuneiform"):
                 xs = [r["acc"] for r in sel if r["dataset"] == ds and r["recipe"] == rec]
                 cells.append(f"{100 * sum(xs) / len(xs):.1f} (n={len(xs)})" if xs else "-")
-            if rec == "any":
-                lines.append(f"| untrained encoder | - | - | - | {cells[0]} | {cells[1]} |")
+            if rec.startswith("any"):
+                feats = " (node attributes)" if rec == "any_attr" else ""
+                lines.append(f"| untrained encoder{feats} | - | - | - | {cells[0]} | {cells[1]} |")
             else:
                 rc = SELECT_RECIPES[rec]
-                lines.append(f"| {rec} | {rc['lr']} | {rc['augment']} | {rc['scheduler']} | {cells[0]} | {cells[1]} |")
+                aug = rc["augment"] + (" + node attributes" if rc.get("node_attr") else "")
+                lines.append(f"| {rec} | {rc['lr']} | {aug} | {rc['scheduler']} | {cells[0]} | {cells[1]} |")
         lines += ["", "Chosen for the study: " + ", ".join(f"{ds}: `{r}`" for ds, r in RECIPES.items()) + ".", ""]
     lines += ["## 2. Study: 5 seeds, test protocol", "",
               "Losses share t = 0.5, tau_plus = 0.1, beta = 1; UnReMix weights (1, 1, 1) for the full mix, density "
