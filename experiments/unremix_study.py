@@ -198,11 +198,28 @@ def phase_select(args) -> None:
                     print(json.dumps(row), flush=True)
 
 
+# priority order of the study: blocks of (dataset, losses), each run for every seed before the next
+# block starts, so that whatever finishes in the budget has all 5 seeds per row
+PLAN = [
+    ("mutag", ["untrained", "infonce", "dcl", "hcl", "ur_density", "ur_diversity", "ur_diversity_pl"]),
+    ("mnist5k", ["untrained", "hcl", "ur_density", "ur_diversity"]),
+    ("cuneiform", ["untrained", "hcl", "ur_density", "ur_diversity"]),
+    ("mutag", ["ur_unc_pl", "ur_rep_diversity", "ur_rep_density", "ur_unc", "ur_sim"]),
+    ("mnist5k", ["infonce", "dcl", "ur_diversity_pl", "ur_unc_pl", "ur_rep_diversity", "ur_rep_density",
+                 "ur_unc", "ur_sim"]),
+    ("cuneiform", ["infonce", "dcl", "ur_diversity_pl", "ur_unc_pl", "ur_rep_diversity", "ur_rep_density",
+                   "ur_unc", "ur_sim"]),
+    ("mutag", ["ur_density_pl"]),
+]
+
+
 def phase_study(args) -> None:
     out = RESULTS / "unremix_study.jsonl"
     done = {key(r) for r in load(out)}
-    losses = ["untrained"] + [n for n in STUDY_LOSSES if n in args.losses]
-    for ds in args.datasets:
+    for ds, block in PLAN:
+        if ds not in args.datasets:
+            continue
+        losses = [n for n in block if n == "untrained" or n in args.losses]
         for seed in args.seeds:
             todo = [n for n in losses if (ds, RECIPES.get(ds, "mnist"), n, seed) not in done]
             if not todo:
@@ -217,6 +234,7 @@ def phase_study(args) -> None:
                 row = {"dataset": ds, "recipe": RECIPES.get(ds, "mnist"), "loss": loss_name, "seed": seed,
                        **res, "total_s": time.time() - t0}
                 append(out, row)
+                done.add(key(row))
                 print(json.dumps(row), flush=True)
 
 
