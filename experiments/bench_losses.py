@@ -33,13 +33,13 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphneg.losses import DCLLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
+from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
 
 
 def make_losses():
     return {
         "InfoNCELoss": InfoNCELoss(temperature=0.5),
-        "DCLLoss": DCLLoss(temperature=0.5, tau_plus=0.1),
+        "DCLLoss": DebiasedContrastiveLoss(temperature=0.5, tau_plus=0.1),
         "HCLLoss": HCLLoss(temperature=0.5, tau_plus=0.1, beta=1.0),
         "UnReMixLoss": UnReMixLoss(temperature=0.5, tau_plus=0.1, beta=1.0, weights=(1, 1, 1), k=10),
     }

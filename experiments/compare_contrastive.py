@@ -2,7 +2,8 @@
 
 Every (dataset, loss, seed) run trains a fresh encoder with :class:`graphneg.models.ContrastiveModule`
 (MNIST-5k) or :class:`graphneg.models.GraphContrastiveModule` (MUTAG, Cuneiform) under Lightning and
-then measures the downstream accuracy of the frozen encoder with the module's ``evaluate``:
+then measures the downstream accuracy of the frozen encoder with the probes of :mod:`graphneg.callbacks`
+(``KNNProbe`` / ``LinearProbe`` / ``SVCProbe``, their ``evaluate(model, datamodule)``):
 
 * MNIST-5k (stratified split of the 5,000 digits: 400 train / 100 test per class): weighted kNN
   (k = 20, t = 0.1) and a linear probe (50 epochs) fit on the 4,000 un-augmented training digits and
@@ -47,9 +48,10 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from graphneg.callbacks import KNNProbe, LinearProbe, SVCProbe  # noqa: E402
 from graphneg.data import MNIST5kDataModule, TUDataModule  # noqa: E402
 from graphneg.data.image_augment import digit_views  # noqa: E402
-from graphneg.losses import DCLLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
+from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
 from graphneg.models import ContrastiveModule, GINEncoder, GraphContrastiveModule, SmallCNN  # noqa: E402
 
 T, TAU_PLUS, BETA = 0.5, 0.1, 1.0
@@ -74,7 +76,7 @@ def make_loss(name: str) -> torch.nn.Module:
     if name == "infonce":
         return InfoNCELoss(T)
     if name == "dcl":
-        return DCLLoss(T, TAU_PLUS)
+        return DebiasedContrastiveLoss(T, TAU_PLUS)
     if name == "hcl":
         return HCLLoss(T, TAU_PLUS, BETA)
     if name == "unremix":
@@ -146,8 +148,7 @@ class CachedViewsMNIST(L.LightningDataModule):
 def mnist_module(loss: torch.nn.Module, seed: int) -> ContrastiveModule:
     L.seed_everything(seed, verbose=False)
     return ContrastiveModule(SmallCNN(1, 64, width=16), loss, projector_dims=(128, 64), lr=2e-3,
-                             weight_decay=1e-6, knn_k=20, knn_t=0.1, probe_epochs=50, probe_at_end=False,
-                             log_histograms=False, seed=seed)
+                             weight_decay=1e-6, log_histograms=False)
 
 
 def run_mnist(loss_name: str, seed: int, epochs: int, dm: CachedViewsMNIST) -> Dict[str, float]:
@@ -156,8 +157,9 @@ def run_mnist(loss_name: str, seed: int, epochs: int, dm: CachedViewsMNIST) -> D
     if loss_name != "untrained":
         trainer(epochs, reload_dataloaders_every_n_epochs=1).fit(model, dm)
     fit_s = time.time() - t0
-    res = model.evaluate(dm)
-    return {"knn": res["knn_top1"], "linear": res["linear_top1"], "fit_s": fit_s}
+    knn = KNNProbe(k=20, temperature=0.1).evaluate(model, dm)["knn_top1"]
+    linear = LinearProbe(epochs=50, seed=seed).evaluate(model, dm)["linear_top1"]
+    return {"knn": knn, "linear": linear, "fit_s": fit_s}
 
 
 # ------------------------------------------------------------------------------------ graphs
@@ -167,14 +169,14 @@ def run_graph(name: str, loss_name: str, seed: int, epochs: int, root: str) -> D
     L.seed_everything(seed, verbose=False)
     loss = make_loss(loss_name) if loss_name != "untrained" else InfoNCELoss(T)
     model = GraphContrastiveModule(GINEncoder(dm.num_features, 32, 3), loss, lr=1e-3, eval_every=10 ** 6,
-                                   probe_at_end=False, log_histograms=False, seed=seed)
+                                   log_histograms=False)
     t0 = time.time()
     if loss_name != "untrained":
         trainer(epochs).fit(model, dm)
     fit_s = time.time() - t0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="svc_protocol: the smallest class")
-        res = model.evaluate(dm)
+        res = SVCProbe(seed=seed).evaluate(model, dm)
     return {"svc": res["svc_acc"], "svc_fold_std": res["svc_std"], "fit_s": fit_s}
 
 

@@ -2,7 +2,8 @@
 
 Sub-packages: ``graph`` (mini-batch -> PyG graph), ``nn`` (GCA-HNG message-passing layers and the
 generator), ``losses`` (metric and contrastive losses), ``sampling`` (UnReMix scores), ``models``
-(encoders and LightningModules), ``data`` (DataModules, samplers), ``metrics`` (Recall@K, MAP@R, ...).
+(encoders and LightningModules), ``data`` (DataModules, samplers), ``metrics`` (Recall@K, MAP@R, ...),
+``validation`` (input checks; ``value_checks(False)`` turns off the value checks that sync with the host).
 """
 from graphneg.graph import batch_graph
 

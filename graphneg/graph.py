@@ -25,49 +25,9 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from graphneg.validation import check_embeddings, check_k, check_labels, check_multiclass  # re-exported
+
 EDGE_MODES = ("complete", "knn", "negative", "positive", "knn_negative")
-
-
-def check_embeddings(x: Tensor, name: str = "embeddings") -> None:
-    """Raise a clear ``ValueError`` unless ``x`` is a finite floating ``[B, D]`` tensor."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape [B, D], got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(
-            f"{name} must have shape [B, D] (one row per sample), got shape {tuple(x.shape)}; "
-            "flatten the encoder output with x.flatten(1) first"
-        )
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(
-            f"{name} contain NaN or Inf values; check the learning rate, the input data and the "
-            "normalisation (torch.autograd.set_detect_anomaly(True) helps to find the source)"
-        )
-
-
-def check_labels(labels: Tensor, num: int, name: str = "labels") -> Tensor:
-    """Raise a clear ``ValueError`` unless ``labels`` is an integer vector of length ``num``."""
-    if not isinstance(labels, Tensor):
-        labels = torch.as_tensor(labels)
-    labels = labels.reshape(-1) if labels.dim() == 2 and labels.size(-1) == 1 else labels
-    if labels.dim() != 1 or labels.numel() != num:
-        raise ValueError(
-            f"{name} must be a vector with one entry per sample: expected shape [{num}], "
-            f"got {tuple(labels.shape)}"
-        )
-    if labels.is_floating_point():
-        raise ValueError(f"{name} must be integer class ids, got dtype {labels.dtype}")
-    return labels
-
-
-def check_multiclass(labels: Tensor, what: str = "this batch") -> None:
-    """Raise unless at least two distinct classes are present (negatives need another class)."""
-    if labels.numel() == 0 or bool((labels == labels[0]).all()):
-        raise ValueError(
-            f"{what} holds a single class ({labels[:1].tolist()}): negatives need samples of at least "
-            "two classes; use graphneg.data.MPerClassSampler (classes_per_batch >= 2) to build batches"
-        )
 
 
 def _similarity_features(x: Tensor, metric: str) -> Tensor:
@@ -97,6 +57,7 @@ def knn_index(
     """
     if k is None or int(k) < 1:
         raise ValueError(f"k must be a positive integer for kNN edges, got {k!r}")
+    k = check_k(k, "k")  # 2.7 or True raise instead of becoming 2 or 1
     n = x.size(0)
     if negatives_only and labels is None:
         raise ValueError("edges='knn_negative' needs labels")
@@ -180,6 +141,8 @@ def batch_graph(
         if labels is None:
             raise ValueError(f"edges={edges!r} needs labels (one class id per sample)")
         check_multiclass(labels)
+    if k is not None:
+        k = check_k(k, "k")
     if edges in ("knn", "knn_negative"):
         edge_index = knn_index(
             x, k, labels=labels, negatives_only=edges == "knn_negative", loop=loop,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from graphneg.losses import DCLLoss, HCLLoss, InfoNCELoss, UnReMixLoss
+from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss
 
 
 def _views(b=6, d=5, seed=0, dtype=torch.float64):
@@ -124,7 +124,7 @@ def test_hcl_gradient_matches_reference():
 def test_hcl_beta0_equals_dcl():
     z1, z2 = _views(seed=4)
     a = HCLLoss(temperature=0.3, tau_plus=0.1, beta=0.0)(z1, z2)
-    b = DCLLoss(temperature=0.3, tau_plus=0.1)(z1, z2)
+    b = DebiasedContrastiveLoss(temperature=0.3, tau_plus=0.1)(z1, z2)
     ref = ref_loop(z1, z2, 0.3, 0.1, uniform_importance)
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
     assert abs(float(b) - ref) < 1e-10
@@ -132,7 +132,7 @@ def test_hcl_beta0_equals_dcl():
 
 def test_dcl_tau0_equals_infonce():
     z1, z2 = _views(seed=5)
-    a = DCLLoss(temperature=0.4, tau_plus=0.0)(z1, z2)
+    a = DebiasedContrastiveLoss(temperature=0.4, tau_plus=0.0)(z1, z2)
     b = InfoNCELoss(temperature=0.4)(z1, z2)
     c = HCLLoss(temperature=0.4, tau_plus=0.0, beta=0.0)(z1, z2)
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -201,7 +201,7 @@ def test_extra_negatives_match_loop():
     want = ref_loop(z1, z2, 0.5, 0.1, hcl_importance(1.0, 0.5), neg=neg)
     assert abs(float(got) - want) < 1e-10
     labels, neg_labels = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 5, 0])
-    got = DCLLoss(0.5, 0.1)(z1, z2, labels, neg=neg, neg_labels=neg_labels)
+    got = DebiasedContrastiveLoss(0.5, 0.1)(z1, z2, labels, neg=neg, neg_labels=neg_labels)
     want = ref_loop(z1, z2, 0.5, 0.1, uniform_importance, labels=labels, neg=neg, neg_labels=neg_labels)
     assert abs(float(got) - want) < 1e-10
     ce = InfoNCELoss(0.5)(z1, z2, neg=neg)
@@ -296,7 +296,7 @@ def test_unremix_last_scores():
 # ------------------------------------------------------------------------------ training / grads
 ALL_LOSSES = [
     lambda: InfoNCELoss(0.5),
-    lambda: DCLLoss(0.5, 0.1),
+    lambda: DebiasedContrastiveLoss(0.5, 0.1),
     lambda: HCLLoss(0.5, 0.1, 1.0),
     lambda: UnReMixLoss(0.5, 0.1, 1.0, k=3),
     lambda: UnReMixLoss(0.5, 0.1, 1.0, weights=(0, 1, 1), k=3, detach_scores=False),
@@ -336,7 +336,7 @@ def test_finite_gradients_edge_cases(make):
         assert torch.isfinite(loss) and torch.isfinite(ga).all() and torch.isfinite(gb).all()
 
 
-@pytest.mark.parametrize("cls", [DCLLoss, HCLLoss, UnReMixLoss])
+@pytest.mark.parametrize("cls", [DebiasedContrastiveLoss, HCLLoss, UnReMixLoss])
 def test_tau_plus_near_bound_finite(cls):
     z1, z2 = _views(b=6, d=4, seed=18, dtype=torch.float32)
     z1.requires_grad_()
@@ -345,7 +345,7 @@ def test_tau_plus_near_bound_finite(cls):
     assert torch.isfinite(loss) and torch.isfinite(g).all()
 
 
-@pytest.mark.parametrize("cls", [InfoNCELoss, DCLLoss, HCLLoss, UnReMixLoss])
+@pytest.mark.parametrize("cls", [InfoNCELoss, DebiasedContrastiveLoss, HCLLoss, UnReMixLoss])
 def test_small_temperature_float32_stable(cls):
     # exp(s / 0.01) overflows float32 without the per-anchor shift
     z1, z2 = _views(b=8, d=6, seed=19, dtype=torch.float32)
@@ -369,15 +369,15 @@ def test_errors():
     with pytest.raises(ValueError, match="NaN"):
         HCLLoss()(bad, z2)
     for t in (0.0, -1.0):
-        for cls in (InfoNCELoss, DCLLoss, HCLLoss, UnReMixLoss):
+        for cls in (InfoNCELoss, DebiasedContrastiveLoss, HCLLoss, UnReMixLoss):
             with pytest.raises(ValueError, match="temperature must be > 0"):
                 cls(temperature=t)
     for tp in (-0.1, 1.0, 1.5):
-        for cls in (DCLLoss, HCLLoss, UnReMixLoss):
+        for cls in (DebiasedContrastiveLoss, HCLLoss, UnReMixLoss):
             with pytest.raises(ValueError, match=r"tau_plus .* \[0, 1\)"):
                 cls(tau_plus=tp)
     with pytest.raises(ValueError, match="no valid negative"):
-        DCLLoss()(z1, z2, torch.zeros(4, dtype=torch.long))
+        DebiasedContrastiveLoss()(z1, z2, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="batch of one sample has no negative"):
         UnReMixLoss()(z1[:1], z2[:1])
     for w in [(0, 0, 0), (1, -1, 0), (1, 1), (float("nan"), 1, 1)]:
@@ -401,4 +401,4 @@ def test_repr_and_defaults():
     u = UnReMixLoss()
     assert u.weights == (1.0, 1.0, 1.0) and u.k == 10 and u.detach_scores is True
     assert "beta=1.0" in repr(HCLLoss())
-    np.testing.assert_equal(DCLLoss().tau_plus, 0.1)
+    np.testing.assert_equal(DebiasedContrastiveLoss().tau_plus, 0.1)

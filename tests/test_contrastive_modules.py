@@ -1,8 +1,10 @@
 """ContrastiveModule / GraphContrastiveModule: short CLI fits on the offline data (MNIST-5k, MUTAG from
 grakel) with TensorBoard scalars + UnReMix histograms, checkpoints that reload, one-line loss switches,
-the ablation overrides, the configs of experiments/unremix, and the helpers against loop references.
+the ablation overrides, the configs of experiments/unremix, the probe callbacks of graphneg.callbacks,
+and the helpers against loop references.
 Slow tests (``-m slow``): a few epochs of training with each loss beat the untrained encoder."""
 import glob
+import json
 import os
 import warnings
 
@@ -10,12 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from graphneg.callbacks import EmbeddingProbe, KNNProbe, LinearProbe, SVCProbe
 from graphneg.cli import cli_main
 from graphneg.data import MNIST5kDataModule, TUDataModule
-from graphneg.losses import DCLLoss, HCLLoss, InfoNCELoss, UnReMixLoss
+from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss
+from graphneg.losses.contrastive import negative_pair_mask
 from graphneg.metrics import knn_accuracy, svc_protocol
+from graphneg.metrics.probe import knn_loo_accuracy, linear_probe
 from graphneg.models import ContrastiveModule, GINEncoder, GraphContrastiveModule, SmallCNN
-from graphneg.models.contrastive import build_projector, encoder_dim, knn_loo_accuracy, negative_pair_mask
+from graphneg.models.contrastive import build_projector, encoder_dim
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CFG = os.path.join(HERE, "..", "experiments", "unremix")
@@ -23,10 +28,22 @@ MNIST_CFG = os.path.join(CFG, "mnist5k_unremix.yaml")
 MUTAG_CFG = os.path.join(CFG, "mutag_unremix.yaml")
 SCORES = ("similarity", "uncertainty", "representativeness", "weights")
 
+def callbacks_arg(*specs):
+    """``--trainer.callbacks=[...]``: replaces the config's probe callbacks (class name, init_args)."""
+    return "--trainer.callbacks=" + json.dumps(
+        [{"class_path": f"graphneg.callbacks.{name}", "init_args": args} for name, args in specs])
+
+
+def probe(trainer, cls):
+    (found,) = [c for c in trainer.callbacks if type(c) is cls]
+    return found
+
+
 MNIST_SMALL = [
     "--data.init_args.limit_per_class=20", "--data.init_args.batch_size=32", "--data.init_args.num_workers=0",
     "--model.init_args.encoder.init_args.width=8", "--model.init_args.projector_dims=[16, 8]",
-    "--model.init_args.probe_epochs=5", "--model.init_args.knn_k=5", "--model.init_args.projector_max=16",
+    callbacks_arg(("KNNProbe", {"k": 5, "temperature": 0.1}), ("LinearProbe", {"epochs": 5})),
+    "--model.init_args.projector_max=16",
     "--trainer.limit_train_batches=2", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
     "--trainer.log_every_n_steps=1",
 ]
@@ -35,8 +52,8 @@ MNIST_SMALL = [
 def graph_small(root):
     return [
         f"--data.init_args.root={root}", "--data.init_args.batch_size=32",
-        "--model.init_args.encoder.init_args.hidden_channels=8", "--model.init_args.val_folds=3",
-        "--model.init_args.test_folds=3", "--model.init_args.val_C_grid=[1.0]", "--model.init_args.C_grid=[1.0, 10.0]",
+        "--model.init_args.encoder.init_args.hidden_channels=8",
+        callbacks_arg(("SVCProbe", {"val_folds": 3, "folds": 3, "val_C_grid": [1.0], "C_grid": [1.0, 10.0]})),
         "--trainer.limit_train_batches=2", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
     "--trainer.log_every_n_steps=1",
     ]
@@ -87,8 +104,10 @@ def test_image_fit_logs_histograms_probe_and_reloads(tmp_path):
         bank = model.encoder(torch.stack([dm.train_eval_set[i][0] for i in range(len(dm.train_eval_set))]))
         query = model.encoder(torch.stack([dm.test_set[i][0] for i in range(len(dm.test_set))]))
     ref = knn_accuracy(bank, dm.train_eval_set.labels, query, dm.test_set.labels, k=5, temperature=0.1)
-    assert model.probe_results["knn_top1"] == pytest.approx(ref, abs=1e-6)
+    assert probe(cli.trainer, KNNProbe).results["probe/knn_top1"] == pytest.approx(ref, abs=1e-6)
     assert scalar(acc, "probe/knn_top1") == pytest.approx(ref, abs=1e-6)
+    # one epoch: the validation after it saw the final encoder too (bank: train_eval_dataloader)
+    assert scalar(acc, "val/knn_top1") == pytest.approx(ref, abs=1e-6)
     assert 0.0 <= scalar(acc, "probe/linear_top1") <= 1.0
 
     last = os.path.join(logdir, "checkpoints", "last.ckpt")
@@ -121,8 +140,10 @@ def test_graph_fit_logs_svc_histograms_and_reloads(tmp_path):
     with torch.no_grad():
         emb = model.encoder(graphs.x, graphs.edge_index, graphs.batch, num_graphs=graphs.num_graphs)
     ref = svc_protocol(emb, graphs.y, folds=3, C_grid=(1.0, 10.0), seed=0)
-    assert model.probe_results["svc_acc"] == pytest.approx(ref["mean"], abs=1e-9)
+    assert probe(cli.trainer, SVCProbe).results["probe/svc_acc"] == pytest.approx(ref["mean"], abs=1e-9)
     assert scalar(acc, "probe/svc_acc") == pytest.approx(ref["mean"], abs=1e-6)
+    ref_val = svc_protocol(emb, graphs.y, folds=3, C_grid=(1.0,), seed=0)  # the fast validation setting
+    assert scalar(acc, "val/svc_acc") == pytest.approx(ref_val["mean"], abs=1e-6)
 
     last = os.path.join(logdir, "checkpoints", "last.ckpt")
     reloaded = GraphContrastiveModule.load_from_checkpoint(
@@ -137,7 +158,7 @@ def test_graph_fit_logs_svc_histograms_and_reloads(tmp_path):
     assert float(res["test/svc_acc"]) == pytest.approx(ref["mean"], abs=1e-6)
 
 
-@pytest.mark.parametrize("loss_cls", [InfoNCELoss, DCLLoss, HCLLoss, UnReMixLoss])
+@pytest.mark.parametrize("loss_cls", [InfoNCELoss, DebiasedContrastiveLoss, HCLLoss, UnReMixLoss])
 def test_loss_is_one_config_line(loss_cls):
     cli = cli_main(["--config", MNIST_CFG, f"--model.init_args.loss.class_path=graphneg.losses.{loss_cls.__name__}",
                     "--trainer.logger=false"], run=False)
@@ -148,7 +169,7 @@ def test_loss_is_one_config_line(loss_cls):
 def test_switched_loss_trains_without_histograms(tmp_path):
     cli = cli_main(["fit", "--config", MNIST_CFG, f"--trainer.default_root_dir={tmp_path}",
                     "--model.init_args.loss.class_path=graphneg.losses.HCLLoss", *MNIST_SMALL,
-                    "--model.init_args.probe_at_end=false"])
+                    callbacks_arg(("KNNProbe", {"k": 5, "at_fit_end": False}))])
     assert isinstance(cli.model.loss, HCLLoss)
     acc = read_events(cli.trainer.logger.log_dir)
     assert "train/loss_epoch" in acc.Tags()["scalars"]
@@ -210,16 +231,16 @@ def test_training_step_is_the_loss_of_the_projected_views():
     v1, v2 = torch.randn(6, 1, 12, 12), torch.randn(6, 1, 12, 12)
     y = torch.tensor([0, 0, 1, 1, 2, 2])
     for supervised in (False, True):
-        model = ContrastiveModule(SmallCNN(1, 0, width=4), DCLLoss(0.5, 0.1), projector_dims=(8, 4),
+        model = ContrastiveModule(SmallCNN(1, 0, width=4), DebiasedContrastiveLoss(0.5, 0.1), projector_dims=(8, 4),
                                   supervised=supervised)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             got = model.training_step((v1, v2, y), 0)
         z1 = model.projector(model.encoder(v1))
         z2 = model.projector(model.encoder(v2))
-        ref = DCLLoss(0.5, 0.1)(z1, z2, y if supervised else None)
+        ref = DebiasedContrastiveLoss(0.5, 0.1)(z1, z2, y if supervised else None)
         assert torch.allclose(got, ref, atol=1e-6)
-    unsup = DCLLoss(0.5, 0.1)(z1, z2)
+    unsup = DebiasedContrastiveLoss(0.5, 0.1)(z1, z2)
     assert not torch.allclose(ref, unsup)  # the labels changed the loss
     model = ContrastiveModule(SmallCNN(1, 0, width=4), InfoNCELoss(), projector_dims=(8, 4), supervised=True)
     with pytest.raises(ValueError, match="supervised=True"):
@@ -251,6 +272,38 @@ def test_negative_pair_mask_matches_loop():
             for j in range(2 * b):
                 ref[i, j] = j != i and j != (i + b) % (2 * b) and (full is None or full[i] != full[j])
         assert torch.equal(mask, ref)
+    # with M = 3 extra negatives (columns 2B..2B+2), excluded by their labels; the one mask of the losses
+    from graphneg.losses.contrastive import contrastive_pairs
+
+    neg_labels = torch.tensor([1, 5, 0])
+    for lab, nl in ((None, None), (labels, neg_labels)):
+        mask = negative_pair_mask(b, lab, num_extra=3, neg_labels=nl)
+        ref = torch.zeros(2 * b, 2 * b + 3, dtype=torch.bool)
+        rows = None if lab is None else torch.cat([lab, lab])
+        cols = None if lab is None else torch.cat([lab, lab, nl])
+        for i in range(2 * b):
+            for j in range(2 * b + 3):
+                ref[i, j] = j != i and j != (i + b) % (2 * b) and (rows is None or rows[i] != cols[j])
+        assert torch.equal(mask, ref)
+        z = torch.randn(2 * b + 3, 5)
+        pairs = contrastive_pairs(z[:b], z[b:2 * b], lab, neg=z[2 * b:], neg_labels=nl)
+        assert torch.equal(pairs.neg_mask, ref)
+    with pytest.raises(ValueError, match="need neg_labels with 3 class ids"):
+        negative_pair_mask(b, labels, num_extra=3)
+
+
+def test_dcl_loss_is_a_deprecated_alias_of_debiased_contrastive_loss():
+    from graphneg.losses import DCLLoss
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
+    with pytest.warns(FutureWarning, match="use graphneg.losses.DebiasedContrastiveLoss"):
+        old = DCLLoss(0.4, 0.1)
+    assert isinstance(old, DebiasedContrastiveLoss)
+    assert torch.equal(old(z1, z2), DebiasedContrastiveLoss(0.4, 0.1)(z1, z2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DebiasedContrastiveLoss()  # the new name does not warn
 
 
 def test_knn_loo_matches_loop_over_held_out_samples():
@@ -266,6 +319,21 @@ def test_knn_loo_matches_loop_over_held_out_samples():
         assert knn_loo_accuracy(emb, lab, k=k, temperature=0.2, chunk_size=7) == pytest.approx(ref / 30)
     with pytest.raises(ValueError, match="at least two"):
         knn_loo_accuracy(emb[:1], lab[:1])
+    from graphneg.metrics.probe import knn_predict
+
+    with pytest.raises(ValueError, match="queries to be the bank itself"):
+        knn_predict(emb, lab, emb[:5], exclude_self=True)
+
+
+def test_linear_probe_under_inference_mode_equals_the_plain_call():
+    """Lightning's evaluation hooks run under torch.inference_mode; the probe trains all the same."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 6), torch.arange(40) % 3
+    ref = linear_probe(x[:30], y[:30], x[30:], y[30:], epochs=20, batch_size=8, seed=1)
+    with torch.inference_mode():
+        xi, yi = x.clone(), y.clone()  # inference tensors
+        got = linear_probe(xi[:30], yi[:30], xi[30:], yi[30:], epochs=20, batch_size=8, seed=1)
+    assert got == ref
 
 
 def test_projector_and_encoder_dims():
@@ -289,16 +357,22 @@ def test_bad_arguments_are_reported():
         ContrastiveModule(enc, InfoNCELoss(), optimizer="rmsprop")
     with pytest.raises(ValueError, match="scheduler must be one of"):
         ContrastiveModule(enc, InfoNCELoss(), scheduler="step")
-    with pytest.raises(ValueError, match="knn_k"):
-        ContrastiveModule(enc, InfoNCELoss(), knn_k=0)
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
+        KNNProbe(k=0)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        KNNProbe(temperature=0.0)
+    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
+        LinearProbe(epochs=0)
     with pytest.raises(ValueError, match="loss must be a contrastive loss"):
         ContrastiveModule(enc, "infonce")
     with pytest.raises(ValueError, match="eval_every"):
         GraphContrastiveModule(GINEncoder(3, 4, 1), InfoNCELoss(), eval_every=0)
-    with pytest.raises(ValueError, match="eval must be one of"):
-        GraphContrastiveModule(GINEncoder(3, 4, 1), InfoNCELoss(), eval="linear")
+    with pytest.raises(TypeError, match="eval"):  # the validation monitor is a callback now
+        GraphContrastiveModule(GINEncoder(3, 4, 1), InfoNCELoss(), eval="svc")
     with pytest.raises(ValueError, match="val_folds"):
-        GraphContrastiveModule(GINEncoder(3, 4, 1), InfoNCELoss(), val_folds=1)
+        SVCProbe(val_folds=1)
+    with pytest.raises(ValueError, match="C_grid must hold positive"):
+        SVCProbe(C_grid=(0.0, 1.0))
     model = ContrastiveModule(enc, InfoNCELoss())
     with pytest.raises(ValueError, match=r"\(view1, view2\)"):
         model.training_step(torch.randn(4, 1, 8, 8), 0)
@@ -316,7 +390,7 @@ def test_optimizers_follow_the_config():
 
 
 class _NoBankDataModule:
-    """Only a test loader: evaluate() must fall back to leave-one-out kNN."""
+    """Only a test loader: the probes' evaluate() must fall back to leave-one-out kNN / a half split."""
 
     def __init__(self, x, y):
         self.x, self.y = x, y
@@ -329,14 +403,122 @@ def test_evaluate_without_reference_set_uses_leave_one_out():
     torch.manual_seed(0)
     x = torch.randn(40, 1, 8, 8)
     y = torch.arange(40) % 4
-    model = ContrastiveModule(SmallCNN(1, 0, width=4), InfoNCELoss(), knn_k=5, probe_epochs=3)
-    res = model.evaluate(_NoBankDataModule(x, y))
+    model = ContrastiveModule(SmallCNN(1, 0, width=4), InfoNCELoss())
+    knn = KNNProbe(k=5).evaluate(model, _NoBankDataModule(x, y))
+    lin = LinearProbe(epochs=3, seed=4).evaluate(model, _NoBankDataModule(x, y))
     assert model.training  # restored after the evaluation
     model.eval()
     with torch.no_grad():
         emb = model.encoder(x)
-    assert res["knn_top1"] == pytest.approx(knn_loo_accuracy(emb, y, k=5, temperature=0.1))
-    assert 0.0 <= res["linear_top1"] <= 1.0
+    assert knn["knn_top1"] == pytest.approx(knn_loo_accuracy(emb, y, k=5, temperature=0.1))
+    # the fallback linear probe: a seeded half / half split of the evaluation embeddings
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(4))
+    ref = linear_probe(emb[perm[:20]], y[perm[:20]], emb[perm[20:]], y[perm[20:]], epochs=3, seed=4, num_classes=4)
+    assert lin["linear_top1"] == pytest.approx(ref, abs=1e-6)
+
+
+class _MemoryTestDataModule:
+    """Training views + ``[memory, test]`` evaluation loaders (``val_with_memory=True`` layout)."""
+
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.v1, self.v2 = torch.randn(16, 1, 8, 8, generator=g), torch.randn(16, 1, 8, 8, generator=g)
+        self.mem_x, self.mem_y = torch.randn(30, 1, 8, 8, generator=g), torch.arange(30) % 3
+        self.test_x, self.test_y = torch.randn(20, 1, 8, 8, generator=g), torch.arange(20) % 3
+
+    def lightning(self):
+        import lightning as L
+
+        me = self
+        TD, DL = torch.utils.data.TensorDataset, torch.utils.data.DataLoader
+
+        class DM(L.LightningDataModule):
+            def train_dataloader(self):
+                return DL(TD(me.v1, me.v2), batch_size=8)
+
+            def val_dataloader(self):
+                return [DL(TD(me.mem_x, me.mem_y), batch_size=7), DL(TD(me.test_x, me.test_y), batch_size=6)]
+
+            def test_dataloader(self):
+                return self.val_dataloader()
+
+        return DM()
+
+
+def test_probe_callbacks_in_validation_and_test_match_the_probe_functions(tmp_path):
+    """KNNProbe / LinearProbe / SVCProbe on a Trainer: loader 0 is the reference set, the last the queries;
+    every logged value equals the probe function on embeddings computed here from the final encoder."""
+    import lightning as L
+
+    data = _MemoryTestDataModule()
+    torch.manual_seed(0)
+    model = ContrastiveModule(SmallCNN(1, 0, width=4), InfoNCELoss(), projector_dims=(8, 4), projector_max=5)
+    probes = [KNNProbe(k=4, temperature=0.2, at_fit_end=False),
+              LinearProbe(epochs=4, batch_size=16, seed=2, on_validation=True, at_fit_end=False),
+              SVCProbe(folds=3, C_grid=(1.0, 10.0), val_folds=2, val_C_grid=(1.0,), at_fit_end=False)]
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=1, callbacks=probes,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, data.lightning())
+    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    trainer.test(model, data.lightning(), verbose=False)
+    test = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    model.eval()
+    with torch.no_grad():
+        bank, query = model.encoder(data.mem_x), model.encoder(data.test_x)
+    knn = knn_accuracy(bank, data.mem_y, query, data.test_y, k=4, temperature=0.2)
+    lin = linear_probe(bank, data.mem_y, query, data.test_y, epochs=4, batch_size=16, seed=2)
+    svc_val = svc_protocol(query, data.test_y, folds=2, C_grid=(1.0,), seed=0)
+    svc_test = svc_protocol(query, data.test_y, folds=3, C_grid=(1.0, 10.0), seed=0)
+    assert val["val/knn_top1"] == pytest.approx(knn, abs=1e-6) and test["test/knn_top1"] == pytest.approx(knn, abs=1e-6)
+    assert val["val/linear_top1"] == pytest.approx(lin, abs=1e-6)
+    assert test["test/linear_top1"] == pytest.approx(lin, abs=1e-6)
+    assert val["val/svc_acc"] == pytest.approx(svc_val["mean"], abs=1e-6)
+    assert test["test/svc_acc"] == pytest.approx(svc_test["mean"], abs=1e-6)
+    assert test["test/svc_std"] == pytest.approx(svc_test["std"], abs=1e-6)
+    assert probes[0].results["val/knn_top1"] == pytest.approx(knn, abs=1e-6)
+    # the projector snapshot keeps the first projector_max query embeddings (not the reference set)
+    emb, lab, img = model._last_eval
+    assert torch.allclose(emb, query[:5], atol=1e-6) and torch.equal(lab, data.test_y[:5])
+    assert torch.equal(img, data.test_x[:5])
+
+
+class _BankDataModule(_NoBankDataModule):
+    """A test loader and a reference loader (MNIST5kDataModule's train_eval_dataloader)."""
+
+    def __init__(self, x, y, bank_x, bank_y):
+        super().__init__(x, y)
+        self.bank_x, self.bank_y = bank_x, bank_y
+
+    def train_eval_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(self.bank_x, self.bank_y), batch_size=7)
+
+
+def test_probe_reference_limit_takes_the_first_reference_samples():
+    torch.manual_seed(1)
+    x, y = torch.randn(12, 1, 8, 8), torch.arange(12) % 3
+    bx, by = torch.randn(25, 1, 8, 8), torch.arange(25) % 3
+    model = ContrastiveModule(SmallCNN(1, 0, width=4), InfoNCELoss())
+    model.eval()
+    with torch.no_grad():
+        q, b = model.encoder(x), model.encoder(bx)
+    dm = _BankDataModule(x, y, bx, by)
+    for limit, n in ((None, 25), (10, 10)):  # 10: one and a half loader batches of 7
+        got = KNNProbe(k=3, reference_limit=limit).evaluate(model, dm)["knn_top1"]
+        assert got == pytest.approx(knn_accuracy(b[:n], by[:n], q, y, k=3, temperature=0.1))
+    with pytest.raises(ValueError, match="reference_limit"):
+        KNNProbe(reference_limit=0)
+
+
+def test_probe_needs_the_embedding_outputs():
+    class NoEmbed(torch.nn.Module):
+        training = False
+
+    with pytest.raises(TypeError, match="embed_batch"):
+        KNNProbe().evaluate(NoEmbed(), _NoBankDataModule(torch.randn(4, 1, 8, 8), torch.arange(4)))
+    with pytest.raises(TypeError, match="'embeddings': h"):
+        KNNProbe()._collect(torch.zeros(3), 0)
+    assert isinstance(KNNProbe(), EmbeddingProbe)
 
 
 # ------------------------------------------------------------------------------------ slow
@@ -389,25 +571,26 @@ def mnist_views():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_cls", [InfoNCELoss, DCLLoss, HCLLoss, UnReMixLoss])
+@pytest.mark.parametrize("loss_cls", [InfoNCELoss, DebiasedContrastiveLoss, HCLLoss, UnReMixLoss])
 def test_training_beats_the_untrained_encoder_on_mnist(loss_cls, mnist_views, tmp_path):
     import lightning as L
 
     L.seed_everything(0, verbose=False)
     dm = mnist_views.datamodule()
     model = ContrastiveModule(SmallCNN(1, 64, width=16), loss_cls(), projector_dims=(128, 64), lr=2e-3,
-                              knn_k=20, probe_at_end=False, log_histograms=False)
-    before = model.evaluate(dm)["knn_top1"]
+                              log_histograms=False)
+    knn = KNNProbe(k=20)
+    before = knn.evaluate(model, dm)["knn_top1"]
     trainer = L.Trainer(max_epochs=SLOW_EPOCHS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         reload_dataloaders_every_n_epochs=1, default_root_dir=tmp_path)
     trainer.fit(model, dm)
-    after = model.evaluate(dm)["knn_top1"]
+    after = knn.evaluate(model, dm)["knn_top1"]
     assert after > before + 0.03, (loss_cls.__name__, before, after)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_cls", [InfoNCELoss, DCLLoss, HCLLoss, UnReMixLoss])
+@pytest.mark.parametrize("loss_cls", [InfoNCELoss, DebiasedContrastiveLoss, HCLLoss, UnReMixLoss])
 def test_training_keeps_the_svc_accuracy_on_mutag(loss_cls, tmp_path):
     """20 epochs (GraphCL's schedule) with each loss, SVC protocol, mean over 3 seeds.
 
@@ -425,12 +608,13 @@ def test_training_keeps_the_svc_accuracy_on_mutag(loss_cls, tmp_path):
         dm.setup()
         L.seed_everything(seed, verbose=False)
         model = GraphContrastiveModule(GINEncoder(dm.num_features, 32, 3), loss_cls(), eval_every=10 ** 6,
-                                       probe_at_end=False, log_histograms=False, seed=seed)
-        before.append(model.evaluate(dm)["svc_acc"])
+                                       log_histograms=False)
+        svc = SVCProbe(seed=seed)
+        before.append(svc.evaluate(model, dm)["svc_acc"])
         L.Trainer(max_epochs=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                   enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                   default_root_dir=tmp_path).fit(model, dm)
-        after.append(model.evaluate(dm)["svc_acc"])
+        after.append(svc.evaluate(model, dm)["svc_acc"])
     mean_before, mean_after = sum(before) / 3, sum(after) / 3
     assert mean_after > mean_before - 0.04, (loss_cls.__name__, before, after)
     assert mean_after > 0.665 + 0.1, (loss_cls.__name__, after)

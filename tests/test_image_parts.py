@@ -186,6 +186,25 @@ def test_stl_and_digit_views():
     assert d1.min() >= lo - 1e-5 and d1.max() <= hi + 1e-5
 
 
+def test_mnist_statistics_have_one_home():
+    """MNIST_MEAN / MNIST_STD live in image_augment (per-channel tuples); the MNIST-5k dataset's
+    evaluation images and the digit views use the same constants, so both land on one scale."""
+    from graphneg.data import mnist
+    from graphneg.data.mnist import TensorImageDataset
+
+    assert mnist.MNIST_MEAN is MNIST_MEAN and mnist.MNIST_STD is MNIST_STD
+    assert MNIST_MEAN == (0.1307,) and MNIST_STD == (0.3081,)  # the PyTorch MNIST example's values
+    images = torch.tensor([[[[0, 255], [51, 128]]]], dtype=torch.uint8)
+    x, _ = TensorImageDataset(images, torch.tensor([3]))[0]
+    ref = torch.tensor([[[(0 / 255 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081],
+                         [(51 / 255 - 0.1307) / 0.3081, (128 / 255 - 0.1307) / 0.3081]]])
+    torch.testing.assert_close(x, ref.float(), atol=1e-6, rtol=0)
+    # the un-augmented digit view equals the dataset's evaluation image
+    torch.testing.assert_close(digit_views().eval_transform()(images[0].float() / 255.0), x, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="one value per channel"):
+        TensorImageDataset(images, torch.tensor([3]), mean=(0.5, 0.5), std=(0.5,))
+
+
 def test_views_bad_arguments():
     with pytest.raises(ValueError, match="mean and std need one value per channel"):
         SimCLRViews(32, (0.5, 0.5), (0.5,))

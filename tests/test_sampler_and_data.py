@@ -1,6 +1,7 @@
 """MPerClassSampler and MNIST-5k DataModule."""
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,59 @@ def test_mnist5k_contrastive_views_share_the_eval_scale():
     lo, hi = (0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081  # [0, 1] pixels after (x - mean) / std
     for t in (v1, v2, x):
         assert float(t.min()) >= lo - 1e-4 and float(t.max()) <= hi + 1e-4
+
+
+def _write_csv(path, rows):
+    text = "\n".join(",".join(str(v) for v in row) for row in rows) + "\n"
+    if str(path).endswith(".gz"):
+        import gzip
+
+        with gzip.open(path, "wt") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def _rows():
+    """Two valid images: pixel i of row r is (7 * i + r) % 256, labels 3 and 8."""
+    return [[(7 * i + r) % 256 for i in range(784)] + [label] for r, label in enumerate((3, 8))]
+
+
+def test_mnist5k_csv_values_are_loaded_exactly(tmp_path):
+    rows = _rows()
+    images, labels = load_mnist5k(_write_csv(tmp_path / "ok.csv.gz", rows))
+    assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert images.view(2, -1).tolist() == [row[:784] for row in rows]
+    assert labels.tolist() == [3, 8]
+
+
+@pytest.mark.parametrize("row, col, value, expected", [
+    (1, 10, 300, r"row 2, column 11: pixel value 300 is not an integer in 0-255"),  # would wrap to 44
+    (0, 0, -1, r"row 1, column 1: pixel value -1 is not an integer in 0-255"),  # would wrap to 255
+    (0, 5, 12.5, r"row 1, column 6: pixel value 12.5 is not an integer"),
+    (1, 784, 2.5, r"row 2, column 785: label 2.5 is not a non-negative integer class id"),
+    (0, 784, -3, r"row 1, column 785: label -3 is not a non-negative integer"),
+    (0, 784, "True", r"not a CSV of numbers"),
+    (0, 784, "nan", r"row 1, column 785: label nan is not"),
+])
+def test_mnist5k_csv_bad_values_are_rejected(tmp_path, row, col, value, expected):
+    rows = _rows()
+    rows[row][col] = value
+    path = _write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(ValueError, match=expected) as err:
+        load_mnist5k(path)
+    assert str(path) in str(err.value)
+
+
+def test_mnist5k_csv_wrong_width(tmp_path):
+    with pytest.raises(ValueError, match=r"784 pixels \+ 1 label, got shape \(2, 784\)"):
+        load_mnist5k(_write_csv(tmp_path / "short.csv", [row[:784] for row in _rows()]))
+
+
+def test_sampler_rejects_bool_and_float_labels():
+    with pytest.raises(TypeError, match="bool tensor; a boolean mask is not a class id"):
+        MPerClassSampler(torch.arange(20) % 2 == 0, 2, 2)
+    with pytest.raises(TypeError, match="dtype torch.float32"):
+        MPerClassSampler(torch.arange(20).float() % 2, 2, 2)
+    assert len(MPerClassSampler(np.arange(20) % 2, 2, 2)) == 5

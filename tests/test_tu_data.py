@@ -1,13 +1,16 @@
 """TU data from the grakel wheel, TUDataModule (pairs of views, evaluation loaders, degree
-features, missing-folder error) and the GIN encoder against a dense reference."""
+features, missing-folder error), data safety (user files never overwritten, bad TU files reported
+with file and line, processed cache keyed on the raw content) and the GIN encoder against a dense
+reference."""
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from graphneg.data.tu import CappedOneHotDegree, TUDataModule, prepare_grakel_tu
+from graphneg.data.tu import CappedOneHotDegree, TUDataModule, check_tu_files, prepare_grakel_tu
 from graphneg.models.gin import GINEncoder
 
 GRAKEL_DATA = Path(importlib.util.find_spec("grakel").submodule_search_locations[0]) / "tests" / "data"
@@ -190,3 +193,107 @@ def test_gin_encoder_on_mutag_and_errors(mutag):
         GINEncoder(7, pooling="attention")
     with pytest.raises(ValueError, match="num_layers must be a positive integer"):
         GINEncoder(7, num_layers=0)
+
+
+# ----------------------------------------------------------------------------- data safety
+def test_prepare_never_overwrites_user_files(tmp_path):
+    raw = prepare_grakel_tu("MUTAG", tmp_path)
+    labels = raw / "MUTAG_graph_labels.txt"
+    lines = labels.read_text().split("\n")
+    lines[0] = "1" if lines[0] == "-1" else "-1"  # the user relabels graph 1: a different size
+    edited = "\n".join(lines).encode()
+    labels.write_bytes(edited)
+    assert labels.stat().st_size != (GRAKEL_DATA / "MUTAG" / labels.name).stat().st_size
+    # nothing missing: the edited file is kept
+    prepare_grakel_tu("MUTAG", tmp_path)
+    assert labels.read_bytes() == edited
+    # a required file missing + an edited one: refuse, copy nothing, leave the edit byte-identical
+    (raw / "MUTAG_A.txt").unlink()
+    dm = TUDataModule("MUTAG", root=str(tmp_path))
+    with pytest.raises(ValueError, match=r"differ from the copy in the grakel wheel \(MUTAG_graph_labels\.txt.*"
+                                         r"lacks MUTAG_A\.txt.*never overwrites your files"):
+        dm.setup()
+    assert labels.read_bytes() == edited
+    assert not (raw / "MUTAG_A.txt").exists()
+    assert not [p for p in raw.iterdir() if p.name.startswith(".")]  # no temporary file left
+    # with the user's edit undone, only the missing file is copied, byte-equal to grakel's
+    labels.write_bytes((GRAKEL_DATA / "MUTAG" / labels.name).read_bytes())
+    before = {p.name: p.stat().st_mtime_ns for p in raw.iterdir()}
+    prepare_grakel_tu("MUTAG", tmp_path)
+    assert (raw / "MUTAG_A.txt").read_bytes() == (GRAKEL_DATA / "MUTAG" / "MUTAG_A.txt").read_bytes()
+    assert {p.name: p.stat().st_mtime_ns for p in raw.iterdir() if p.name in before} == before
+
+
+def test_changed_raw_file_invalidates_the_processed_cache(tmp_path):
+    _write_toy_tu(tmp_path)
+    dm = TUDataModule("TOY", root=str(tmp_path), augment="none")
+    dm.prepare_data()
+    assert dm.labels.tolist() == [0, 1, 0]
+    assert dm.dataset[2].num_nodes == 2
+    # the user edits the raw files: graph 3 gets a third node and a new label
+    raw = tmp_path / "TOY" / "raw"
+    (raw / "TOY_graph_labels.txt").write_text("0\n1\n1\n")
+    (raw / "TOY_graph_indicator.txt").write_text("\n".join(["1"] * 3 + ["2"] * 4 + ["3"] * 3) + "\n")
+    (raw / "TOY_A.txt").write_text((raw / "TOY_A.txt").read_text() + "9, 10\n10, 9\n")
+    fresh = TUDataModule("TOY", root=str(tmp_path), augment="none")
+    assert fresh.labels.tolist() == [0, 1, 1]  # the new content, not the stale cache
+    assert fresh.dataset[2].num_nodes == 3
+    assert sorted(fresh.dataset[2].edge_index.t().tolist()) == [[0, 1], [1, 0], [1, 2], [2, 1]]
+    caches = sorted(p.name for p in (tmp_path / "TOY" / "processed").iterdir())
+    assert len(caches) == 2 and fresh.dataset.fingerprint in caches
+    # unchanged raw files reuse their cache (same fingerprint, nothing re-processed)
+    again = TUDataModule("TOY", root=str(tmp_path), augment="none")
+    assert again.dataset.fingerprint == fresh.dataset.fingerprint and again.labels.tolist() == [0, 1, 1]
+
+
+def _toy_error(tmp_path, edit):
+    """Write the toy dataset, apply ``edit(raw)``, and return the ValueError TUDataModule raises."""
+    _write_toy_tu(tmp_path)
+    edit(tmp_path / "TOY" / "raw")
+    with pytest.raises(ValueError) as err:
+        TUDataModule("TOY", root=str(tmp_path), augment="none").setup()
+    return str(err.value)
+
+
+def _append(name, text):
+    return lambda raw: (raw / name).write_text((raw / name).read_text() + text)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    # nodes 3 (graph 1) and 4 (graph 2): the edge added on line 13 crosses two graphs
+    (_append("TOY_A.txt", "3, 4\n"),
+     r"TOY_A\.txt, line 13: edge 3, 4 joins node 3 of graph 1 and node 4 of graph 2"),
+    (_append("TOY_A.txt", "9, 10\n"), r"TOY_A\.txt, line 13: edge 9, 10 names a node outside 1\.\.9"),
+    (_append("TOY_A.txt", "0, 1\n"), r"TOY_A\.txt, line 13: edge 0, 1 names a node outside 1\.\.9"),
+    (_append("TOY_A.txt", "1; 2\n"), r"TOY_A\.txt, line 13: '1; 2' is not an edge"),
+    (_append("TOY_A.txt", "1, 2, 3\n"), r"TOY_A\.txt, line 13: 3 values, but line 1 has 2"),
+    (lambda raw: (raw / "TOY_A.txt").write_text("1, 2\n2, 1"),
+     r"TOY_A\.txt: the file does not end with a newline"),
+    (lambda raw: (raw / "TOY_graph_indicator.txt").write_text("1\n1\n1\n2\n2\n2\n2\n3\n1\n"),
+     r"TOY_graph_indicator\.txt, line 9: graph id 1 after 3"),
+    (lambda raw: (raw / "TOY_graph_indicator.txt").write_text("1\n1\n1\n3\n3\n3\n3\n4\n4\n"),
+     r"TOY_graph_indicator\.txt: graph 2 has no node"),
+    (lambda raw: (raw / "TOY_graph_labels.txt").write_text("0\n1\n"),
+     r"TOY_graph_labels\.txt: 2 lines, but the dataset has 3 graphs"),
+    (lambda raw: (raw / "TOY_node_labels.txt").write_text("0\n" * 8),
+     r"TOY_node_labels\.txt: 8 lines, but the dataset has 9 nodes"),
+    (lambda raw: (raw / "TOY_edge_labels.txt").write_text("0\n" * 11),
+     r"TOY_edge_labels\.txt: 11 lines, but the dataset has 12 edges"),
+    (lambda raw: (raw / "TOY_graph_labels.txt").write_text("0\n1.5\n0\n"),
+     r"TOY_graph_labels\.txt, line 2: '1\.5' is not a label"),
+], ids=["cross-graph edge", "node id > N", "node id 0", "bad separator", "three ids", "no final newline",
+        "unsorted indicator", "empty graph", "graph label count", "node label count", "edge label count",
+        "fractional label"])
+def test_bad_tu_files_are_reported_with_file_and_line(tmp_path, edit, expected):
+    msg = _toy_error(tmp_path, edit)
+    assert re.search(expected, msg), msg
+    assert str(tmp_path / "TOY" / "raw") in msg  # the full path of the file
+
+
+def test_check_tu_files_counts(tmp_path):
+    _write_toy_tu(tmp_path)
+    assert check_tu_files("TOY", tmp_path) == {"num_nodes": 9, "num_edges": 12, "num_graphs": 3}
+    raw = prepare_grakel_tu("MUTAG", tmp_path)
+    lines = lambda s: len((raw / f"MUTAG_{s}.txt").read_text().split("\n")) - 1  # noqa: E731
+    assert check_tu_files("MUTAG", tmp_path) == {
+        "num_nodes": lines("graph_indicator"), "num_edges": lines("A"), "num_graphs": lines("graph_labels")}

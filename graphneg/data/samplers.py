@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from graphneg.validation import check_labels
+
 
 class MPerClassSampler(Sampler[List[int]]):
     """Batches of ``classes_per_batch`` classes x ``samples_per_class`` samples (C x m).
@@ -35,6 +37,7 @@ class MPerClassSampler(Sampler[List[int]]):
         rank: int = 0,
     ) -> None:
         labels_np = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+        check_labels(torch.as_tensor(labels_np), labels_np.size, "labels")  # integer class ids, not bool
         if classes_per_batch < 2:
             raise ValueError(
                 f"classes_per_batch must be >= 2 (negatives come from other classes), got {classes_per_batch}"

@@ -21,14 +21,14 @@ similarity and ``t`` the temperature:
 
   with an importance matrix ``w`` over the negatives. Sums run over ``neg(i)``.
 
-======================  ==================================  ============  ========
-loss                    importance ``w_ij``                 ``tau_plus``  clamp
-======================  ==================================  ============  ========
-:class:`InfoNCELoss`    1                                   0             no
-:class:`DCLLoss`        1                                   ``tau_plus``  yes
-:class:`HCLLoss`        ``exp(beta * s_ij / t)``            ``tau_plus``  yes
-:class:`UnReMixLoss`    mixed UnReMix scores (mean 1)       ``tau_plus``  yes
-======================  ==================================  ============  ========
+================================  =============================  ============  =====
+loss                              importance ``w_ij``            ``tau_plus``  clamp
+================================  =============================  ============  =====
+:class:`InfoNCELoss`              1                              0             no
+:class:`DebiasedContrastiveLoss`  1                              ``tau_plus``  yes
+:class:`HCLLoss`                  ``exp(beta * s_ij / t)``       ``tau_plus``  yes
+:class:`UnReMixLoss`              mixed UnReMix scores (mean 1)  ``tau_plus``  yes
+================================  =============================  ============  =====
 
 Numerics: every exponential is taken relative to a per-anchor shift (the largest candidate logit,
 detached); the loss is invariant to it, so nothing overflows for small temperatures. InfoNCE uses
@@ -37,6 +37,7 @@ detached); the loss is invariant to it, so nothing overflows for small temperatu
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphneg.graph import check_embeddings, check_labels
+from graphneg.validation import value_checks_enabled
 from graphneg.sampling.unremix import (
     REPRESENTATIVENESS,
     UNCERTAINTY,
@@ -76,6 +78,44 @@ def _check_tau_plus(tau_plus: float) -> None:
             f"tau_plus (class prior of false negatives) must lie in [0, 1), got {tau_plus!r}; "
             "use 0 for no debiasing, typical values are 0.01 to 0.1"
         )
+
+
+def negative_pair_mask(
+    batch_size: int,
+    labels: Optional[Tensor] = None,
+    device: Optional[torch.device] = None,
+    num_extra: int = 0,
+    neg_labels: Optional[Tensor] = None,
+) -> Tensor:
+    """``[2B, 2B + M]`` bool mask of the negatives of a two-view batch (the mask of :func:`contrastive_pairs`).
+
+    Rows are the anchors ``[z1; z2]``, columns the candidates ``[z1; z2; neg]``. Anchor ``i``'s
+    negatives are every candidate except itself and its positive ``(i + B) mod 2B``; with ``labels``
+    (``[B]``) the candidates of the anchor's class are excluded too, the ``M = num_extra`` extra
+    negatives by ``neg_labels`` (``[M]``, required when ``labels`` and extras are both given).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(num_extra, bool) or not isinstance(num_extra, int) or num_extra < 0:
+        raise ValueError(f"num_extra must be an int >= 0 (number of extra negatives), got {num_extra!r}")
+    n = 2 * batch_size
+    if device is None and labels is not None:
+        device = labels.device
+    rows = torch.arange(n, device=device)
+    cols = torch.arange(n + num_extra, device=device)
+    mask = (cols[None, :] != rows[:, None]) & (cols[None, :] != ((rows + batch_size) % n)[:, None])
+    if labels is not None:
+        row_labels = torch.cat([labels, labels]).to(mask.device)
+        col_labels = row_labels
+        if num_extra > 0:
+            if neg_labels is None or neg_labels.numel() != num_extra:
+                raise ValueError(
+                    f"labels and {num_extra} extra negatives need neg_labels with {num_extra} class ids, got "
+                    f"{None if neg_labels is None else tuple(neg_labels.shape)}"
+                )
+            col_labels = torch.cat([row_labels, neg_labels.reshape(-1).to(mask.device)])
+        mask &= row_labels[:, None] != col_labels[None, :]
+    return mask
 
 
 def contrastive_pairs(
@@ -133,21 +173,16 @@ def contrastive_pairs(
     n, c = 2 * b, candidates.size(0)
     sim = anchors @ candidates.t()
 
-    rows = torch.arange(n, device=device)
-    cols = torch.arange(c, device=device)
-    pos_index = (rows + b) % n
-    neg_mask = (cols[None, :] != rows[:, None]) & (cols[None, :] != pos_index[:, None])
+    pos_index = (torch.arange(n, device=device) + b) % n
     if labels is not None:
         labels = check_labels(labels, b).to(device)
-        row_labels = torch.cat([labels, labels])
-        col_labels = row_labels
         if neg is not None:
             neg_labels = check_labels(neg_labels, neg.size(0), "neg_labels").to(device)
-            col_labels = torch.cat([row_labels, neg_labels])
-        neg_mask &= row_labels[:, None] != col_labels[None, :]
+    neg_mask = negative_pair_mask(b, labels, device, c - n, neg_labels if labels is not None else None)
+    if labels is not None:
         num_neg = neg_mask.sum(dim=1)
         empty = num_neg == 0
-        if bool(empty.any()):
+        if value_checks_enabled() and bool(empty.any()):
             raise ValueError(
                 f"{int(empty.sum())} of {n} anchors have no valid negative (every other sample shares "
                 "their label); build batches with at least two classes (e.g. "
@@ -330,8 +365,11 @@ class InfoNCELoss(_TwoViewContrastiveLoss):
         )
 
 
-class DCLLoss(_TwoViewContrastiveLoss):
+class DebiasedContrastiveLoss(_TwoViewContrastiveLoss):
     r"""Debiased contrastive loss (Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020).
+
+    Not lightly's ``DCLLoss`` (*Decoupled* contrastive learning, Yeh et al., ECCV 2022); the old
+    name here, :class:`DCLLoss`, is a deprecated alias of this class.
 
     :func:`hcl_estimator` with uniform importance:
     :math:`N^g_i = \max\big((\sum_j e^{s_{ij}/t} - \tau^+ N_i e^{s_{i,pos(i)}/t}) / (1 - \tau^+),\,
@@ -355,13 +393,30 @@ class DCLLoss(_TwoViewContrastiveLoss):
         return f"temperature={self.temperature}, tau_plus={self.tau_plus}"
 
 
+class DCLLoss(DebiasedContrastiveLoss):
+    """Deprecated alias of :class:`DebiasedContrastiveLoss` (kept for one release; warns on use).
+
+    Renamed because ``DCLLoss`` names *Decoupled* contrastive learning in lightly.
+    """
+
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1):
+        warnings.warn(
+            "graphneg.losses.DCLLoss is deprecated and will be removed in the next release: use "
+            "graphneg.losses.DebiasedContrastiveLoss (the same loss; lightly's DCLLoss is the different "
+            "Decoupled contrastive loss)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        super().__init__(temperature, tau_plus)
+
+
 class HCLLoss(_TwoViewContrastiveLoss):
     r"""Hard contrastive loss (Robinson et al., "Contrastive Learning with Hard Negative Samples", ICLR 2021).
 
     :func:`hcl_estimator` with importance :math:`w_{ij} = e^{\beta s_{ij}/t}` (computed relative to
     the anchor's hardest negative, a constant the estimator is invariant to). As in the reference code
     joshr17/HCL ``image/main.py``, the importance is not detached: gradients flow through it. With
-    ``beta=0`` it equals :class:`DCLLoss`.
+    ``beta=0`` it equals :class:`DebiasedContrastiveLoss`.
     """
 
     def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0):
@@ -506,5 +561,5 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         )
 
 
-__all__ = ["InfoNCELoss", "DCLLoss", "HCLLoss", "UnReMixLoss", "contrastive_pairs", "hcl_estimator",
-           "ContrastivePairs"]
+__all__ = ["InfoNCELoss", "DebiasedContrastiveLoss", "DCLLoss", "HCLLoss", "UnReMixLoss", "contrastive_pairs",
+           "hcl_estimator", "negative_pair_mask", "ContrastivePairs"]

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphneg.graph import check_embeddings, check_labels, check_multiclass
+from graphneg.validation import value_checks_enabled
 
 __all__ = [
     "NPairLoss",
@@ -136,12 +137,12 @@ def check_synthetic(
         raise ValueError(f"anchor_index must hold integer row indices, got dtype {anchor_index.dtype}")
     anchor_index = anchor_index.to(device=embeddings.device, dtype=torch.long)
     n = embeddings.size(0)
-    if m and bool(((anchor_index < 0) | (anchor_index >= n)).any()):
+    if m and value_checks_enabled() and bool(((anchor_index < 0) | (anchor_index >= n)).any()):
         raise ValueError(
             f"anchor_index must index rows of embeddings, i.e. lie in [0, {n}); got values in "
             f"[{int(anchor_index.min())}, {int(anchor_index.max())}]"
         )
-    if m and bool((neg_labels == labels[anchor_index]).any()):
+    if m and value_checks_enabled() and bool((neg_labels == labels[anchor_index]).any()):
         raise ValueError(
             "a synthetic negative carries its anchor's class (neg_labels[k] == labels[anchor_index[k]]); "
             "neg_labels must be the class of the real negative each sample was generated from"
@@ -235,7 +236,7 @@ def _masked_mean(values: Tensor, keep: Tensor) -> Tensor:
 
 def _require_positive(pos_mask: Tensor) -> Tensor:
     has_pos = pos_mask.any(dim=1)
-    if not bool(has_pos.any()):
+    if value_checks_enabled() and not bool(has_pos.any()):
         raise ValueError(_NO_POSITIVE)
     return has_pos
 
@@ -297,7 +298,7 @@ class NPairLoss(nn.Module):
         block = pair_block(embeddings, labels, synth, similarity="dot")
         partner = next_positive_index(labels)
         valid = partner != torch.arange(partner.numel(), device=partner.device)
-        if not bool(valid.any()):
+        if value_checks_enabled() and not bool(valid.any()):
             raise ValueError(_NO_POSITIVE)
         s_pos = block.pos_sim.gather(1, partner[:, None])  # [B, 1]
         logits = torch.cat([s_pos, block.neg_sim.masked_fill(~block.neg_mask, float("-inf"))], dim=1)
@@ -428,7 +429,7 @@ class TripletMarginLoss(nn.Module):
             keep = b.pos_mask[:, :, None] & b.neg_mask[:, None, :]  # [B, B, K]
             gap = d_neg[:, None, :] - d_pos[:, :, None]
             losses = F.relu(self.margin - gap)
-        if not bool(keep.any()):
+        if value_checks_enabled() and not bool(keep.any()):
             raise ValueError(
                 "no triplet can be formed: no anchor has both a positive and a negative "
                 "(with synthetic negatives, give some anchor that has a positive at least one)"
@@ -479,7 +480,7 @@ class ProxyAnchorLoss(nn.Module):
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
     def _check_range(self, labels: Tensor, name: str) -> None:
-        if labels.numel() and bool(((labels < 0) | (labels >= self.num_classes)).any()):
+        if value_checks_enabled() and labels.numel() and bool(((labels < 0) | (labels >= self.num_classes)).any()):
             raise ValueError(
                 f"{name} must lie in [0, num_classes={self.num_classes}), got values in "
                 f"[{int(labels.min())}, {int(labels.max())}]; remap the class ids to 0..C-1 or raise "

@@ -1,6 +1,6 @@
 """Downstream evaluation of frozen embeddings: weighted kNN, linear probe, logistic-regression probe.
 
-* :func:`knn_predict` / :func:`knn_accuracy`: the weighted k-nearest-neighbour classifier of Wu et
+* :func:`knn_predict` / :func:`knn_accuracy` / :func:`knn_loo_accuracy` (leave-one-out): the weighted k-nearest-neighbour classifier of Wu et
   al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination" (CVPR 2018,
   Sec. 3.4): cosine similarities ``s_i`` of a query to its ``k`` nearest training embeddings, weights
   ``alpha_i = exp(s_i / t)``, class score ``w_c = sum_i alpha_i [y_i = c]``, prediction
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from graphneg.graph import check_embeddings, check_labels
+from graphneg.validation import check_embeddings, check_k, check_labels
 
-__all__ = ["knn_predict", "knn_accuracy", "linear_probe", "logistic_probe"]
+__all__ = ["knn_predict", "knn_accuracy", "knn_loo_accuracy", "linear_probe", "logistic_probe"]
 
 
 def _check_pair(train_emb: Tensor, train_labels, test_emb: Tensor, test_labels):
@@ -71,6 +71,7 @@ def knn_predict(
     temperature: float = 0.1,
     chunk_size: int = 1024,
     num_classes: Optional[int] = None,
+    exclude_self: bool = False,
 ) -> Tensor:
     r"""Predicted class ``[M]`` of each query under the weighted kNN rule (Wu et al. 2018, Sec. 3.4).
 
@@ -87,6 +88,9 @@ def knn_predict(
         temperature: ``t`` in ``exp(s / t)`` (Wu et al.: 0.07; HCL: 0.5).
         chunk_size: queries per chunk.
         num_classes: number of classes (default: ``max train label + 1``).
+        exclude_self: leave-one-out: query ``j`` is bank row ``j`` (``test_emb`` holds the same rows
+            as ``train_emb``) and is left out of its own neighbours (``k`` is capped at ``N - 1``);
+            see :func:`knn_loo_accuracy`.
     """
     check_embeddings(train_emb, "train_emb")
     check_embeddings(test_emb, "test_emb")
@@ -103,21 +107,31 @@ def knn_predict(
             "train_labels must be non-negative class ids; drop unlabeled samples (label -1, e.g. "
             "STL-10's unlabeled split) from the kNN bank"
         )
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = check_k(k, "k")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if exclude_self and test_emb.shape != train_emb.shape:
+        raise ValueError(
+            f"exclude_self=True (leave-one-out) needs the queries to be the bank itself, got test_emb of shape "
+            f"{tuple(test_emb.shape)} and train_emb of shape {tuple(train_emb.shape)}"
+        )
+    if exclude_self and train_emb.size(0) < 2:
+        raise ValueError("leave-one-out kNN (exclude_self=True) needs at least two embeddings")
     device = train_emb.device
     c = _num_classes(train_labels, train_labels, num_classes)
-    k = min(k, train_emb.size(0))
+    k = min(k, train_emb.size(0) - int(exclude_self))
     bank = F.normalize(train_emb.float(), dim=1)
     queries = F.normalize(test_emb.float().to(device), dim=1)
     preds = []
-    for start in range(0, queries.size(0), chunk_size):
+    for start in range(0, queries.size(0), chunk_size):  # chunks of queries
         q = queries[start:start + chunk_size]
-        top_sim, top_idx = (q @ bank.t()).topk(k, dim=1)        # [B, k]
+        sim = q @ bank.t()
+        if exclude_self:  # query j is bank row j: never its own neighbour
+            own = torch.arange(q.size(0), device=device)
+            sim[own, own + start] = float("-inf")
+        top_sim, top_idx = sim.topk(k, dim=1)                   # [B, k]
         weights = (top_sim / temperature).exp()
         scores = torch.zeros(q.size(0), c, device=device)
         scores.scatter_add_(1, train_labels[top_idx], weights)  # [B, C]
@@ -147,6 +161,27 @@ def knn_accuracy(
         num_classes = _num_classes(train_labels, test_labels, None)
     pred = knn_predict(train_emb, train_labels, test_emb, k, temperature, chunk_size, num_classes)
     return float((pred == test_labels).float().mean())
+
+
+def knn_loo_accuracy(
+    embeddings: Tensor,
+    labels: Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+    num_classes: Optional[int] = None,
+) -> float:
+    r"""Leave-one-out accuracy in ``[0, 1]`` of the weighted kNN classifier on one labelled set.
+
+    Every embedding is classified by its ``k`` nearest *other* embeddings with the rule of
+    :func:`knn_predict` (Wu et al. 2018, Sec. 3.4): ``knn_predict(embeddings, labels, embeddings,
+    exclude_self=True)``. The monitor of :class:`graphneg.callbacks.KNNProbe` when no reference
+    (training) set is available. ``O(chunk_size * N)`` memory; runs on the embeddings' device.
+    """
+    check_embeddings(embeddings, "embeddings")
+    labels = check_labels(labels, embeddings.size(0), "labels").to(embeddings.device).long()
+    pred = knn_predict(embeddings, labels, embeddings, k, temperature, chunk_size, num_classes, exclude_self=True)
+    return float((pred == labels).float().mean())
 
 
 def _standardise(train: Tensor, test: Tensor, eps: float = 1e-8):
@@ -186,6 +221,9 @@ def linear_probe(
 
     Returns:
         accuracy in ``[0, 1]``. Runs on the device of ``train_emb``; gradients never reach the inputs.
+        Callable in any grad mode (also under ``torch.inference_mode``, e.g. from a Lightning
+        evaluation hook): the training runs under ``torch.inference_mode(False)`` and
+        ``torch.enable_grad()`` on copies of the inputs.
     """
     train_labels, test_labels = _check_pair(train_emb, train_labels, test_emb, test_labels)
     if not isinstance(epochs, int) or epochs < 1:
@@ -196,18 +234,22 @@ def linear_probe(
         raise ValueError(f"batch_size must be a positive int or None (full batch), got {batch_size!r}")
     device = train_emb.device
     c = _num_classes(train_labels, test_labels, num_classes)
-    x_train = train_emb.detach().float()
-    x_test = test_emb.detach().float().to(device)
-    if standardize:
-        x_train, x_test = _standardise(x_train, x_test)
-    n, d = x_train.shape
-    bs = n if batch_size is None else min(batch_size, n)
+    # The probe is an optimisation of its own: it always runs with autograd on, also when called from
+    # an evaluation hook under torch.inference_mode (Lightning's validation / test loops). Inference
+    # tensors cannot be saved for backward, so the inputs are copied once outside inference mode.
+    with torch.inference_mode(False), torch.enable_grad():
+        x_train = train_emb.detach().float().clone()
+        x_test = test_emb.detach().float().to(device).clone()
+        train_labels = train_labels.clone()
+        if standardize:
+            x_train, x_test = _standardise(x_train, x_test)
+        n, d = x_train.shape
+        bs = n if batch_size is None else min(batch_size, n)
 
-    weight = torch.zeros(d, c, device=device, requires_grad=True)
-    bias = torch.zeros(c, device=device, requires_grad=True)
-    opt = torch.optim.Adam([weight, bias], lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.enable_grad():
+        weight = torch.zeros(d, c, device=device, requires_grad=True)
+        bias = torch.zeros(c, device=device, requires_grad=True)
+        opt = torch.optim.Adam([weight, bias], lr=lr, weight_decay=weight_decay)
+        gen = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
             order = torch.randperm(n, generator=gen).to(device) if bs < n else None
             for start in range(0, n, bs):

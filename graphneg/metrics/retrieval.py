@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphneg.graph import check_embeddings, check_labels
+from graphneg.validation import check_embeddings, check_k, check_ks, check_labels
 
 
 def _prepare(x: Tensor, metric: str) -> Tensor:
@@ -70,6 +70,7 @@ def nearest_neighbours(
 
     When ``same_set`` the query itself is excluded. ``backend="faiss"`` needs the ``faiss`` extra.
     """
+    k = check_k(k, "k")
     q, r = _prepare(queries, metric), _prepare(refs, metric)
     if backend == "auto":
         backend = "faiss" if _faiss_available() else "torch"
@@ -151,9 +152,7 @@ def retrieval_metrics(
             raise ValueError(
                 f"embeddings have {embeddings.size(1)} dims but ref_embeddings have {ref_embeddings.size(1)}"
             )
-    ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
+    ks = list(check_ks(ks))
 
     # R per query: same-label references (minus the query itself in the same-set protocol)
     classes, ref_inv = torch.unique(ref_labels, return_inverse=True)

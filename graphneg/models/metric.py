@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from graphneg.graph import check_embeddings, check_labels, check_multiclass
+from graphneg.validation import check_batch, check_ks, value_checks
 from graphneg.metrics.retrieval import retrieval_metrics
 
 
@@ -118,6 +118,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "loss", "generator"])
+        check_ks(ks)  # fail at construction, not after the first epoch
         self.automatic_optimization = False
         self.encoder, self.loss, self.generator = encoder, loss, generator
         if scheduler not in ("cosine", "none"):
@@ -139,10 +140,14 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         return self.encoder(x)
 
     def _check_batch(self, emb: Tensor, y: Tensor) -> Tensor:
-        check_embeddings(emb, "encoder output")
-        y = check_labels(y, emb.size(0), "batch labels")
-        check_multiclass(y, "this training batch")
-        return y
+        """The step's value checks, once, with one host sync (the building blocks skip theirs)."""
+        from graphneg.losses.metric import MultiSimilarityLoss, NPairLoss, TripletMarginLoss
+
+        limits = [getattr(m, "num_classes", None) for m in (self.generator, self.loss)]
+        limits = [c for c in limits if isinstance(c, int)]
+        pair_loss = isinstance(self.loss, (MultiSimilarityLoss, NPairLoss, TripletMarginLoss))
+        return check_batch(emb, y, min(limits) if limits else None, "encoder output", "this training batch",
+                           need_positive=pair_loss)
 
     def _set_warmup(self) -> None:
         if self.hparams.warmup_epochs <= 0:
@@ -293,6 +298,11 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx: int) -> Tensor:
+        # the batch is validated once (_check_batch); losses / generator / graph skip value checks
+        with value_checks(False):
+            return self._training_step(batch, batch_idx)
+
+    def _training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch
         if self.generator is not None:
             return self._generator_step(x, y)

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import coalesce, scatter
 
-from graphneg.graph import check_embeddings, check_labels, check_multiclass, dense_edge_mask, knn_index
+from graphneg.graph import dense_edge_mask, knn_index
+from graphneg.validation import check_embeddings, check_k, check_labels, check_multiclass
 from graphneg.nn.functional import gather_distance, gather_lerp
 from graphneg.nn.gca_gnn import GCAGNN
 
@@ -336,7 +337,7 @@ class GCAHNG(nn.Module):
         super().__init__()
         if edges not in EDGE_MODES:
             raise ValueError(f"edges must be one of {EDGE_MODES}, got {edges!r}")
-        if edges == "knn" and (k is None or int(k) < 1):
+        if edges == "knn" and (k is None or check_k(k, "k (neighbours per node)") < 1):
             raise ValueError(f"edges='knn' needs a positive integer k (neighbours per node), got {k!r}")
         if edges == "complete" and k is not None:
             raise ValueError("k is only used with edges='knn'; drop k or set edges='knn'")
@@ -408,13 +409,8 @@ class GCAHNG(nn.Module):
         b, d = embeddings.shape
         if d != self.dim:
             raise ValueError(f"embeddings have {d} channels but the generator was built with dim={self.dim}")
-        labels = check_labels(labels, b).to(embeddings.device)
+        labels = check_labels(labels, b, num_classes=self.num_classes).to(embeddings.device)
         check_multiclass(labels)
-        if bool(((labels < 0) | (labels >= self.num_classes)).any()):
-            raise ValueError(
-                f"labels must lie in [0, num_classes={self.num_classes}); remap the class ids "
-                "or build the generator with the number of training classes"
-            )
         scale = self._scale(j_mean, embeddings)
 
         edge_index = self.build_graph(embeddings, labels)

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 
 from graphneg.graph import check_embeddings, knn_index
+from graphneg.validation import value_checks_enabled
 
 
 class UnReMixScores(NamedTuple):
@@ -100,9 +101,9 @@ def _check_pairs(z: Tensor, candidates: Tensor, pos_index: Optional[Tensor], neg
                 f"pos_index must be an integer vector [N] = [{n}] holding each anchor's positive "
                 f"column, got dtype {pos_index.dtype} and shape {tuple(pos_index.shape)}"
             )
-        if n and bool(((pos_index < 0) | (pos_index >= c)).any()):
+        if n and value_checks_enabled() and bool(((pos_index < 0) | (pos_index >= c)).any()):
             raise ValueError(f"pos_index entries must lie in [0, {c}) (columns of the candidates)")
-        if n and bool(neg_mask.gather(1, pos_index.long()[:, None]).any()):
+        if n and value_checks_enabled() and bool(neg_mask.gather(1, pos_index.long()[:, None]).any()):
             raise ValueError("neg_mask marks an anchor's positive as a negative; unset those entries")
 
 
