@@ -468,3 +468,23 @@ def test_variant_errors():
         diversity_scores(z, partner=pos[:4])
     with pytest.raises(ValueError, match="k .* integer >= 1 or None"):
         diversity_scores(z, k=0)
+
+
+def test_new_variants_train_with_finite_gradients_on_duplicates():
+    """Identical views and a repeated sample (sqrt(1 - s^2) = 0, anchor gradient 0): finite gradients,
+    detached or not, and the mean-1 weights stay defined (uniform where a score carries no preference)."""
+    from graphneg.losses import UnReMixLoss
+
+    g = torch.Generator().manual_seed(60)
+    z1 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    z1[1] = z1[0]
+    for detach in (True, False):
+        for rep in ("density", "diversity"):
+            a1, a2 = z1.clone().requires_grad_(), z1.clone().requires_grad_()
+            loss = UnReMixLoss(weights=(1, 1, 1), k=None if rep == "diversity" else 2, representativeness=rep,
+                               uncertainty="pseudo_label", detach_scores=detach)
+            out = loss(a1, a2)
+            g1, g2 = torch.autograd.grad(out, (a1, a2))
+            assert torch.isfinite(out) and torch.isfinite(g1).all() and torch.isfinite(g2).all()
+            w = loss.last_scores["weights"]
+            assert torch.isfinite(w).all() and (w >= 0).all()

@@ -7,6 +7,15 @@ gives no formulas. The formulas below are **reconstructions**, chosen so that ea
 per-(anchor, negative) weight that plugs into the importance-sampling estimator of HCL (Robinson et
 al., ICLR 2021), the method UnReMix builds on. Each docstring states the formula and the reasoning.
 
+Variants (issue 10). The only public descriptions beyond the abstract (the revised paper, renamed
+UnDiMix, "uncertainty and diversity mixing", and a summary of the first version: hard negatives are
+"close to the decision boundary and far from each other") point to *diversity* rather than density:
+``representativeness="density" | "diversity"`` (:func:`density_scores`, :func:`diversity_scores`),
+and to an uncertainty from last-layer gradients of an auxiliary "same anchor?" task:
+``uncertainty="gradient" | "pseudo_label"`` (:func:`uncertainty_scores`). One implementation of all
+scores, :func:`unremix_components`, serves the public functions and
+:class:`graphneg.losses.UnReMixLoss`.
+
 Notation. ``z`` ``[N, D]`` are the anchors (the concatenated ``2B`` views), ``candidates`` ``[C, D]``
 the embeddings anchors are compared to (``z`` itself, optionally followed by extra negatives, so
 ``C = N + M``); both are L2-normalised here and ``s_ij = <z_i, c_j>`` is their cosine similarity.
