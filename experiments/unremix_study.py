@@ -293,6 +293,16 @@ def feature_ceiling(ds: str) -> Dict[str, float]:
     return {"distinct": len(groups), "graphs": len(y), "train_ceiling": best, "cv_lookup": float(np.mean(accs))}
 
 
+CONTRASTS = [
+    ("ur_diversity", "ur_density", "diversity - density (full mix, gradient unc.)"),
+    ("ur_rep_diversity", "ur_rep_density", "diversity - density (representativeness only)"),
+    ("ur_diversity_pl", "ur_diversity", "pseudo-label - gradient unc. (full mix, diversity)"),
+    ("ur_density_pl", "ur_density", "pseudo-label - gradient unc. (full mix, density)"),
+    ("ur_unc_pl", "ur_unc", "pseudo-label - gradient unc. (uncertainty only)"),
+    ("ur_sim", "hcl", "detached - back-propagated HCL weight"),
+]
+
+
 def report(args) -> str:
     rows = load(RESULTS / "unremix_study.jsonl")
     sel = load(RESULTS / "unremix_select.jsonl")
@@ -355,6 +365,14 @@ def report(args) -> str:
                 fold = 100 * sum(r["fold_std"] for r in rs) / len(rs)
                 lines.append(f"| {LABELS[name]} | {ci([r['acc'] for r in rs])} | {paired(sub, name, 'hcl')} | "
                              f"{paired(sub, name, 'untrained')} | {fold:.1f} | {len(rs)} | {fit:.0f} |")
+        contrasts = []
+        for a, b, what in CONTRASTS:
+            d = paired(sub, a, b)
+            if d != "-":
+                contrasts.append(f"{what}: {d}")
+        if contrasts:
+            lines += ["", "Paired contrasts (per-seed difference, 95% t-interval, accuracy points"
+                      + (", kNN" if ds == "mnist5k" else "") + "): " + "; ".join(contrasts) + "."]
         if ds == "cuneiform":  # there the multiset classes are the WL classes (30 = 30, checked)
             fc = feature_ceiling(ds)
             lines += ["", f"Node-feature ceiling: the {fc['graphs']} graphs have {fc['distinct']} distinct node-feature "
