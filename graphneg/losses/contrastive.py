@@ -54,11 +54,15 @@ from graphneg.graph import check_embeddings, check_labels
 from graphneg.precision import full_precision
 from graphneg.validation import value_checks_enabled
 from graphneg.sampling.unremix import (
+    REPRESENTATIVENESS,
+    UNCERTAINTY,
     _check_beta,
     _check_k,
     _check_temperature,
-    _density,
-    _safe_sqrt,
+    _check_variant,
+    mix_scores,
+    normalize_scores,
+    unremix_components,
 )
 
 
@@ -73,6 +77,9 @@ class ContrastivePairs(NamedTuple):
     num_neg: Tensor  # [2B] number of negatives per anchor (float, dtype of sim)
     labelled: bool = False  # True when labels removed same-class negatives
     self_index: Optional[Tensor] = None  # [2B] column of each anchor itself (arange(2B) when local)
+    # [C] column of each candidate's own positive view (-1 for extra negatives) when the candidates are
+    # gathered ([z1_all; z2_all; neg_all]); None locally, where the candidates start with the anchors
+    partner: Optional[Tensor] = None
 
 
 def _check_tau_plus(tau_plus: float) -> None:
@@ -266,7 +273,12 @@ def contrastive_pairs(
             )
         num_neg = torch.full((n,), float(c - 2), dtype=sim.dtype, device=device)
     labelled = labels is not None
-    return ContrastivePairs(sim, pos_index, neg_mask, anchors, candidates, num_neg, labelled, self_index)
+    partner = None
+    if b_tot != b or offset != 0:  # gathered: the anchors are not the candidates' first rows
+        cols = torch.arange(c, device=device)
+        partner = torch.where(cols < 2 * b_tot, (cols + b_tot) % (2 * b_tot), torch.full_like(cols, -1))
+    return ContrastivePairs(sim, pos_index, neg_mask, anchors, candidates, num_neg, labelled, self_index,
+                            partner)
 
 
 class EstimatorTerms(NamedTuple):
@@ -532,8 +544,11 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
     r"""UnReMix (Tabassum et al., arXiv 2206.01197) as importance weights in the HCL estimator.
 
     For every (anchor ``i``, negative ``j``) the three scores of :mod:`graphneg.sampling.unremix`
-    (reconstructions, see there) are computed, each normalised per anchor to mean 1 over its
-    negatives (:func:`~graphneg.sampling.unremix.normalize_scores`), and mixed
+    (reconstructions, see there) are computed by
+    :func:`~graphneg.sampling.unremix.unremix_components` (the one implementation the public
+    :func:`~graphneg.sampling.unremix.unremix_scores` uses too), each normalised per anchor to mean 1
+    over its negatives (:func:`~graphneg.sampling.unremix.normalize_scores`), and mixed
+    (:func:`~graphneg.sampling.unremix.mix_scores`)
 
     .. math:: w_{ij} = \frac{\lambda_1 \hat w^{sim}_{ij} + \lambda_2 \hat w^{unc}_{ij}
                         + \lambda_3 \hat w^{rep}_{ij}}{\lambda_1 + \lambda_2 + \lambda_3}
@@ -549,9 +564,17 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         beta: HCL concentration of the similarity score, ``>= 0``.
         weights: mixing coefficients (similarity, uncertainty, representativeness), non-negative,
             positive sum.
-        k: neighbours per node of the kNN density graph (representativeness).
+        k: neighbours per node of the batch kNN graph of the representativeness (``None``: all other
+            candidates).
         detach_scores: compute the scores from detached embeddings (default ``True``): they are
             importance weights, not a path for gradients; ``False`` back-propagates through them too.
+        representativeness: ``"density"`` (up-weights negatives in dense regions,
+            :func:`~graphneg.sampling.unremix.density_scores`) or ``"diversity"`` (up-weights negatives
+            far from the other candidates, the revised paper's direction,
+            :func:`~graphneg.sampling.unremix.diversity_scores`).
+        uncertainty: ``"gradient"`` (norm of the InfoNCE gradient w.r.t. the negative) or
+            ``"pseudo_label"`` (gradient of the auxiliary "same anchor?" task and its disagreement
+            with the anchor's gradient), see :func:`~graphneg.sampling.unremix.uncertainty_scores`.
         gather_distributed: candidates from all processes under DDP (see
             :meth:`_TwoViewContrastiveLoss.forward`); the representativeness kNN graph is then built
             over the global candidates, so every process scores the same global density.
@@ -560,9 +583,7 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         last_scores: the last batch's detached ``[2B, C]`` per-anchor mean-1 scores for logging:
             ``'similarity'``, ``'uncertainty'``, ``'representativeness'`` (only the components with a
             positive weight) and ``'weights'`` (the mix the loss used), zero outside the negatives.
-            Cheap: the forward keeps only references (the mix, the cosine matrix, per-anchor means);
-            the component matrices are rebuilt with the forward's own operations on first access,
-            and everything is released at the start of the next forward.
+            References to the forward's own tensors, released at the next forward.
     """
 
     def __init__(
@@ -571,8 +592,10 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         tau_plus: float = 0.1,
         beta: float = 1.0,
         weights: Sequence[float] = (1.0, 1.0, 1.0),
-        k: int = 10,
+        k: Optional[int] = 10,
         detach_scores: bool = True,
+        representativeness: str = "density",
+        uncertainty: str = "gradient",
         gather_distributed: bool = False,
     ):
         super().__init__(temperature, gather_distributed)
@@ -597,143 +620,50 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         self.tau_plus = float(tau_plus)
         self.beta = float(beta)
         self.weights: Tuple[float, float, float] = weights
-        self.k = int(k)
+        self.k = None if k is None else int(k)
         self.detach_scores = bool(detach_scores)
-        self._last: dict = {}
-        self._last_scores: Optional[dict] = None
+        self.representativeness = _check_variant("representativeness", representativeness, REPRESENTATIVENESS)
+        self.uncertainty = _check_variant("uncertainty", uncertainty, UNCERTAINTY)
+        self._last_scores: Dict[str, Tensor] = {}
 
     @property
     def last_scores(self) -> Dict[str, Tensor]:
-        """The last batch's detached, per-anchor mean-1 scores ``[2B, C]`` and their mix ``'weights'``.
-
-        Built on first access from references kept by the forward (no work when nobody logs).
-        """
-        if self._last_scores is None:
-            last, out = self._last, {}
-            if last:
-                mask = last["mask"]
-                maskf = mask.to(last["weights"].dtype)
-                if "sim" in last:  # recompute exactly as the forward did
-                    sim = last["sim"]
-                    logits = (sim / self.temperature).masked_fill(~mask, float("-inf"))
-                    rel = logits - last["neg_max"][:, None]
-                    q = torch.exp(rel)
-                if "similarity" in last:
-                    raw = maskf if self.beta == 0 else q if self.beta == 1 else torch.exp(rel * self.beta)
-                    out["similarity"] = raw / last["similarity"][:, None]
-                if "uncertainty" in last:
-                    mean = last["uncertainty"][:, None]
-                    raw = torch.addcmul(sim.new_ones(()), sim, sim, value=-1.0)
-                    raw = raw.clamp_min_(0.0).sqrt_().mul_(q)
-                    ok = mean > 0
-                    out["uncertainty"] = torch.where(ok, raw / torch.where(ok, mean, 1.0), maskf)
-                if "representativeness" in last:
-                    dens, mean = last["representativeness"]
-                    out["representativeness"] = maskf * dens[None, :] / mean[:, None]
-                out["weights"] = last["weights"].masked_fill(~mask, 0.0)
-            self._last_scores = out
+        """The last batch's detached, per-anchor mean-1 scores ``[2B, C]`` and their mix ``'weights'``."""
         return self._last_scores
 
-    def _importance(self, terms: EstimatorTerms, pairs: ContrastivePairs, density: Optional[Tensor]):
-        """Mixed mean-1 UnReMix importance, fused with the estimator's intermediates.
-
-        Same values as ``mix_scores([normalize_scores(s, mask) for s in unremix_scores(...)])``
-        (tested), but reusing the masked logits: the similarity score is
-        ``exp(beta * (logit - m_i))`` and the uncertainty score ``exp(logit - m_i) * sqrt(1 - s^2)``,
-        both up to per-anchor constants (``1 / (t Z_i)`` for the uncertainty) that the per-anchor
-        normalisation removes; the representativeness mean is one matrix-vector product and its
-        (rank-one) term one ``addmm``. Returns ``(w, N_i)``: the mix has mean 1, so its row sums are
-        the negative counts; entries of ``w`` outside the mask are finite but not zeroed (the
-        estimator multiplies them by ``neg = 0``; :attr:`last_scores` masks them).
-        """
-        lam = self.weights
-        total = sum(lam)
-        detach = self.detach_scores  # detached scores are plain numbers: update them in place
-        masked = terms.masked.detach() if detach else terms.masked
-        n = terms.num_neg
-        mask = pairs.neg_mask
-        last: dict = {"mask": mask, "neg_max": terms.neg_max}
-        raw_sim = q = None
-        if lam[0] > 0 or lam[1] > 0:
-            rel = masked - terms.neg_max[:, None]  # (s_ij - max_l s_il) / t, -inf off the mask
-            if lam[0] > 0 and self.beta not in (0.0, 1.0):
-                raw_sim = torch.exp(rel * self.beta)
-            if lam[1] > 0 or (lam[0] > 0 and self.beta == 1):
-                q = rel.exp_() if detach else torch.exp(rel)
-            del rel
-        w = None
-        if lam[0] > 0:
-            if self.beta == 0:
-                raw_sim = mask.to(masked.dtype)
-            elif self.beta == 1:
-                raw_sim = q
-            mean = raw_sim.sum(dim=1) / n  # >= 1 / N_i: the hardest negative scores exp(0) = 1
-            w = raw_sim * (lam[0] / total / mean)[:, None]
-            last["similarity"] = mean.detach()
-            del raw_sim
-        uniform = None
-        if lam[1] > 0:
-            sim = pairs.sim.detach() if detach else pairs.sim
-            one_minus_sq = torch.addcmul(sim.new_ones(()), sim, sim, value=-1.0)
-            if detach:
-                raw = one_minus_sq.clamp_min_(0.0).sqrt_().mul_(q)
-            else:
-                raw = q * _safe_sqrt(one_minus_sq)
-            del q, one_minus_sq
-            mean = raw.sum(dim=1) / n
-            ok = mean > 0
-            scale = torch.where(ok, lam[1] / total / torch.where(ok, mean, 1.0), 0.0)[:, None]
-            if w is None:
-                w = raw.mul_(scale) if detach else raw * scale
-            else:
-                w = w.addcmul_(raw, scale) if detach else torch.addcmul(w, raw, scale)
-            del raw
-            uniform = (~ok).to(n.dtype) * (lam[1] / total)  # no preference -> uniform weight
-            last["uncertainty"] = mean.detach()
-        if lam[2] > 0 or uniform is not None:
-            cols_u, rows_u = [], []
-            if lam[2] > 0:
-                if pairs.labelled:
-                    neg_total = mask.to(density.dtype) @ density
-                else:  # negatives = every column but the anchor itself and its positive
-                    neg_total = density.sum() - density[pairs.self_index] - density[pairs.pos_index]
-                mean = neg_total / n
-                rows_u.append((lam[2] / total) / mean)
-                cols_u.append(density)
-                last["representativeness"] = (density.detach(), mean.detach())
-            if uniform is not None:
-                rows_u.append(uniform)
-                cols_u.append(n.new_ones(mask.size(1)))
-            left, right = torch.stack(rows_u, dim=1), torch.stack(cols_u, dim=0)  # rank <= 2 term
-            if w is None:
-                w = left @ right
-            else:
-                w = w.addmm_(left, right) if detach else torch.addmm(w, left, right)
-        if "similarity" in last or "uncertainty" in last:
-            last["sim"] = pairs.sim.detach()  # to rebuild the logged scores on demand
+    def importance(self, pairs: ContrastivePairs) -> Tensor:
+        """The mixed mean-1 UnReMix importance ``[2B, C]`` of a batch (zero outside the negatives)."""
+        self._last_scores = {}  # release the previous batch's scores
+        detach = self.detach_scores
+        anchors = pairs.anchors.detach() if detach else pairs.anchors
+        cand = pairs.candidates.detach() if detach else pairs.candidates
+        sim = pairs.sim.detach() if detach else pairs.sim
+        comps = unremix_components(
+            anchors, cand, sim, pairs.pos_index, pairs.neg_mask, self.temperature, self.beta, self.k,
+            self.representativeness, self.uncertainty, partner=pairs.partner,
+            anchors_first=pairs.partner is None,  # gathered candidates do not start with the anchors
+            active=tuple(w > 0 for w in self.weights),
+        )
+        normed = [None if c is None else normalize_scores(c, pairs.neg_mask) for c in comps]
+        w = mix_scores(normed, self.weights)
+        last = {name: v.detach() for name, v in zip(comps._fields, normed) if v is not None}
         last["weights"] = w.detach()
-        self._last = last
-        return w, n
+        self._last_scores = last
+        return w
 
     def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
-        self._last, self._last_scores = {}, None  # release the previous batch's scores
-        t = self.temperature
-        density = None
-        if self.weights[2] > 0:
-            cand = pairs.candidates.detach() if self.detach_scores else pairs.candidates
-            square = pairs.sim.size(0) == pairs.sim.size(1)
-            sim = pairs.sim.detach() if self.detach_scores else pairs.sim
-            density = _density(cand, self.k, sim if square else None)
-        logits = pairs.sim / t
+        w = self.importance(pairs)
+        logits = pairs.sim / self.temperature
         return hcl_estimator(
-            logits, pairs.pos_index, pairs.neg_mask, t, self.tau_plus,
-            lambda terms: self._importance(terms, pairs, density), clamp=True, num_neg=pairs.num_neg,
+            logits, pairs.pos_index, pairs.neg_mask, self.temperature, self.tau_plus,
+            w, clamp=True, num_neg=pairs.num_neg,
         )
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, tau_plus={self.tau_plus}, beta={self.beta}, "
-            f"weights={self.weights}, k={self.k}, detach_scores={self.detach_scores}"
+            f"weights={self.weights}, k={self.k}, detach_scores={self.detach_scores}, "
+            f"representativeness={self.representativeness!r}, uncertainty={self.uncertainty!r}"
         ) + self._gather_repr()
 
 

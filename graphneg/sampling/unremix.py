@@ -7,6 +7,15 @@ gives no formulas. The formulas below are **reconstructions**, chosen so that ea
 per-(anchor, negative) weight that plugs into the importance-sampling estimator of HCL (Robinson et
 al., ICLR 2021), the method UnReMix builds on. Each docstring states the formula and the reasoning.
 
+Variants (issue 10). The only public descriptions beyond the abstract (the revised paper, renamed
+UnDiMix, "uncertainty and diversity mixing", and a summary of the first version: hard negatives are
+"close to the decision boundary and far from each other") point to *diversity* rather than density:
+``representativeness="density" | "diversity"`` (:func:`density_scores`, :func:`diversity_scores`),
+and to an uncertainty from last-layer gradients of an auxiliary "same anchor?" task:
+``uncertainty="gradient" | "pseudo_label"`` (:func:`uncertainty_scores`). One implementation of all
+scores, :func:`unremix_components`, serves the public functions and
+:class:`graphneg.losses.UnReMixLoss`.
+
 Notation. ``z`` ``[N, D]`` are the anchors (the concatenated ``2B`` views), ``candidates`` ``[C, D]``
 the embeddings anchors are compared to (``z`` itself, optionally followed by extra negatives, so
 ``C = N + M``); both are L2-normalised here and ``s_ij = <z_i, c_j>`` is their cosine similarity.
@@ -21,7 +30,7 @@ gradient, see :func:`uncertainty_scores`).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +42,12 @@ from graphneg.validation import value_checks_enabled
 
 
 class UnReMixScores(NamedTuple):
-    """The three per-pair UnReMix scores, each ``[N, C]`` and zero outside ``neg_mask``."""
+    """The three per-pair UnReMix scores, each ``[N, C]`` and zero outside ``neg_mask`` (``None`` for
+    a component that was not requested, see :func:`unremix_components`)."""
 
-    similarity: Tensor
-    uncertainty: Tensor
-    representativeness: Tensor
+    similarity: Optional[Tensor]
+    uncertainty: Optional[Tensor]
+    representativeness: Optional[Tensor]
 
 
 # --------------------------------------------------------------------------------------- validation
@@ -49,11 +59,26 @@ def _check_temperature(temperature: float) -> None:
         )
 
 
-def _check_k(k: int) -> None:
+def _check_k(k: Optional[int]) -> None:
+    if k is None:
+        return
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(
-            f"k (neighbours per node of the kNN density graph) must be an integer >= 1, got {k!r}"
+            f"k (neighbours per node of the kNN density graph) must be an integer >= 1 or None (all "
+            f"other candidates), got {k!r}"
         )
+
+
+#: Representativeness directions of :func:`representativeness_vector` / :class:`UnReMixLoss`.
+REPRESENTATIVENESS = ("density", "diversity")
+#: Uncertainty variants of :func:`uncertainty_scores` / :class:`UnReMixLoss`.
+UNCERTAINTY = ("gradient", "pseudo_label")
+
+
+def _check_variant(name: str, value: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
 
 
 def _check_beta(beta: float) -> None:
@@ -182,8 +207,13 @@ def uncertainty_scores(
     candidates: Optional[Tensor] = None,
     sim: Optional[Tensor] = None,
     detach: bool = True,
+    uncertainty: str = "gradient",
 ) -> Tensor:
     r"""Model-uncertainty score: how hard the current model is pushed by negative ``j`` for anchor ``i``.
+
+    Two variants (``uncertainty=``): ``"gradient"`` (below) and ``"pseudo_label"`` (further below).
+
+    **"gradient"** (the default; the closed form of our first reconstruction):
 
     .. math:: w^{unc}_{ij} = p_{ij}\, \sqrt{1 - s_{ij}^2}\, /\, t, \qquad
               p_{ij} = \frac{e^{s_{ij}/t}}{e^{s_{i,pos(i)}/t} + \sum_{l \in \mathrm{neg}(i)} e^{s_{il}/t}}
@@ -201,21 +231,83 @@ def uncertainty_scores(
     ``1 - s^2`` is clamped at 0 (rounding can make it slightly negative) and the square root's
     gradient is set to 0 there instead of ``inf`` (matters only with ``detach=False``).
 
+    **"pseudo_label"** (the revised paper's variant, as far as it is described). The revised version
+    of the paper (renamed UnDiMix) takes uncertainty from gradients at the last layer of an auxiliary
+    pseudo-labelling task, *do two augmented views come from the same anchor?*, used through their
+    similarity to the anchor's gradient; no formula is public. Reconstruction, in closed form:
+
+    * the auxiliary task is a logistic regression on the pair's cosine logit ``s_il / t`` with the
+      pseudo-label ``y_il = 1`` for the anchor's own other view (``l = pos(i)``) and ``0`` for a
+      negative; its loss is ``BCE(sigmoid(s_il / t), y_il)``;
+    * "last layer" is the embedding the loss sees (the L2-normalised projector output); the
+      gradient is taken with respect to the anchor's embedding on the unit sphere:
+      :math:`g_{il} = (\sigma(s_{il}/t) - y_{il})\, (I - z_i z_i^\top) c_l / t`;
+    * the anchor's gradient is that of its positive pair, :math:`g_i = g_{i,pos(i)}`, and the weight of
+      negative ``j`` is its gradient's magnitude (the BADGE-style uncertainty of the auxiliary
+      prediction) times its *disagreement* with the anchor's gradient,
+
+    .. math:: u_{ij} = \lVert g_{ij} \rVert\, \frac{1 - \cos(g_{ij}, g_i)}{2}
+              = \frac{\sigma(s_{ij}/t)}{2t}\Big(\sqrt{1 - s_{ij}^2}
+                + \frac{q_{ij} - s_{ij} s_{i,pos(i)}}{\sqrt{1 - s_{i,pos(i)}^2}}\Big),
+              \qquad q_{ij} = \langle c_{pos(i)}, c_j \rangle .
+
+    Why the disagreement: ``g_ij`` and ``g_i`` live in the same tangent space at ``z_i``; they point in
+    opposite directions (``cos = -1``) when the negative lies on the same side of the anchor as its
+    positive, i.e. when separating the negative pulls the anchor away from its positive: the pair is
+    on the decision boundary of the pseudo-labelling task. A negative on the far side agrees with the
+    anchor's gradient (``cos = +1``) and gets weight 0. Where the anchor's gradient vanishes
+    (``s_{i,pos(i)} = \pm 1`` or ``sigmoid(s/t) = 1`` in floating point) the cosine is taken as 0.
+    The sign convention (1 - cos, not cos) and the product with the magnitude are our choices.
+
     Args:
         z: anchors ``[N, D]``.
         pos_index: ``[N]`` positive column of each anchor.
         neg_mask: ``[N, C]`` bool negatives.
         temperature: ``t > 0``.
-        candidates, sim, detach: as in :func:`similarity_scores`.
+        candidates, sim, detach: as in :func:`similarity_scores` (``"pseudo_label"`` with
+            ``candidates`` computes ``q`` from them: one ``[N, D] x [D, C]`` product).
+        uncertainty: ``"gradient"`` or ``"pseudo_label"``.
 
     Returns:
         ``[N, C]`` scores, zero outside ``neg_mask``.
     """
     _check_temperature(temperature)
+    _check_variant("uncertainty", uncertainty, UNCERTAINTY)
     cand = z if candidates is None else candidates
     _check_pairs(z, cand, pos_index, neg_mask)
-    _, _, sim = _prepare(z, candidates, sim, detach)
-    return _uncertainty(sim, pos_index, neg_mask, temperature)
+    _, cn, sim = _prepare(z, candidates, sim, detach)
+    if uncertainty == "gradient":
+        return _uncertainty(sim, pos_index, neg_mask, temperature)
+    return _uncertainty_pseudo_label(sim, _partner_sim(sim, cn, pos_index, candidates is None), pos_index,
+                                     neg_mask, temperature)
+
+
+def _partner_sim(sim: Tensor, cn: Tensor, pos_index: Tensor, anchors_first: bool) -> Tensor:
+    """``q_ij = <c_pos(i), c_j>`` ``[N, C]``: the cosine of each anchor's positive to every candidate.
+
+    When the candidates start with the anchors (``candidates=None`` or the losses' ``[z; extras]``)
+    the positive ``c_pos(i)`` is anchor ``pos(i)`` and ``q`` is a row gather of ``sim``; otherwise
+    one ``[N, D] x [D, C]`` product.
+    """
+    if anchors_first:
+        return sim.index_select(0, pos_index.long())
+    return cn.index_select(0, pos_index.long()) @ cn.t()
+
+
+def _uncertainty_pseudo_label(sim: Tensor, q: Tensor, pos_index: Tensor, neg_mask: Tensor,
+                              temperature: float) -> Tensor:
+    t = float(temperature)
+    pos = pos_index.long()[:, None]
+    s_p = sim.gather(1, pos)  # [N, 1] cosine of the positive pair
+    tan_j = _safe_sqrt(1.0 - sim * sim)  # |(I - z z^T) c_j|
+    tan_p = _safe_sqrt(1.0 - s_p * s_p)  # |(I - z z^T) c_pos|
+    # the anchor's gradient vanishes when its positive is (anti-)parallel or sigma(s_p / t) == 1
+    anchor_ok = (tan_p > 0) & (torch.sigmoid(-s_p / t) > 0)
+    safe_p = torch.where(anchor_ok, tan_p, torch.ones_like(tan_p))
+    # ||g_ij|| (1 - cos(g_ij, g_i)) / 2 = sigma_ij / (2t) * (tan_j + (q_ij - s_ij s_ip) / tan_p)
+    conflict = torch.where(anchor_ok, (q - sim * s_p) / safe_p, torch.zeros_like(sim))
+    u = torch.sigmoid(sim / t) * (tan_j + conflict).clamp_min(0.0) / (2.0 * t)
+    return u.masked_fill(~neg_mask, 0.0)
 
 
 def _knn_from_sim(sim: Tensor, k: int) -> Tensor:
@@ -238,8 +330,10 @@ def _knn_from_sim(sim: Tensor, k: int) -> Tensor:
     return torch.stack([src, dst])
 
 
-def _density(xn: Tensor, k: int, sim: Optional[Tensor] = None) -> Tensor:
+def _density(xn: Tensor, k: Optional[int], sim: Optional[Tensor] = None) -> Tensor:
     n = xn.size(0)
+    if k is None:
+        k = max(n - 1, 1)
     square = sim is not None and sim.size(0) == n and sim.size(1) == n
     # PyG kNN graph: edge_index[0] = neighbour (source), edge_index[1] = node (target)
     edge_index = _knn_from_sim(sim, k) if square else knn_index(xn, k)
@@ -252,7 +346,8 @@ def _density(xn: Tensor, k: int, sim: Optional[Tensor] = None) -> Tensor:
     return torch.exp(mean_sim)
 
 
-def density_scores(z: Tensor, k: int = 10, sim: Optional[Tensor] = None, detach: bool = True) -> Tensor:
+def density_scores(z: Tensor, k: Optional[int] = 10, sim: Optional[Tensor] = None,
+                   detach: bool = True) -> Tensor:
     r"""Per-node neighbourhood density on a PyG kNN graph (UnReMix representativeness, reconstructed).
 
     .. math:: r_j = \exp\Big(\frac{1}{|\mathcal N_k(j)|} \sum_{l \in \mathcal N_k(j)} s_{jl}\Big)
@@ -278,7 +373,8 @@ def density_scores(z: Tensor, k: int = 10, sim: Optional[Tensor] = None, detach:
 
     Args:
         z: node embeddings ``[N, D]`` (normalised here).
-        k: neighbours per node, ``>= 1`` (nodes with fewer candidates keep all of them).
+        k: neighbours per node, ``>= 1`` (nodes with fewer candidates keep all of them); ``None``:
+            all other nodes.
         sim: optional precomputed ``[N, N]`` cosine matrix of ``z`` to read edge weights from.
         detach: compute from detached embeddings (default).
 
@@ -293,8 +389,119 @@ def density_scores(z: Tensor, k: int = 10, sim: Optional[Tensor] = None, detach:
     return _density(zn, k, sim)
 
 
+def _default_partner(pos_index: Tensor, num_candidates: int) -> Tensor:
+    """``[C]`` own positive view of every candidate column: ``pos_index`` for the first ``N`` columns
+    (the anchors), ``-1`` (none) for the extra negatives after them."""
+    pos_index = pos_index.long()
+    extra = num_candidates - pos_index.numel()
+    if extra <= 0:
+        return pos_index[:num_candidates]
+    return torch.cat([pos_index, pos_index.new_full((extra,), -1)])
+
+
+def _diversity(cn: Tensor, k: Optional[int], partner: Optional[Tensor], block_size: int = 1024) -> Tensor:
+    c = cn.size(0)
+    rows_all = torch.arange(c, device=cn.device)
+    if partner is None:
+        partner = torch.full((c,), -1, dtype=torch.long, device=cn.device)
+    has = partner >= 0
+    pcol = torch.where(has, partner, rows_all)  # no partner: point at the node itself (excluded anyway)
+    if k is None:
+        # sum_l <c_j, c_l> over l != j, partner(j) without the C x C matrix: <c_j, sum_l c_l> - self - partner
+        total = cn.sum(dim=0)
+        self_sq = (cn * cn).sum(dim=-1)
+        partner_sim = (cn * cn.index_select(0, pcol)).sum(dim=-1) * has.to(cn.dtype)
+        count = (c - 1) - has.to(cn.dtype)
+        mean_cos = (cn @ total - self_sq - partner_sim) / count.clamp_min(1.0)
+        return torch.where(count > 0, 1.0 - mean_cos, torch.zeros_like(mean_cos))
+    k_eff = min(int(k), c - 1)
+    if k_eff <= 0:
+        return cn.new_zeros(c)
+    out = []
+    for start in range(0, c, block_size):  # [block, C] similarities at a time, never C x C x D
+        rows = rows_all[start:start + block_size]
+        s = cn.index_select(0, rows) @ cn.t()
+        drop = torch.zeros_like(s, dtype=torch.bool)
+        drop.scatter_(1, rows[:, None], True)
+        drop.scatter_(1, pcol.index_select(0, rows)[:, None], True)
+        top = s.masked_fill(drop, float("-inf")).topk(k_eff, dim=1).values
+        valid = torch.isfinite(top)
+        dist = torch.where(valid, 1.0 - top, torch.zeros_like(top))
+        out.append(dist.sum(dim=1) / valid.sum(dim=1).clamp_min(1).to(cn.dtype))
+    return torch.cat(out)
+
+
+def diversity_scores(z: Tensor, k: Optional[int] = None, partner: Optional[Tensor] = None,
+                     detach: bool = True) -> Tensor:
+    r"""Per-candidate diversity: mean cosine distance to the other candidates (UnDiMix direction).
+
+    .. math:: d_j = \frac{1}{|\mathcal O(j)|} \sum_{l \in \mathcal O(j)} \big(1 - \cos(z_j, z_l)\big)
+
+    with :math:`\mathcal O(j)` all other candidates except ``j`` itself and ``j``'s own positive view
+    (``k=None``), or, with ``k`` set, ``j``'s ``k`` nearest neighbours on the batch kNN graph (cosine
+    similarity, the same two nodes excluded; the large-batch form).
+
+    Source: the revised version of UnReMix (Tabassum et al., renamed UnDiMix, "uncertainty and
+    diversity mixing") weights more the negatives that are far from the other negatives of the
+    batch (their average distance to all other negatives); a summary of the first version describes
+    hard negatives as "close to the decision boundary and far from each other". The exact form is
+    not public: the cosine distance on the unit sphere and the exclusion of the positive view (it is
+    an augmentation of the same sample, not another negative) are ours. This is the opposite
+    direction of :func:`density_scores` (an isolated outlier gets the largest diversity and the
+    smallest density).
+
+    Cost: ``k=None`` is exact in :math:`O(CD)` through the candidate sum,
+    :math:`\sum_{l \ne j} \langle z_j, z_l \rangle = \langle z_j, \sum_l z_l \rangle - \lVert z_j
+    \rVert^2`; the kNN form scores ``[1024, C]`` row blocks (``topk``), never a ``C x C x D`` tensor.
+    Values lie in ``[0, 2]``; a candidate with no other candidate gets 0.
+
+    Args:
+        z: candidate embeddings ``[C, D]`` (normalised here).
+        k: neighbours per node (``None``: all other candidates).
+        partner: ``[C]`` column of each candidate's own positive view, ``-1`` for none (e.g.
+            ``(j + B) mod 2B`` for two stacked views of ``B`` samples, then ``-1`` for extra negatives).
+            ``None``: no candidate has a partner.
+        detach: compute from detached embeddings (default).
+
+    Returns:
+        ``[C]`` diversities.
+    """
+    _check_k(k)
+    check_embeddings(z, "z")
+    if partner is not None and (partner.dim() != 1 or partner.numel() != z.size(0)
+                                or partner.is_floating_point()):
+        raise ValueError(
+            f"partner must be an integer vector [C] = [{z.size(0)}] holding each candidate's positive "
+            f"column (-1 for none), got dtype {partner.dtype} and shape {tuple(partner.shape)}"
+        )
+    zn = F.normalize(z.detach() if detach else z, dim=-1)
+    return _diversity(zn, k, None if partner is None else partner.long())
+
+
+def _representativeness_vector(cn: Tensor, representativeness: str, k: Optional[int],
+                               partner: Optional[Tensor], square_sim: Optional[Tensor]) -> Tensor:
+    if representativeness == "density":
+        return _density(cn, k, square_sim)
+    return _diversity(cn, k, partner)
+
+
+def candidate_representativeness(z: Tensor, representativeness: str = "density", k: Optional[int] = 10,
+                                 partner: Optional[Tensor] = None, sim: Optional[Tensor] = None,
+                                 detach: bool = True) -> Tensor:
+    """Per-candidate representativeness ``[C]``: :func:`density_scores` (``"density"``) or
+    :func:`diversity_scores` (``"diversity"``) of the candidates ``z``; broadcast to pairs with
+    :func:`representativeness_scores`. ``partner`` is used by the diversity, ``sim`` (an optional
+    ``[C, C]`` cosine matrix of ``z``) by the density."""
+    _check_variant("representativeness", representativeness, REPRESENTATIVENESS)
+    if representativeness == "density":
+        return density_scores(z, k, sim, detach)
+    return diversity_scores(z, k, partner, detach)
+
+
 def representativeness_scores(density: Tensor, neg_mask: Tensor) -> Tensor:
-    r"""Broadcast a per-candidate density ``[C]`` to pairs: :math:`w^{rep}_{ij} = r_j` on ``neg_mask``.
+    r"""Broadcast a per-candidate score ``[C]`` to pairs: :math:`w^{rep}_{ij} = r_j` on ``neg_mask``.
+
+    ``density`` is any per-candidate representativeness (a density or a diversity vector).
 
     Representativeness is a property of the negative alone (how typical ``j`` is), the same for all
     anchors; zero outside ``neg_mask``.
@@ -355,16 +562,62 @@ def mix_scores(normalized: Sequence[Optional[Tensor]], weights: Sequence[float])
     return out
 
 
+def unremix_components(
+    anchors: Tensor,
+    candidates: Tensor,
+    sim: Tensor,
+    pos_index: Tensor,
+    neg_mask: Tensor,
+    temperature: float,
+    beta: float,
+    k: Optional[int],
+    representativeness: str = "density",
+    uncertainty: str = "gradient",
+    partner: Optional[Tensor] = None,
+    anchors_first: bool = True,
+    active: Tuple[bool, bool, bool] = (True, True, True),
+) -> UnReMixScores:
+    """The one implementation of the three raw scores, on already normalised inputs (no checks).
+
+    Called by :func:`unremix_scores` and by :class:`graphneg.losses.UnReMixLoss` (which passes its
+    own cosine matrix and skips inactive components: ``active`` flags, ``None`` where off).
+    ``anchors`` ``[N, D]`` and ``candidates`` ``[C, D]`` are unit-norm, ``sim = anchors @
+    candidates.T``; ``anchors_first`` says that the candidates' first ``N`` rows are the anchors (then
+    the density reuses ``sim`` when it is square and the pseudo-label uncertainty reads the
+    positive's similarities off ``sim``). ``partner`` defaults to ``pos_index`` for the first ``N``
+    columns and ``-1`` after them.
+    """
+    sim_score = unc = rep = None
+    if active[0]:
+        sim_score = _similarity(sim, neg_mask, temperature, beta)
+    if active[1]:
+        if uncertainty == "gradient":
+            unc = _uncertainty(sim, pos_index, neg_mask, temperature)
+        else:
+            q = _partner_sim(sim, candidates, pos_index, anchors_first)
+            unc = _uncertainty_pseudo_label(sim, q, pos_index, neg_mask, temperature)
+    if active[2]:
+        square = anchors_first and sim.size(0) == sim.size(1)
+        if partner is None and anchors_first:
+            partner = _default_partner(pos_index, candidates.size(0))
+        vec = _representativeness_vector(candidates, representativeness, k, partner, sim if square else None)
+        rep = representativeness_scores(vec, neg_mask)
+    return UnReMixScores(similarity=sim_score, uncertainty=unc, representativeness=rep)
+
+
 def unremix_scores(
     z: Tensor,
     pos_index: Tensor,
     neg_mask: Tensor,
     temperature: float = 0.5,
     beta: float = 1.0,
-    k: int = 10,
+    k: Optional[int] = 10,
     candidates: Optional[Tensor] = None,
     sim: Optional[Tensor] = None,
     detach: bool = True,
+    representativeness: str = "density",
+    uncertainty: str = "gradient",
+    partner: Optional[Tensor] = None,
 ) -> UnReMixScores:
     r"""All three raw UnReMix scores for every (anchor, negative) pair.
 
@@ -374,32 +627,42 @@ def unremix_scores(
         neg_mask: ``[N, C]`` bool, True where column ``j`` is a negative of anchor ``i``.
         temperature: ``t > 0`` of the similarity and uncertainty scores.
         beta: HCL concentration ``>= 0`` of the similarity score.
-        k: neighbours per node of the kNN density graph.
-        candidates: ``[C, D]`` column embeddings (default ``z``; e.g. ``z`` followed by extra
-            negatives gathered from other processes). The density is computed over all candidates.
+        k: neighbours per node of the kNN graph of the representativeness (``None``: all other
+            candidates).
+        candidates: ``[C, D]`` column embeddings (default ``z``; by convention ``z`` followed by extra
+            negatives, e.g. gathered from other processes). The representativeness is computed over
+            all candidates.
         sim: optional precomputed cosine matrix ``[N, C]`` (reused, not recomputed).
         detach: compute the scores from detached embeddings (default: scores are weights).
+        representativeness: ``"density"`` (:func:`density_scores`) or ``"diversity"``
+            (:func:`diversity_scores`).
+        uncertainty: ``"gradient"`` or ``"pseudo_label"`` (:func:`uncertainty_scores`).
+        partner: ``[C]`` own positive column of each candidate for the diversity (default:
+            ``pos_index`` for the first ``N`` columns when ``candidates`` is ``None`` or starts with
+            ``z``, ``-1`` for the rest).
 
     Returns:
         :class:`UnReMixScores` ``(similarity, uncertainty, representativeness)``, each ``[N, C]``,
         raw (use :func:`normalize_scores` for the per-anchor mean-1 form), zero outside ``neg_mask``.
-        See :func:`similarity_scores`, :func:`uncertainty_scores`, :func:`density_scores`.
+        See :func:`similarity_scores`, :func:`uncertainty_scores`, :func:`density_scores`,
+        :func:`diversity_scores`.
     """
     _check_temperature(temperature)
     _check_beta(beta)
     _check_k(k)
+    _check_variant("representativeness", representativeness, REPRESENTATIVENESS)
+    _check_variant("uncertainty", uncertainty, UNCERTAINTY)
     cand = z if candidates is None else candidates
     _check_pairs(z, cand, pos_index, neg_mask)
-    _, cn, sim = _prepare(z, candidates, sim, detach)
-    density = _density(cn, k, sim if candidates is None else None)
-    return UnReMixScores(
-        similarity=_similarity(sim, neg_mask, temperature, beta),
-        uncertainty=_uncertainty(sim, pos_index, neg_mask, temperature),
-        representativeness=representativeness_scores(density, neg_mask),
-    )
+    zn, cn, sim = _prepare(z, candidates, sim, detach)
+    if partner is None:
+        partner = _default_partner(pos_index, cn.size(0))
+    return unremix_components(zn, cn, sim, pos_index.long(), neg_mask, temperature, beta, k,
+                              representativeness, uncertainty, partner, anchors_first=candidates is None)
 
 
 __all__ = [
     "UnReMixScores", "unremix_scores", "similarity_scores", "uncertainty_scores", "density_scores",
-    "representativeness_scores", "normalize_scores", "mix_scores",
+    "diversity_scores", "candidate_representativeness", "representativeness_scores", "normalize_scores",
+    "mix_scores", "unremix_components", "REPRESENTATIVENESS", "UNCERTAINTY",
 ]
