@@ -38,6 +38,15 @@ CONTRASTIVE = {
     "hcl_unequal": (lambda g: HCLLoss(0.5, tau_plus=0.1, beta=1.0, gather_distributed=g), (7, 4), False, None),
     "unremix_unequal": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=3, gather_distributed=g), (7, 4), False,
                         None),
+    # the issue-10 variants: diversity reads each gathered column's own positive (ContrastivePairs.partner),
+    # the pseudo-label uncertainty the positive's similarities; extra negatives have no partner
+    "unremix_diversity_pl_neg": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=3, representativeness="diversity",
+                                                       uncertainty="pseudo_label", gather_distributed=g),
+                                 (4, 4), False, (3, 2)),
+    "unremix_diversity_all_unequal": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=None,
+                                                            representativeness="diversity",
+                                                            uncertainty="pseudo_label", gather_distributed=g),
+                                      (7, 4), True, None),
 }
 GCA = {"gca_equal": (8, 8), "gca_unequal": (12, 4)}
 NUM_CLASSES = 4
