@@ -315,6 +315,10 @@ class GCAHNG(nn.Module):
         softmax_factor, dot_weight, div_weight (float): weights of the generator loss.
         dropout (float): node-to-edge attention dropout (official ``0.1``).
         hidden_channels (int, optional): FFN hidden size (default ``4 * dim``).
+        fixed_lambda (float, optional): replace the GNN's ``lambda`` by this constant in the
+            generation (ablation): with ``1.0`` it is exactly HDML's interpolation (Zheng et al.,
+            CVPR 2019, Eq. 4: ``r = (d+ + (d- - d+) exp(-alpha / J_mean)) / d-``). The GNN still runs
+            (node loss, diversity); ``GeneratedNegatives.lam`` still reports its (unused) output.
     """
 
     def __init__(
@@ -332,6 +336,7 @@ class GCAHNG(nn.Module):
         div_weight: float = 10.0,
         dropout: float = 0.1,
         hidden_channels: Optional[int] = None,
+        fixed_lambda: Optional[float] = None,
     ):
         super().__init__()
         if edges not in EDGE_MODES:
@@ -344,6 +349,9 @@ class GCAHNG(nn.Module):
             raise ValueError(f"rw must be one of {RW_MODES}, got {rw!r}")
         if not alpha > 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
+        if fixed_lambda is not None and not 0.0 <= float(fixed_lambda) <= 1.0:
+            raise ValueError(f"fixed_lambda must lie in [0, 1] (an interpolation factor), got {fixed_lambda}")
+        self.fixed_lambda = None if fixed_lambda is None else float(fixed_lambda)
         self.dim = dim
         self.num_classes = num_classes
         self.edges = edges
@@ -431,8 +439,11 @@ class GCAHNG(nn.Module):
         rho = torch.where(hard, d_pos / d_neg.clamp_min(1e-12), torch.ones_like(d_pos))
         # == hdml_interpolate(z[a], z[n], d+, d-, lam[pair_edge], scale), fused (no [P, D] gathers
         # of z or lambda are kept for backward)
-        pair_x = gather_lerp(embeddings, a, n, rho, out.lam.detach() if detach_lam else out.lam,
-                             pair_edge, scale)
+        if self.fixed_lambda is None:
+            lam, lam_index = (out.lam.detach() if detach_lam else out.lam), pair_edge
+        else:  # ablation: one constant lambda for every pair and channel (HDML with 1.0)
+            lam, lam_index = embeddings.new_full((1, d), self.fixed_lambda), torch.zeros_like(pair_edge)
+        pair_x = gather_lerp(embeddings, a, n, rho, lam, lam_index, scale)
 
         num_pairs = pair_edge.numel()
         if self.rw is None:
@@ -490,4 +501,5 @@ class GCAHNG(nn.Module):
         k = f", k={self.k}" if self.k is not None else ""
         return (f"{self.__class__.__name__}({self.dim}, num_classes={self.num_classes}, "
                 f"edges={self.edges!r}{k}, alpha={self.alpha}, rw={self.rw!r}, "
-                f"layers={self.gnn.num_layers}, heads={self.gnn.heads})")
+                + (f"fixed_lambda={self.fixed_lambda}, " if self.fixed_lambda is not None else "")
+                + f"layers={self.gnn.num_layers}, heads={self.gnn.heads})")
