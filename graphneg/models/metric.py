@@ -135,6 +135,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         generator_lr / classifier_lr: AdamW for the generator and the softmax classifier.
         grad_clip: gradient value clipping (official ``clip_grad_value_``, 10.0); ``None`` disables.
         warmup_epochs: epochs during which only the encoder's head (``head_name``) trains.
+        synthetic_beta / classifier_weight / node_loss_weight: the weights of ``J_syn``, of the softmax
+            classifier's CE and of the GNN's node CE ``J_gce`` in the three-step update (official 30, 10, 1).
         head_name: the encoder attribute holding its last embedding layer.
         ks: Recall@K values logged each validation epoch.
         eval_metric: ``"cosine"`` or ``"euclidean"`` retrieval.
@@ -157,6 +159,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         head_name: str = "fc",
         synthetic_beta: float = 30.0,
         classifier_weight: float = 10.0,
+        node_loss_weight: float = 1.0,
         ks: Sequence[int] = (1, 2, 4, 8),
         eval_metric: str = "cosine",
         eval_nmi: bool = True,
@@ -261,7 +264,9 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         1. metric step (encoder + GNN optimisers): ``J_metric = J_m + (1 - exp(-beta / J_gen_mean))
            * J_syn + J_gce`` where ``J_m = loss(z, y)`` on real pairs, ``J_syn = loss(z, y, z~, ...)``
            on the synthetic negatives generated with detached ``lambda`` (so ``J_syn`` trains the
-           encoder only) and ``J_gce`` the GNN's node classification CE (trains encoder and GNN);
+           encoder only) and ``J_gce`` the GNN's node classification CE (trains encoder and GNN),
+           weighted by ``node_loss_weight`` (official: 1; 0 is a diagnostic ablation that keeps the
+           node classification's gradient out of the encoder and the GNN);
         2. classifier step: ``classifier_weight * CE(classifier(z.detach()), y)``;
         3. GNN-only step on detached embeddings: :meth:`graphneg.nn.GCAHNG.loss` (label-preserving CE
            of the classifier on ``z~``, ``1 - cos(z_a, z~)`` and the lambda diversity term). The
@@ -282,7 +287,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
         j_syn_raw = self.loss(emb, y, out.x, out.labels, out.anchor_index)  # metric loss on synthetic pairs
         j_syn = (1.0 - e_bj) * j_syn_raw
-        j_gce = gen.node_loss(out)
+        j_gce = hp.node_loss_weight * gen.node_loss(out)
         j_metric = j_m + j_syn + j_gce
         self.manual_backward(j_metric)
         self._clip(self.encoder, self.loss)
