@@ -94,6 +94,44 @@ def ablation_rows(gca: dict) -> Dict[str, dict]:
 
 
 BASELINE_OF = {"npair": "N-pair", "ms": "MS"}
+
+# Diagnosis (phase "diag", validation split, after the grid): which part of the three-step update moves
+# the encoder where. J_syn off: synthetic_beta = 0 (weight 1 - exp(0) = 0); J_gce off: node_loss_weight = 0;
+# milder negatives: alpha scaled to the loss (MS's J_m ~ 0.8 vs N-pair's ~ 3.5, so alpha 1 gives MS the
+# exp(-alpha / J_m) ~ 0.3 that the official alpha 4 gives N-pair); a trained classifier: classifier_lr 1e-2.
+def diag_runs(gca: dict) -> Dict[str, dict]:
+    g, m = gca.get("gen", {}), gca.get("module", {})
+    runs = {}
+    for loss, lname in (("ms", "MS"), ("npair", "N-pair")):
+        if loss == "ms":  # N-pair's baseline and plain GCA-HNG runs are the validation search's
+            runs[f"{lname} (baseline)"] = {"loss": loss, "gen": None}
+            runs[f"{lname} + GCA-HNG"] = {"loss": loss, "gen": {**g}, "module": {**m}}
+        runs[f"{lname} + GCA-HNG, J_syn off"] = {"loss": loss, "gen": {**g}, "module": {**m, "synthetic_beta": 0.0}}
+        runs[f"{lname} + GCA-HNG, J_gce off"] = {"loss": loss, "gen": {**g}, "module": {**m, "node_loss_weight": 0.0}}
+    runs["MS + GCA-HNG, alpha=1"] = {"loss": "ms", "gen": {**g, "alpha": 1.0}, "module": {**m}}
+    runs["MS + GCA-HNG, classifier lr 1e-2"] = {"loss": "ms", "gen": {**g}, "module": {**m, "classifier_lr": 1e-2}}
+    return runs
+
+
+def followup_rows(records: List[dict], gca: dict) -> Dict[str, dict]:
+    """For each loss, the diagnosis variant with the best validation MAP@R, if it beats the plain
+    GCA-HNG setting there: run on the test classes with 5 seeds (chosen on validation only)."""
+    diag = {r["name"]: r for r in records if r["phase"] == "diag"}
+    best_val, _, _ = chosen_gca(records)
+    for r in records:
+        if r["phase"] == "val" and r["name"] == f"GCA: {best_val}":
+            diag.setdefault("N-pair + GCA-HNG", r)
+    rows = {}
+    for lname in ("MS", "N-pair"):
+        plain = diag.get(f"{lname} + GCA-HNG")
+        # "J_syn off" is a diagnosis (no generated negatives at all), not a GCA-HNG setting to run
+        cands = {n: r for n, r in diag.items() if n.startswith(f"{lname} + GCA-HNG, ") and "J_syn off" not in n}
+        if plain is None or not cands:
+            continue
+        best = max(cands, key=lambda n: cands[n]["final"]["val/map@r"])
+        if cands[best]["final"]["val/map@r"] > plain["final"]["val/map@r"]:
+            rows[f"{best} (chosen on validation)"] = cands[best]["spec"]
+    return rows
 TEST_SEEDS = [0, 1, 2, 3, 4]
 
 
@@ -233,7 +271,7 @@ def report(args) -> str:
     recs = load(args.jsonl)
     best, cfg, scores = chosen_gca(recs)
     test = [r for r in recs if r["phase"] == "test"]
-    rows = list(main_rows(cfg)) + list(ablation_rows(cfg))
+    rows = list(main_rows(cfg)) + list(ablation_rows(cfg)) + list(followup_rows(recs, cfg))
     by = {name: {r["seed"]: r for r in test if r["name"] == name} for name in rows}
     keys = ("val/recall@1", "val/recall@2", "val/recall@4", "val/recall@8", "val/map@r")
     out = []
@@ -267,6 +305,16 @@ def report(args) -> str:
             vt.append(f"| {name} | {len(rr)} | {statistics.mean(r['final']['val/map@r'] for r in rr):.3f} | "
                       f"{statistics.mean(r['final']['val/recall@1'] for r in rr):.3f} |")
     vtable = "\n".join(vt)
+    drecs = [r for r in recs if r["phase"] == "diag"]
+    gt = ["| diagnosis run (validation split, seed 100) | val MAP@R | val R@1 | cos(a, src) | cos(a, syn) | "
+          "e^(-α/J_m) | J_gce | classifier CE |", "|---|---|---|---|---|---|---|---|"]
+    for r in drecs:
+        c = r["curve"][-1]
+        f = lambda k: f"{c[k]:.3f}" if k in c else ""  # noqa: E731
+        ce = f"{c['train/J_softce'] / 10:.3f}" if "train/J_softce" in c else ""
+        gt.append(f"| {r['name']} | {c['val/map@r']:.3f} | {c['val/recall@1']:.3f} | {f('gca/cos_anchor_source')} | "
+                  f"{f('gca/cos_anchor_synthetic')} | {f('gca/lambda_scale')} | {f('train/J_gce')} | {ce} |")
+    gtable = "\n".join(gt)
 
     # diagnostics table (last epoch, mean over seeds) and per-epoch means for the N-pair + GCA-HNG row
     dkeys = ["gca/cos_anchor_source", "gca/cos_anchor_synthetic", "gca/hardness_gain", "gca/hard_fraction",
@@ -357,6 +405,10 @@ seeds where GCA-HNG is higher). GCA-HNG setting chosen on the validation split: 
 
 {vtable}
 
+## Diagnosis runs (validation split: which term of the three-step update does what)
+
+{gtable}
+
 ## Diagnostics at the last epoch (mean over seeds)
 
 {dtable}
@@ -374,7 +426,7 @@ cosine schedule, augmentation {s['augment']}. GCA-HNG defaults {GCA_DEFAULT}, mo
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["val", "test", "report", "all"])
+    p.add_argument("phase", choices=["val", "test", "diag", "followup", "report", "all"])
     p.add_argument("--jsonl", type=Path, default=JSONL)
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs")
     p.add_argument("--seeds", type=int, nargs="+", default=TEST_SEEDS)
@@ -390,6 +442,14 @@ def main() -> None:
             execute("test", main_rows(cfg), args.seeds, "test", args)
         if args.rows in ("ablations", "all"):
             execute("test", ablation_rows(cfg), args.seeds, "test", args)
+    if args.phase == "diag":
+        best, cfg, _ = chosen_gca(load(args.jsonl))
+        execute("diag", diag_runs(cfg), VAL_SEEDS, "val", args)
+    if args.phase == "followup":
+        best, cfg, _ = chosen_gca(load(args.jsonl))
+        rows = followup_rows(load(args.jsonl), cfg)
+        print("follow-up rows chosen on validation:", list(rows), flush=True)
+        execute("test", rows, args.seeds, "test", args)
     if args.phase in ("report", "all"):
         text = report(args)
         out = args.jsonl.with_name("gca_hng_study_tables.md")
