@@ -357,7 +357,7 @@ def report(args) -> str:
             continue
         n_ep = min(len(r["curve"]) for r in runs.values())
         xs = list(range(1, n_ep + 1))
-        ax = axes[0] if name in main_rows(cfg) else axes[1]
+        ax = axes[1] if name in ablation_rows(cfg) else axes[0]
         m = [statistics.mean(r["curve"][e]["val/map@r"] for r in runs.values()) for e in range(n_ep)]
         lo = [min(r["curve"][e]["val/map@r"] for r in runs.values()) for e in range(n_ep)]
         hi = [max(r["curve"][e]["val/map@r"] for r in runs.values()) for e in range(n_ep)]
@@ -368,7 +368,7 @@ def report(args) -> str:
         xs = list(range(1, n_ep + 1))
         axes[1].plot(xs, [statistics.mean(r["curve"][e]["val/map@r"] for r in b.values()) for e in range(n_ep)],
                      "k--", label="N-pair (baseline)")
-    for ax, title in zip(axes[:2], ("main rows", "N-pair + GCA-HNG ablations")):
+    for ax, title in zip(axes[:2], ("main rows and the follow-up row", "N-pair + GCA-HNG ablations")):
         ax.set_xlabel("epoch")
         ax.set_ylabel("MAP@R, test classes 50-99")
         ax.set_title(title)
@@ -452,8 +452,16 @@ def main() -> None:
         execute("test", rows, args.seeds, "test", args)
     if args.phase in ("report", "all"):
         text = report(args)
-        out = args.jsonl.with_name("gca_hng_study_tables.md")
-        out.write_text(text)
+        # the generated tables go between the markers of gca_hng_study.md (the written diagnosis around
+        # them is kept); without the markers they go to a file of their own
+        out = args.jsonl.with_suffix(".md")
+        begin, end = "<!-- tables:begin -->", "<!-- tables:end -->"
+        doc = out.read_text() if out.is_file() else ""
+        if begin in doc and end in doc:
+            head, rest = doc.split(begin, 1)
+            out.write_text(head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+        else:
+            args.jsonl.with_name(args.jsonl.stem + "_tables.md").write_text(text)
         print(text)
 
 
