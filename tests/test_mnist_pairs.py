@@ -103,3 +103,19 @@ def test_errors():
         MNIST5kPairsDataModule(test_classes=range(50, 101))
     with pytest.raises(ValueError, match="images_per_class"):
         MNIST5kPairsDataModule(images_per_class=0)
+
+
+@pytest.mark.parametrize("name", ["npair", "gca_hng", "ms", "ms_gca_hng"])
+def test_configs_build_and_agree_with_the_data(name, tmp_path):
+    import os
+
+    from graphneg.cli import cli_main
+
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"mnist_pairs_{name}.yaml")
+    cli = cli_main(["--config", path, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert isinstance(cli.datamodule, MNIST5kPairsDataModule)
+    gen = cli.model.generator
+    assert (gen is not None) == name.endswith("gca_hng")
+    if gen is not None:  # the generator's classifier heads cover exactly the training classes
+        assert gen.num_classes == cli.model.hparams.num_classes == cli.datamodule.num_train_classes == 50
+        assert gen.dim == cli.model.encoder.embedding_dim
