@@ -22,7 +22,7 @@ def _install(session, extras):
 
 @nox.session
 def demo(session):
-    """Install graphneg and run the MNIST-5k metric-learning demo (plain loss vs GCA-HNG)."""
+    """Install graphneg and run the demo: N-pair vs N-pair + GCA-HNG on MNIST-5k pairs, 3 seeds."""
     _install(session, "demo")
     session.run("python", "experiments/demo.py", *session.posargs, env=ENV)
 

@@ -13,6 +13,54 @@ from graphneg.validation import check_batch, check_ks, value_checks
 from graphneg.metrics.retrieval import retrieval_metrics
 
 
+@torch.no_grad()
+def generator_diagnostics(out, fixed_lambda: Optional[float] = None, scale: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    r"""What a GCA-HNG batch did, as scalar tensors (no host sync); logged per epoch by
+    :class:`MetricLearningModule`.
+
+    ``out`` is a :class:`graphneg.nn.GeneratedNegatives`. With ``g`` a synthetic negative (row of
+    ``out.x``) of anchor ``a`` mixed from the pairs ``(a, n)`` of its group with weights ``w``:
+
+    * ``cos_anchor_synthetic`` = mean over ``g`` of :math:`\cos(z_a, \tilde z_g)`;
+    * ``cos_anchor_source`` = mean over ``g`` of :math:`\sum_{(a,n)\in g} w_{an} \cos(z_a, z_n)`, the
+      same average for the real negatives the synthetic ones were built from;
+    * ``hardness_gain`` = their difference (> 0: the synthetic negatives are closer to their anchors,
+      i.e. harder, than their sources);
+    * ``hard_fraction``: share of pairs on the "hard" branch :math:`d^+ < d^-` (elsewhere the real
+      negative is returned unchanged);
+    * ``lambda_mean`` / ``lambda_std``: the interpolation vectors used, over pairs and channels (the
+      constant when ``fixed_lambda`` is set); ``lambda_scale``: :math:`e^{-\alpha/J_{mean}}` (``scale``).
+
+    Reconstructed for graphneg (not in the official code): the quantities the GCA-HNG paper argues
+    about (harder yet label-preserving negatives, adaptive :math:`\lambda`), measured directly.
+    """
+    emb = out.graph.x.detach()  # the (global) batch the generator ran on
+    x = out.x.detach()
+    pairs = out.pairs
+    cos_syn = torch.nn.functional.cosine_similarity(emb.index_select(0, out.anchor_index), x, dim=1)
+    cos_pair = torch.nn.functional.cosine_similarity(
+        emb.index_select(0, pairs.anchor), emb.index_select(0, pairs.negative), dim=1)
+    groups = x.size(0)
+    cos_src = torch.zeros(groups, dtype=cos_pair.dtype, device=cos_pair.device).index_add_(
+        0, pairs.group, pairs.weight.detach().to(cos_pair.dtype) * cos_pair)
+    if fixed_lambda is None:
+        lam = out.gnn.lam.detach().index_select(0, pairs.edge)  # the pairs' interpolation vectors
+        lam_mean, lam_std = lam.mean(), lam.std()
+    else:
+        lam_mean, lam_std = emb.new_tensor(float(fixed_lambda)), emb.new_tensor(0.0)
+    res = {
+        "cos_anchor_synthetic": cos_syn.mean(),
+        "cos_anchor_source": cos_src.mean(),
+        "hardness_gain": cos_syn.mean() - cos_src.mean(),
+        "hard_fraction": pairs.hard.float().mean(),
+        "lambda_mean": lam_mean,
+        "lambda_std": lam_std,
+    }
+    if scale is not None:
+        res["lambda_scale"] = torch.as_tensor(scale, dtype=emb.dtype, device=emb.device).detach()
+    return res
+
+
 class EmbeddingEvalMixin:
     """Collects validation/test embeddings and logs retrieval metrics + a projector snapshot.
 
@@ -115,6 +163,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         generator_lr / classifier_lr: AdamW for the generator and the softmax classifier.
         grad_clip: gradient value clipping (official ``clip_grad_value_``, 10.0); ``None`` disables.
         warmup_epochs: epochs during which only the encoder's head (``head_name``) trains.
+        synthetic_beta / classifier_weight / node_loss_weight: the weights of ``J_syn``, of the softmax
+            classifier's CE and of the GNN's node CE ``J_gce`` in the three-step update (official 30, 10, 1).
         head_name: the encoder attribute holding its last embedding layer.
         ks: Recall@K values logged each validation epoch.
         eval_metric: ``"cosine"`` or ``"euclidean"`` retrieval.
@@ -142,6 +192,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         head_name: str = "fc",
         synthetic_beta: float = 30.0,
         classifier_weight: float = 10.0,
+        node_loss_weight: float = 1.0,
         ks: Sequence[int] = (1, 2, 4, 8),
         eval_metric: str = "cosine",
         eval_nmi: bool = True,
@@ -257,7 +308,9 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         1. metric step (encoder + GNN optimisers): ``J_metric = J_m + (1 - exp(-beta / J_gen_mean))
            * J_syn + J_gce`` where ``J_m = loss(z, y)`` on real pairs, ``J_syn = loss(z, y, z~, ...)``
            on the synthetic negatives generated with detached ``lambda`` (so ``J_syn`` trains the
-           encoder only) and ``J_gce`` the GNN's node classification CE (trains encoder and GNN);
+           encoder only) and ``J_gce`` the GNN's node classification CE (trains encoder and GNN),
+           weighted by ``node_loss_weight`` (official: 1; 0 is a diagnostic ablation that keeps the
+           node classification's gradient out of the encoder and the GNN);
         2. classifier step: ``classifier_weight * CE(classifier(z.detach()), y)``;
         3. GNN-only step on detached embeddings: :meth:`graphneg.nn.GCAHNG.loss` (label-preserving CE
            of the classifier on ``z~``, ``1 - cos(z_a, z~)`` and the lambda diversity term). The
@@ -277,8 +330,9 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         out = gen(emb, y, j_mean=self.j_mean, detach_lam=True, generator=self._rw_generator_for(emb.device))
         e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
         # out.graph.x / out.graph.y: the global batch when the generator gathers (multi-GPU)
-        j_syn = (1.0 - e_bj) * self.loss(out.graph.x, out.graph.y, out.x, out.labels, out.anchor_index)
-        j_gce = gen.node_loss(out)
+        j_syn_raw = self.loss(out.graph.x, out.graph.y, out.x, out.labels, out.anchor_index)  # synthetic pairs
+        j_syn = (1.0 - e_bj) * j_syn_raw
+        j_gce = hp.node_loss_weight * gen.node_loss(out)
         j_metric = j_m + j_syn + j_gce
         self.manual_backward(j_metric)
         opt_c.step()  # each step clips first: see on_before_optimizer_step
@@ -306,6 +360,10 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
             },
             on_step=True, on_epoch=True,
         )
+        diag = generator_diagnostics(out, gen.fixed_lambda, gen._scale(self.j_mean, emb))
+        diag = {f"gca/{k}": v for k, v in diag.items()}
+        diag["gca/loss_real"], diag["gca/loss_synthetic"] = j_m.detach(), j_syn_raw.detach()
+        self.log_dict(diag, on_step=False, on_epoch=True)
         # what the epoch-end histograms need, detached: holding `out` would keep the GNN's edge
         # tensors alive until the next step
         pairs = out.pairs
@@ -319,7 +377,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         logger = self.logger
         if last is None or logger is None or not hasattr(logger.experiment, "add_histogram"):
             return
-        lam, pair_anchor, pair_negative, hard, x, anchor_index, emb = last
+        lam, pair_anchor, pair_negative, _hard, x, anchor_index, emb = last
         exp = logger.experiment
         exp.add_histogram("gca/lambda", lam.flatten().cpu(), self.global_step)
         anchors = emb.index_select(0, anchor_index)
@@ -327,7 +385,6 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         synth = (anchors - x).norm(dim=1)
         exp.add_histogram("gca/anchor_negative_distance_real", real.cpu(), self.global_step)
         exp.add_histogram("gca/anchor_negative_distance_synthetic", synth.cpu(), self.global_step)
-        exp.add_scalar("gca/hard_fraction", hard.float().mean().item(), self.global_step)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if self.generator is not None:
@@ -429,4 +486,4 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         self._log_projector()
 
 
-__all__ = ["MetricLearningModule", "EmbeddingEvalMixin"]
+__all__ = ["MetricLearningModule", "EmbeddingEvalMixin", "generator_diagnostics"]

@@ -309,12 +309,16 @@ class GCAHNG(nn.Module):
             gradients (``tests/test_distributed.py``). Random draws (``rw``, ``dropout``) must agree
             across processes: pass the same seeded ``generator`` / seed every rank alike
             (Lightning's ``seed_everything``). (default ``False``)
-
-    Mixed precision: the GNN's matrix products follow autocast; the generation (distances,
-    interpolation, mixing) and :meth:`loss` / :meth:`node_loss` run in float32.
         checkpoint (bool): activation checkpointing per GCA block (:class:`GCAGNN`): less memory
             for a recomputation of the blocks' forward in the backward pass; same values and
             gradients. (default ``False``)
+        fixed_lambda (float, optional): replace the GNN's ``lambda`` by this constant in the
+            generation (ablation): with ``1.0`` it is exactly HDML's interpolation (Zheng et al.,
+            CVPR 2019, Eq. 4: ``r = (d+ + (d- - d+) exp(-alpha / J_mean)) / d-``). The GNN still runs
+            (node loss, diversity); ``out.gnn.lam`` still reports its (unused) output.
+
+    Mixed precision: the GNN's matrix products follow autocast; the generation (distances,
+    interpolation, mixing) and :meth:`loss` / :meth:`node_loss` run in float32.
     """
 
     def __init__(
@@ -334,6 +338,7 @@ class GCAHNG(nn.Module):
         hidden_channels: Optional[int] = None,
         gather_distributed: bool = False,
         checkpoint: bool = False,
+        fixed_lambda: Optional[float] = None,
     ):
         super().__init__()
         check_edge_mode(edges, k)
@@ -346,6 +351,9 @@ class GCAHNG(nn.Module):
             raise ValueError(f"rw must be one of {RW_MODES}, got {rw!r}")
         if not alpha > 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
+        if fixed_lambda is not None and not 0.0 <= float(fixed_lambda) <= 1.0:
+            raise ValueError(f"fixed_lambda must lie in [0, 1] (an interpolation factor), got {fixed_lambda}")
+        self.fixed_lambda = None if fixed_lambda is None else float(fixed_lambda)
         self.dim = dim
         self.num_classes = num_classes
         self.edges = edges
@@ -462,10 +470,13 @@ class GCAHNG(nn.Module):
         d_pos = F.pairwise_distance(embeddings, embeddings.index_select(0, pos))  # official eps 1e-6
         d_neg = gather_distance(embeddings, a, n)  # == F.pairwise_distance(z[a], z[n])
         lam = to_float32(out.lam)  # generation in float32 under mixed precision
+        lam_index = pair_edge
+        if self.fixed_lambda is not None:  # ablation: one constant lambda for every pair and channel (HDML: 1.0)
+            lam, lam_index = embeddings.new_full((1, d), self.fixed_lambda), torch.zeros_like(pair_edge)
         pair_x, hard = hdml_interpolate(
             embeddings, embeddings, d_pos.index_select(0, a), d_neg,
             lam.detach() if detach_lam else lam, scale,
-            anchor_index=a, negative_index=n, lam_index=pair_edge,
+            anchor_index=a, negative_index=n, lam_index=lam_index,
         )
 
         num_pairs = pair_edge.numel()
@@ -526,4 +537,5 @@ class GCAHNG(nn.Module):
         ckpt = ", checkpoint=True" if self.checkpoint else ""
         return (f"{self.__class__.__name__}({self.dim}, num_classes={self.num_classes}, "
                 f"edges={self.edges!r}{k}, alpha={self.alpha}, rw={self.rw!r}, "
-                f"layers={self.gnn.num_layers}, heads={self.gnn.heads}{ckpt})")
+                + (f"fixed_lambda={self.fixed_lambda}, " if self.fixed_lambda is not None else "")
+                + f"layers={self.gnn.num_layers}, heads={self.gnn.heads}{ckpt})")
