@@ -69,9 +69,11 @@ def default_callbacks() -> list:
 
 
 def _num_train_classes(train_classes: Sequence[int], split: str) -> int:
-    """``MNIST5kDataModule``'s training classes: ``train_classes`` for the zero-shot split, all 10 digits
-    for the stratified one (as ``MNIST5kDataModule.num_train_classes``)."""
-    return len(train_classes) if split == "zero_shot" else 10
+    """Training classes of the MNIST DataModules: all 10 digits for ``MNIST5kDataModule``'s stratified
+    split, else ``len(train_classes)`` (``MNIST5kDataModule`` zero-shot, ``MNIST5kPairsDataModule`` test
+    split; its ``split="validation"`` trains on the subset ``val_train_classes`` of ``train_classes``,
+    whose labels stay below this count)."""
+    return 10 if split == "stratified" else len(train_classes)
 
 
 # (source, target, apply_on, compute_fn): see the module docstring
