@@ -385,7 +385,7 @@ def report(args) -> str:
             if seeds:
                 missing.append(f"{n} (seeds {', '.join(map(str, seeds))})")
         if missing:
-            lines += ["", "Missing runs (not finished in the compute budget): " + "; ".join(missing) + "."]
+            lines += ["", "Not run (outside the priority plan of the budget: the density + pseudo-label mix was planned for MUTAG only): " + "; ".join(missing) + "."]
         lines.append("")
     text = "\n".join(lines)
     return text
