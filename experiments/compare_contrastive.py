@@ -355,4 +355,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from graphneg.cli import quiet_lightning
+
+    with quiet_lightning():  # no cloud-service tips / Lightning-internal deprecation warnings
+        main()

@@ -466,4 +466,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from graphneg.cli import quiet_lightning
+
+    with quiet_lightning():  # no cloud-service tips / Lightning-internal deprecation warnings
+        main()

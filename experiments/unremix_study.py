@@ -421,4 +421,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from graphneg.cli import quiet_lightning
+
+    with quiet_lightning():  # no cloud-service tips / Lightning-internal deprecation warnings
+        main()
