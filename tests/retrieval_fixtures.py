@@ -92,7 +92,7 @@ INSHOP_EVAL_ITEMS = {33: (1, 2), 45: (2, 1), 58: (1, 2), 90: (0, 2)}
 
 
 def make_inshop(tmp: Path, eval_subdir: bool = False) -> Tuple[Path, Dict[str, List[int]]]:
-    """``tmp/list_eval_partition.txt`` (or ``tmp/Eval/...``) and ``tmp/img/WOMEN/Dresses/id_XXXXXXXX/*.jpg``."""
+    """``tmp/list_eval_partition.txt`` (or ``tmp/Eval/...``) and ``tmp/img/WOMEN/Dresses/id_<8 digits>/*.jpg``."""
     rows: List[str] = []
     out: Dict[str, List[int]] = {"train": [], "query": [], "gallery": []}
     k = 0

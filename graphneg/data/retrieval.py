@@ -68,7 +68,7 @@ LAYOUTS: Dict[str, str] = {
     "inshop": (
         "In-Shop Clothes Retrieval (DeepFashion, Img/img.zip + Eval/list_eval_partition.txt): "
         "<root>/list_eval_partition.txt or <root>/Eval/list_eval_partition.txt (first line the image "
-        "count, second the header 'image_name item_id evaluation_status', then '<img/...jpg> <id_XXXXXXXX> "
+        "count, second the header 'image_name item_id evaluation_status', then '<img/...jpg> <id_<8 digits>> "
         "<train|query|gallery>' per line) and <root>/img/ (or <root>/Img/img/)"
     ),
 }
@@ -475,7 +475,7 @@ class InShopDataModule(RetrievalDataModule):
             if status not in by_split:
                 raise _malformed(self.name, part, no, line, f"evaluation_status {status!r} is not train/query/gallery")
             if not item.startswith("id_"):
-                raise _malformed(self.name, part, no, line, f"item_id {item!r} does not look like id_XXXXXXXX")
+                raise _malformed(self.name, part, no, line, f"item_id {item!r} does not look like id_<8 digits>")
             by_split[status][0].append(str(img_base / rel))
             by_split[status][1].append(_to_int(self.name, part, no, item[3:], line))
         for s, (paths, _) in by_split.items():
