@@ -151,15 +151,23 @@ def mnist_module(loss: torch.nn.Module, seed: int) -> ContrastiveModule:
                              weight_decay=1e-6, log_histograms=False)
 
 
-def run_mnist(loss_name: str, seed: int, epochs: int, dm: CachedViewsMNIST) -> Dict[str, float]:
-    model = mnist_module(make_loss(loss_name) if loss_name != "untrained" else InfoNCELoss(T), seed)
+def mnist_probe_run(loss, seed: int, epochs: int, dm: CachedViewsMNIST, train: bool = True) -> Dict[str, float]:
+    """Train the MNIST-5k module with ``loss`` (``train=False``: the encoder at its initialisation) and
+    probe it: weighted kNN (k=20) and linear top-1; ``{"knn", "linear", "fit_s"}``."""
+    model = mnist_module(loss, seed)
     t0 = time.time()
-    if loss_name != "untrained":
+    if train:
         trainer(epochs, reload_dataloaders_every_n_epochs=1).fit(model, dm)
     fit_s = time.time() - t0
     knn = KNNProbe(k=20, temperature=0.1).evaluate(model, dm)["knn_top1"]
     linear = LinearProbe(epochs=50, seed=seed).evaluate(model, dm)["linear_top1"]
     return {"knn": knn, "linear": linear, "fit_s": fit_s}
+
+
+def run_mnist(loss_name: str, seed: int, epochs: int, dm: CachedViewsMNIST) -> Dict[str, float]:
+    untrained = loss_name == "untrained"
+    return mnist_probe_run(InfoNCELoss(T) if untrained else make_loss(loss_name), seed, epochs, dm,
+                           train=not untrained)
 
 
 # ------------------------------------------------------------------------------------ graphs

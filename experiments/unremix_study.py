@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from compare_contrastive import CachedViewsMNIST, mnist_module, trainer  # noqa: E402
+from compare_contrastive import CachedViewsMNIST, mnist_probe_run, trainer  # noqa: E402
 from graphneg.data import TUDataModule  # noqa: E402
-from graphneg.callbacks import KNNProbe, LinearProbe, embed_loader  # noqa: E402
+from graphneg.callbacks import embed_loader  # noqa: E402
 from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
 from graphneg.metrics.graph_protocol import svc_protocol  # noqa: E402
 from graphneg.models import GINEncoder, GraphContrastiveModule  # noqa: E402
@@ -144,14 +144,8 @@ def run_graph(ds: str, recipe: str, loss_name: str, seed: int, epochs: int, vali
 
 def run_mnist(loss_name: str, seed: int, dm: CachedViewsMNIST) -> Dict:
     loss = STUDY_LOSSES["infonce" if loss_name == "untrained" else loss_name]()
-    model = mnist_module(loss, seed)
-    t0 = time.time()
-    if loss_name != "untrained":
-        trainer(MNIST_EPOCHS, reload_dataloaders_every_n_epochs=1).fit(model, dm)
-    fit_s = time.time() - t0
-    knn = KNNProbe(k=20, temperature=0.1).evaluate(model, dm)["knn_top1"]
-    linear = LinearProbe(epochs=50, seed=seed).evaluate(model, dm)["linear_top1"]
-    return {"acc": knn, "linear": linear, "fit_s": fit_s}
+    r = mnist_probe_run(loss, seed, MNIST_EPOCHS, dm, train=loss_name != "untrained")
+    return {"acc": r["knn"], "linear": r["linear"], "fit_s": r["fit_s"]}
 
 
 def load(path: Path) -> List[dict]:

@@ -155,7 +155,7 @@ def test_kernel_argument_errors():
 def test_cuda_equals_cpu_with_ties():
     """Not run on the CPU reference machine (no device lent): the tie rule holds on CUDA too."""
     if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
+        pytest.skip("needs a CUDA device: a `gpu`-marked test, run with `nox -s gpu` on a CUDA machine")
     x, y = _tied_set(300, 4, 20, seed=7)
     for metric in ("euclidean",):  # integer coordinates: exact scores on both devices, so the same ties
         a = retrieval_metrics(x, y, ks=RECALL_KS["sop"], metric=metric, chunk_size=64, nmi=False)
