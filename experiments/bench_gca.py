@@ -364,8 +364,9 @@ def write_table(results, args, total, load):
         "",
         "Modes: `dense` = the official formulation with [B, B, D] tensors (reference); `complete` = "
         "GCAHNG(edges='complete'); `sparse` = GCAHNG(edges='knn', k=16); `_ckpt` = with "
-        "`checkpoint=True` (selective activation checkpointing per GCA block). All GCAHNG modes use "
-        "the fused edge update (`graphneg.nn.functional.edge_mlp_update`).",
+        "`checkpoint=True` (each block's [E, 4D] edge-MLP hidden layer recomputed in backward). All "
+        "GCAHNG modes use the fused, row-chunked edge-level functions of `graphneg.nn.functional` "
+        "(edge MLP, interpolation, BatchNorm folded into the lambda and node heads).",
         "",
         "| B | mode | edges E | wall (s) | CPU (s) | peak (MiB) | wall / dense | CPU / dense | peak / dense | status |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",

@@ -6,6 +6,7 @@ feature of edge ``(r, c)``, attention queries sit at the column ``c`` and keys/v
 ``r``, edge-to-node sums over the columns of row ``r``. PyG edge ``(source j, target i)`` is the
 dense entry ``W[j, i]``. Everything runs in float64 so the comparison tolerance is tight.
 """
+import copy
 import math
 
 import pytest
@@ -423,19 +424,29 @@ def test_fused_edge_mlp_update_equals_modules_and_gradcheck():
     params = [norm[1].weight, norm[1].bias, mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias,
               mlp[3].weight, mlp[3].bias]
 
-    def fused(t, nw, nb, w1, b1, lw, lb, w2, b2, chunk=4096):
-        return edge_mlp_update(t, nw, nb, 1e-5, w1, b1, lw, lb, 1e-5, w2, b2, chunk_size=chunk)
+    def fused(t, nw, nb, w1, b1, lw, lb, w2, b2, chunk=4096, recompute=False):
+        return edge_mlp_update(t, nw, nb, 1e-5, w1, b1, lw, lb, 1e-5, w2, b2, chunk_size=chunk,
+                               recompute_hidden=recompute)
 
     e = norm(s1)
     ref = norm(e + mlp(e))
     grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
     ref_g = torch.autograd.grad(ref, [s1] + params, grad)
-    for chunk in (3, 4096):  # several chunks and one
-        out = fused(s1, *params, chunk=chunk)
-        torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
-        for a, b in zip(torch.autograd.grad(out, [s1] + params, grad), ref_g):
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    for chunk in (3, 4096, None):  # several chunks, one, the default
+        for recompute in (False, True):  # hidden layer kept / recomputed in backward
+            out = fused(s1, *params, chunk=chunk, recompute=recompute)
+            torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+            for a, b in zip(torch.autograd.grad(out, [s1] + params, grad), ref_g):
+                torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    # recompute_hidden keeps 2 [E, D] tensors for backward (s1, s2), not the [E, hidden] layer
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        fused(s1, *params, recompute=True)
+    assert (e_rows, hid) not in saved and saved.count((e_rows, d)) == 2
+    with pytest.raises(ValueError, match="chunk_size must be a positive"):
+        fused(s1, *params, chunk=0)
     assert torch.autograd.gradcheck(lambda *t: fused(*t, chunk=4), (s1, *params))
+    assert torch.autograd.gradcheck(lambda *t: fused(*t, chunk=4, recompute=True), (s1, *params))
 
 
 def test_node_to_edge_custom_norm_uses_plain_path():
@@ -451,3 +462,73 @@ def test_node_to_edge_custom_norm_uses_plain_path():
                             v=conv.lin_v(F.gelu(conv.lin_node(x))), size=(B, B))
     e = tanh_norm(w[ei[0], ei[1]] + att)
     torch.testing.assert_close(conv(x, ei, w[ei[0], ei[1]]), tanh_norm(e + conv.mlp(e)), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_linear_equals_modules_train_and_eval(momentum):
+    """lin(bn(x)) with the BatchNorm folded: values, gradients (x, BN weight, W, b) and the
+    running statistics equal nn.BatchNorm1d followed by nn.Linear, in training and eval mode."""
+    from graphneg.nn.functional import batch_norm_linear
+
+    torch.manual_seed(0)
+    x0 = torch.randn(37, 6, dtype=torch.float64) * 3 + 1
+    bn_ref = torch.nn.BatchNorm1d(6, momentum=momentum).double()
+    lin_ref = torch.nn.Linear(6, 4).double()
+    with torch.no_grad():
+        bn_ref.weight.uniform_(0.5, 2.0)
+        bn_ref.bias.uniform_(-1.0, 1.0)
+    bn, lin = copy.deepcopy(bn_ref), copy.deepcopy(lin_ref)
+    for step in range(3):  # training: batch statistics, running stats updated each step
+        xa, xb = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+        ya, yb = batch_norm_linear(xa, bn, lin), lin_ref(bn_ref(xb))
+        torch.testing.assert_close(ya, yb, rtol=0, atol=1e-12)
+        (ya.sin().sum()).backward()
+        (yb.sin().sum()).backward()
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-12)
+        for p, q in zip(list(bn.parameters()) + list(lin.parameters()),
+                        list(bn_ref.parameters()) + list(lin_ref.parameters())):
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-10)
+        torch.testing.assert_close(bn.running_mean, bn_ref.running_mean, rtol=0, atol=1e-14)
+        torch.testing.assert_close(bn.running_var, bn_ref.running_var, rtol=0, atol=1e-14)
+        assert int(bn.num_batches_tracked) == int(bn_ref.num_batches_tracked) == step + 1
+        x0 = x0 * 0.9 + 0.3
+    bn.eval(), bn_ref.eval()  # eval: running statistics, nothing updated
+    with torch.no_grad():
+        torch.testing.assert_close(batch_norm_linear(x0, bn, lin), lin_ref(bn_ref(x0)), rtol=0, atol=1e-12)
+    assert int(bn.num_batches_tracked) == 3
+    bn.train()
+    with pytest.raises(ValueError, match="more than 1 row"):
+        batch_norm_linear(x0[:1], bn, lin)
+
+
+def test_group_squared_deviation_and_gather_cosine_equal_plain_formulas():
+    from torch_geometric.utils import scatter
+
+    from graphneg.nn.functional import gather_cosine, group_squared_deviation
+
+    torch.manual_seed(1)
+    x = torch.rand(50, 7, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 9, (50,))
+    index[:9] = torch.arange(9)
+    # plain formula: deviation from the group mean (gradient through the mean included)
+    ref = (x - scatter(x, index, dim=0, dim_size=9, reduce="mean").index_select(0, index)).pow(2).sum()
+    got = group_squared_deviation(x, index, 9, chunk_size=16)  # chunks of 16 rows: 4 chunks
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+    g_ref, = torch.autograd.grad(ref.sqrt(), x)
+    g_got, = torch.autograd.grad(got.sqrt(), x)
+    torch.testing.assert_close(g_got, g_ref, rtol=0, atol=1e-12)
+    # cosine: same formula as F.cosine_similarity on the gathered rows, incl. a zero row (eps)
+    a = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(11, 5, dtype=torch.float64)
+    b[3] = 0.0
+    b.requires_grad_(True)
+    idx = torch.randint(0, 6, (11,))
+    ref = F.cosine_similarity(a.index_select(0, idx), b, dim=1)
+    got = gather_cosine(a, idx, b)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+    w = torch.randn(11, dtype=torch.float64)
+    ga_ref, gb_ref = torch.autograd.grad((ref * w).sum(), (a, b))
+    ga, gb = torch.autograd.grad((got * w).sum(), (a, b))
+    # the zero row's gradient is ~1e8 (1 / eps): compare relative there
+    torch.testing.assert_close(ga, ga_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gb, gb_ref, rtol=1e-12, atol=1e-12)

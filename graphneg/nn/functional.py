@@ -20,6 +20,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch_geometric.utils import scatter
 
 
 def _add_rows_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
@@ -33,6 +34,25 @@ def _index_add(size_like: Tensor, index: Optional[Tensor], src: Tensor) -> Tenso
     if index is None:
         return src
     return _add_rows_(torch.zeros_like(size_like), index, src)
+
+
+#: elements per row chunk of the chunked edge-level functions: 2**20 float32 values = 4 MiB per
+#: temporary (512 rows of the edge MLP's 4D = 2,048 hidden channels at D = 512). Temporaries of
+#: a whole ``[E, 4D]`` or ``[P, D]`` size would otherwise set the step's peak memory in backward.
+CHUNK_ELEMENTS = 2 ** 20
+
+
+def row_chunk(width: int, chunk_size: Optional[int] = None) -> int:
+    """Rows per chunk: ``chunk_size`` if given, else ``CHUNK_ELEMENTS // width`` (at least 1)."""
+    if chunk_size is not None:
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+        return int(chunk_size)
+    return max(1, CHUNK_ELEMENTS // max(int(width), 1))
+
+
+def _row_slices(n: int, chunk: int):
+    return (slice(start, min(start + chunk, n)) for start in range(0, n, chunk))
 
 
 def _take(x: Tensor, index: Optional[Tensor]) -> Tensor:
@@ -141,33 +161,39 @@ def gather_distance(x: Tensor, index_a: Tensor, index_b: Tensor, eps: float = 1e
 
 class _GatherLerp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, index_a, index_b, rho, lam, index_lam, scale):
-        coef = (1.0 - rho) * scale
-        r = torch.addcmul(rho.unsqueeze(1), coef.unsqueeze(1), lam.index_select(0, index_lam))
-        out = torch.lerp(x.index_select(0, index_a), x.index_select(0, index_b), r)
+    def forward(ctx, x, index_a, index_b, rho, lam, index_lam, scale, chunk):
+        p = index_a.size(0)
+        out = x.new_empty(p, x.size(1))
+        for sl in _row_slices(p, chunk):  # row chunks: no [P, D] temporary besides the output
+            coef = (1.0 - rho[sl]) * scale
+            r = torch.addcmul(rho[sl].unsqueeze(1), coef.unsqueeze(1), lam.index_select(0, index_lam[sl]))
+            torch.lerp(x.index_select(0, index_a[sl]), x.index_select(0, index_b[sl]), r, out=out[sl])
         ctx.save_for_backward(x, index_a, index_b, rho, lam, index_lam)
-        ctx.scale = scale
+        ctx.scale, ctx.chunk = scale, chunk
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, index_a, index_b, rho, lam, index_lam = ctx.saved_tensors
-        scale = ctx.scale
-        lam_e = lam.index_select(0, index_lam)
-        coef = (1.0 - rho) * scale
-        r = torch.addcmul(rho.unsqueeze(1), coef.unsqueeze(1), lam_e)
-        gx = grho = glam = None
-        if ctx.needs_input_grad[0]:
-            gx = torch.zeros_like(x)
-            _add_rows_(gx, index_a, grad * (1.0 - r))
-            _add_rows_(gx, index_b, grad * r)
-        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
-            gr = grad * (x.index_select(0, index_b) - x.index_select(0, index_a))
-            if ctx.needs_input_grad[3]:
-                grho = (gr * (1.0 - scale * lam_e)).sum(dim=-1)
-            if ctx.needs_input_grad[4]:
-                glam = _add_rows_(torch.zeros_like(lam), index_lam, gr * coef.unsqueeze(1))
-        return gx, None, None, grho, glam, None, None
+        scale, need = ctx.scale, ctx.needs_input_grad
+        gx = torch.zeros_like(x) if need[0] else None
+        grho = torch.empty_like(rho) if need[3] else None
+        glam = torch.zeros_like(lam) if need[4] else None
+        for sl in _row_slices(index_a.size(0), ctx.chunk):
+            g, ia, ib = grad[sl], index_a[sl], index_b[sl]
+            lam_e = lam.index_select(0, index_lam[sl])
+            coef = (1.0 - rho[sl]) * scale
+            r = torch.addcmul(rho[sl].unsqueeze(1), coef.unsqueeze(1), lam_e)
+            if gx is not None:
+                _add_rows_(gx, ib, g * r)
+                _add_rows_(gx, ia, g - g * r)  # g * (1 - r)
+            if grho is not None or glam is not None:
+                gr = g * (x.index_select(0, ib) - x.index_select(0, ia))
+                if grho is not None:
+                    grho[sl] = (gr * (1.0 - scale * lam_e)).sum(dim=-1)
+                if glam is not None:
+                    _add_rows_(glam, index_lam[sl], gr.mul_(coef.unsqueeze(1)))
+        return gx, None, None, grho, glam, None, None, None
 
 
 def gather_lerp(
@@ -177,11 +203,13 @@ def gather_lerp(
     r"""Channel-wise interpolation ``x[a] + r * (x[b] - x[a])`` with
     ``r = rho + (1 - rho) * scale * lam[index_lam]`` (``torch.lerp``), shape ``[P, D]``.
 
-    ``scale`` is a constant (no gradient). ``rho`` ``[P]``, ``lam`` ``[E, D]``.
+    ``scale`` is a constant (no gradient). ``rho`` ``[P]``, ``lam`` ``[E, D]``. Forward and
+    backward run in row chunks (:data:`CHUNK_ELEMENTS`), so besides the output and the gradients no
+    ``[P, D]`` temporary exists; only ``x``, ``lam`` and the ``[P]`` vectors are kept for backward.
     """
     if isinstance(scale, Tensor):
         scale = scale.detach()
-    return _GatherLerp.apply(x, index_a, index_b, rho, lam, index_lam, scale)
+    return _GatherLerp.apply(x, index_a, index_b, rho, lam, index_lam, scale, row_chunk(x.size(1)))
 
 
 def gca_norm(channels: int) -> nn.Sequential:
@@ -217,16 +245,16 @@ def _acc(total: Optional[Tensor], g: Optional[Tensor]) -> Optional[Tensor]:
 
 class _EdgeMLPUpdate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, s1, nw, nb, eps_n, w1, b1, lw, lb, eps_l, w2, b2, chunk):
+    def forward(ctx, s1, nw, nb, eps_n, w1, b1, lw, lb, eps_l, w2, b2, chunk, recompute_hidden):
         n = s1.size(0)
         out = torch.empty_like(s1)
-        h1 = s1.new_empty(n, w1.size(0))
+        h1 = None if recompute_hidden else s1.new_empty(n, w1.size(0))
         s2 = torch.empty_like(s1)
-        for start in range(0, n, chunk):
-            sl = slice(start, min(start + chunk, n))
+        for sl in _row_slices(n, chunk):
             e = _norm(s1[sl], nw, nb, eps_n)
             h = torch.addmm(b1, e, w1.t())
-            h1[sl] = h
+            if h1 is not None:
+                h1[sl] = h
             m = torch.addmm(b2, F.layer_norm(F.gelu(h), (h.size(-1),), lw, lb, eps_l), w2.t())
             out[sl] = _norm(torch.add(e, m, out=s2[sl]), nw, nb, eps_n)
         ctx.save_for_backward(s1, h1, s2, nw, nb, w1, b1, lw, lb, w2, b2)
@@ -245,15 +273,19 @@ class _EdgeMLPUpdate(torch.autograd.Function):
         lw_, lb_ = lw.detach().requires_grad_(need[6]), lb.detach().requires_grad_(need[7])
         gnw = gnb = gw1 = gb1 = glw = glb = gw2 = gb2 = None
         with torch.enable_grad():
-            for start in range(0, n, chunk):
-                sl = slice(start, min(start + chunk, n))
+            for sl in _row_slices(n, chunk):
                 g_out = grad[sl]
                 # out = norm(s2)
                 s2c = s2[sl].detach().requires_grad_(True)
                 g_s2, a, b = _grads(_norm(s2c, nw_, nb_, eps_n), [s2c, nw_, nb_], g_out)
                 gnw, gnb = _acc(gnw, a), _acc(gnb, b)
+                # e = norm(s1), recomputed (element-wise); h1 = Linear1(e) kept, or recomputed
+                # with recompute_hidden (the same addmm on the same rows: the same values)
+                s1c = s1[sl].detach().requires_grad_(True)
+                e = _norm(s1c, nw_, nb_, eps_n)
+                h = torch.addmm(b1, e.detach(), w1.t()) if h1 is None else h1[sl]
                 # s2 = e + m, m = Linear2(LN(GELU(h1))): the Linear by hand (no forward recompute)
-                hc = h1[sl].detach().requires_grad_(True)
+                hc = h.detach().requires_grad_(True)
                 act = F.layer_norm(F.gelu(hc), (hc.size(-1),), lw_, lb_, eps_l)
                 if need[9]:
                     gw2 = _acc(gw2, g_s2.t() @ act.detach())
@@ -261,9 +293,7 @@ class _EdgeMLPUpdate(torch.autograd.Function):
                     gb2 = _acc(gb2, g_s2.sum(0))
                 g_h, a, b = _grads(act, [hc, lw_, lb_], g_s2 @ w2)
                 glw, glb = _acc(glw, a), _acc(glb, b)
-                # h1 = Linear1(e), e = norm(s1); the residual adds g_s2 to e's gradient
-                s1c = s1[sl].detach().requires_grad_(True)
-                e = _norm(s1c, nw_, nb_, eps_n)
+                # the residual adds g_s2 to e's gradient
                 if need[4]:
                     gw1 = _acc(gw1, g_h.t() @ e.detach())
                 if need[5]:
@@ -272,13 +302,13 @@ class _EdgeMLPUpdate(torch.autograd.Function):
                 gnw, gnb = _acc(gnw, a), _acc(gnb, b)
                 if gs1 is not None:
                     gs1[sl] = g_s1
-        return gs1, gnw, gnb, None, gw1, gb1, glw, glb, None, gw2, gb2, None
+        return gs1, gnw, gnb, None, gw1, gb1, glw, glb, None, gw2, gb2, None, None
 
 
 def edge_mlp_update(
     s1: Tensor, norm_weight: Tensor, norm_bias: Tensor, norm_eps: float,
     w1: Tensor, b1: Tensor, ln_weight: Tensor, ln_bias: Tensor, ln_eps: float,
-    w2: Tensor, b2: Tensor, chunk_size: int = 4096,
+    w2: Tensor, b2: Tensor, chunk_size: Optional[int] = None, recompute_hidden: bool = False,
 ) -> Tensor:
     r"""Fused edge update of :class:`~graphneg.nn.NodeToEdgeConv` after its attention step.
 
@@ -292,13 +322,128 @@ def edge_mlp_update(
     Same values as that composition of PyTorch modules, but only ``s_1`` ``[E, D]``, ``h``
     ``[E, H]`` and ``s_2`` ``[E, D]`` are kept for backward (autograd keeps ``~3 H + 6 D``
     columns per edge: the GELU/LayerNorm inputs and outputs of both widths). The backward
-    pass recomputes the element-wise parts (GELU, LayerNorm) in chunks of ``chunk_size`` rows,
+    pass recomputes the element-wise parts (GELU, LayerNorm) in chunks of ``chunk_size`` rows
+    (default: :data:`CHUNK_ELEMENTS` divided by the hidden width ``H``, 512 rows at ``H = 2048``;
+    whole-``[E, H]`` temporaries would set the peak memory of the backward pass),
     never the two matrix products, and the forward pass runs in the same chunks, so no
     ``[E, H]`` temporary besides ``h`` exists. Rows are independent: chunking changes nothing.
+
+    With ``recompute_hidden=True`` (activation checkpointing of the hidden layer, used by
+    ``GCAGNN(checkpoint=True)``) ``h`` is not kept either: the backward pass recomputes it chunk
+    by chunk with the same ``addmm`` on the same rows (identical values), at the cost of one extra
+    ``D -> H`` product; only ``s_1`` and ``s_2`` (``2 D`` columns per edge) stay for backward.
     """
     return _EdgeMLPUpdate.apply(s1, norm_weight, norm_bias, float(norm_eps), w1, b1, ln_weight,
-                                ln_bias, float(ln_eps), w2, b2, int(chunk_size))
+                                ln_bias, float(ln_eps), w2, b2, row_chunk(w1.size(0), chunk_size),
+                                bool(recompute_hidden))
+
+
+def batch_norm_linear(x: Tensor, bn: nn.BatchNorm1d, lin: nn.Linear) -> Tensor:
+    r"""``lin(bn(x))`` with the BatchNorm folded into the linear layer: no ``[E, D]`` BatchNorm output.
+
+    .. math::
+        \mathrm{BN}(x) = a \odot x + c,\quad a = \frac{\gamma}{\sqrt{\sigma^2 + \epsilon}},\quad
+        c = \beta - a \odot \mu,\qquad
+        W\,\mathrm{BN}(x) + b = x\,(W \operatorname{diag} a)^\top + (W c + b),
+
+    with :math:`\mu, \sigma^2` the biased batch statistics of ``x`` in training mode (and the
+    running statistics updated exactly as :class:`torch.nn.BatchNorm1d` does: momentum, or the
+    cumulative average when ``momentum is None``, unbiased variance) and the running statistics
+    otherwise (Ioffe & Szegedy 2015, Eq. of Alg. 1; the folding is the standard inference-time
+    "BN folding", used here in training too). Autograd then keeps only ``x`` (which the batch
+    statistics need anyway) for backward, not the ``[E, D]`` normalised tensor that
+    ``lin(bn(x))`` keeps: on a complete batch graph that is one ``[B^2, D]`` tensor less.
+    Same values as ``lin(bn(x))`` up to float rounding; ``tests/test_nn_layers.py`` checks values,
+    gradients and running statistics against the two modules.
+
+    Shapes: ``x`` ``[N, C]`` (``bn`` over ``C`` features) -> ``[N, lin.out_features]``.
+    """
+    use_batch = bn.training or not bn.track_running_stats or bn.running_mean is None
+    if use_batch:
+        if x.size(0) < 2:
+            raise ValueError(
+                f"batch statistics need more than 1 row per channel, got input of shape {tuple(x.shape)}; "
+                "use a larger batch or put the module in eval mode")
+        var, mean = torch.var_mean(x, dim=0, unbiased=False)
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                m = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
+                n = x.size(0)
+                bn.running_mean.mul_(1.0 - m).add_(mean.detach(), alpha=m)
+                bn.running_var.mul_(1.0 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    a = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        a = a * bn.weight
+    c = -mean * a
+    if bn.bias is not None:
+        c = c + bn.bias
+    weight = lin.weight * a  # [out, C]: W diag(a)
+    bias = lin.weight @ c
+    if lin.bias is not None:
+        bias = bias + lin.bias
+    return F.linear(x, weight, bias)
+
+
+class _SquaredDeviationSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, mean, index, chunk):
+        total = x.new_zeros(())
+        for start in range(0, x.size(0), chunk):
+            sl = slice(start, min(start + chunk, x.size(0)))
+            total += (x[sl] - mean.index_select(0, index[sl])).pow(2).sum()
+        ctx.save_for_backward(x, mean, index)
+        ctx.chunk = chunk
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mean, index = ctx.saved_tensors
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.empty_like(x)
+            for start in range(0, x.size(0), ctx.chunk):
+                sl = slice(start, min(start + ctx.chunk, x.size(0)))
+                torch.mul(x[sl] - mean.index_select(0, index[sl]), 2.0 * grad, out=gx[sl])
+        return gx, None, None, None
+
+
+def group_squared_deviation(x: Tensor, index: Tensor, num_groups: int,
+                            chunk_size: Optional[int] = None) -> Tensor:
+    r"""Sum of squared deviations of the rows of ``x`` from their group means, a scalar:
+
+    .. math:: S = \sum_e \lVert x_e - \bar x_{g(e)}\rVert^2,\qquad
+              \bar x_g = \operatorname{mean}_{e : g(e) = g} x_e,\qquad
+              \frac{\partial S}{\partial x_e} = 2\,(x_e - \bar x_{g(e)})
+
+    (the terms through :math:`\bar x` cancel because deviations sum to zero within each group).
+    Computed in row chunks, saving only ``x`` and the ``[G, D]`` means for backward, so no
+    ``[E, D]`` deviation tensor is kept or materialised. Equal to
+    ``(x - scatter_mean(x, index)[index]).pow(2).sum()`` (tested, values and gradients).
+
+    Shapes: ``x`` ``[E, D]``, ``index`` ``[E]`` (group of each row) -> scalar.
+    """
+    mean = scatter(x.detach(), index, dim=0, dim_size=num_groups, reduce="mean")
+    return _SquaredDeviationSum.apply(x, mean, index, row_chunk(x.size(1), chunk_size))
+
+
+def gather_cosine(a: Tensor, index: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    r"""``F.cosine_similarity(a[index], b, dim=1, eps=eps)`` without the gathered ``[P, D]`` copy of ``a``.
+
+    .. math:: \cos_p = \frac{\langle a_{i(p)}, b_p\rangle}{\max(\lVert a_{i(p)}\rVert, \epsilon)\,
+              \max(\lVert b_p\rVert, \epsilon)}
+
+    (the formula of :func:`torch.nn.functional.cosine_similarity`). The dot product is a
+    :func:`gather_dot`, which keeps only ``a`` and ``b`` for backward.
+
+    Shapes: ``a`` ``[N, D]``, ``index`` ``[P]``, ``b`` ``[P, D]`` -> ``[P]``.
+    """
+    na = torch.linalg.vector_norm(a, dim=1).clamp_min(eps).index_select(0, index)
+    nb = torch.linalg.vector_norm(b, dim=1).clamp_min(eps)
+    return gather_dot(a, index, b, None) / (na * nb)
 
 
 __all__ = ["gather_mul", "gather_dot", "gather_scale", "gather_distance", "gather_lerp", "edge_mlp_update",
-           "gca_norm", "reset_norm"]
+           "batch_norm_linear", "group_squared_deviation", "gather_cosine", "gca_norm", "reset_norm"]

@@ -52,6 +52,11 @@ class NodeToEdgeConv(MessagePassing):
         dropout (float): dropout on the two attention weights (official: ``0.1``).
         norm (torch.nn.Module, optional): normalisation shared by both residuals; a fresh
             ``GELU -> LayerNorm(D)`` when ``None``.
+        recompute_hidden (bool): keep no ``[E, hidden]`` activation of the edge MLP for backward
+            and recompute it there (activation checkpointing of the largest edge tensor, one
+            extra ``D -> hidden`` product; identical values and gradients). Only for the standard
+            norm (the fused path, :func:`graphneg.nn.functional.edge_mlp_update`).
+            (default: ``False``)
         **kwargs: forwarded to :class:`torch_geometric.nn.MessagePassing`.
 
     Shapes:
@@ -66,10 +71,12 @@ class NodeToEdgeConv(MessagePassing):
         hidden_channels: Optional[int] = None,
         dropout: float = 0.1,
         norm: Optional[nn.Module] = None,
+        recompute_hidden: bool = False,
         **kwargs,
     ):
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
+        self.recompute_hidden = bool(recompute_hidden)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.channels = channels
@@ -126,6 +133,7 @@ class NodeToEdgeConv(MessagePassing):
         return edge_mlp_update(
             edge_attr + att, ln_n.weight, ln_n.bias, ln_n.eps, self.mlp[0].weight, self.mlp[0].bias,
             ln_h.weight, ln_h.bias, ln_h.eps, self.mlp[3].weight, self.mlp[3].bias,
+            recompute_hidden=self.recompute_hidden and torch.is_grad_enabled(),
         )
 
     def _fusable(self) -> bool:
