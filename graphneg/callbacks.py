@@ -42,11 +42,15 @@ knn_bank_limit)`` -> ``KNNProbe(k, temperature, reference_limit=...)``; ``probe_
 (leave-one-out on graphs); ``module.evaluate(dm)`` -> ``probe.evaluate(module, dm)``; the end-of-fit
 values ``module.probe_results`` -> ``probe.results["probe/<name>"]``.
 With several processes the collected embeddings are gathered (``LightningModule.all_gather``) before
-the probe; the end-of-fit probe embeds the whole DataModule set in every process.
+the probe; the end-of-fit probe embeds the whole DataModule set in every process. Several probes at
+the end of one fit share the embeddings: the test and reference sets are embedded once, by the first
+probe, and reused by the others (same weights, same loaders); the shared copy is dropped at
+``on_fit_end``.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import weakref
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -146,6 +150,20 @@ def _query_loader(datamodule):
     return loader
 
 
+#: end-of-fit embeddings shared by the probes of one Trainer: ``trainer -> (global_step, {key: Embedded})``
+_FIT_END_EMBEDDINGS: "weakref.WeakKeyDictionary[Trainer, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _fit_end_cache(trainer: Trainer) -> dict:
+    """The embedding cache of this fit's end (keyed by the global step: a later fit starts afresh)."""
+    step = trainer.global_step
+    entry = _FIT_END_EMBEDDINGS.get(trainer)
+    if entry is None or entry[0] != step:
+        entry = (step, {})
+        _FIT_END_EMBEDDINGS[trainer] = entry
+    return entry[1]
+
+
 class EmbeddingProbe(Callback):
     """Base class of the probes: collects ``(embeddings, labels)`` step outputs, runs :meth:`compute`.
 
@@ -179,19 +197,27 @@ class EmbeddingProbe(Callback):
         available; ``stage`` is ``"val"``, ``"test"`` or ``"probe"`` (end of fit / :meth:`evaluate`)."""
         raise TypeError(f"{type(self).__name__} must define compute()")
 
-    def evaluate(self, pl_module: LightningModule, datamodule) -> Dict[str, float]:
+    def evaluate(self, pl_module: LightningModule, datamodule, cache: Optional[dict] = None) -> Dict[str, float]:
         """The probe on the current model outside a Trainer: ``{name: value}``.
 
         Queries: the DataModule's test loader (else its validation loader); reference: its
         ``memory_dataloader()`` / ``train_eval_dataloader()`` (else the fallback). Also usable on an
-        untrained model (the random-encoder baseline).
+        untrained model (the random-encoder baseline). ``cache``: a dict shared by several probes
+        on the same model and DataModule (each set is then embedded once); ``None``: no sharing.
         """
-        queries = embed_loader(pl_module, _query_loader(datamodule))
+        def embedded(key, loader_fn: Callable, limit: Optional[int]) -> Optional[Embedded]:
+            if cache is not None and key in cache:
+                return cache[key]
+            loader = loader_fn(datamodule)
+            result = None if loader is None else embed_loader(pl_module, loader, limit)
+            if cache is not None:
+                cache[key] = result
+            return result
+
+        queries = embedded("queries", _query_loader, None)
         reference = None
         if self.needs_reference:
-            loader = _reference_loader(datamodule)
-            if loader is not None:
-                reference = embed_loader(pl_module, loader, self.reference_limit)
+            reference = embedded(("reference", self.reference_limit), _reference_loader, self.reference_limit)
         return self.compute(queries, reference, "probe")
 
     # ------------------------------------------------------------------ collection
@@ -270,10 +296,14 @@ class EmbeddingProbe(Callback):
         if trainer.datamodule is None:
             rank_zero_warn(f"{type(self).__name__}(at_fit_end=True) needs the DataModule of the fit; no probe was run")
             return
-        results = {f"probe/{k}": v for k, v in self.evaluate(pl_module, trainer.datamodule).items()}
+        cache = _fit_end_cache(trainer)  # shared with the other probes of this fit
+        results = {f"probe/{k}": v for k, v in self.evaluate(pl_module, trainer.datamodule, cache).items()}
         self.results.update(results)
         for logger in trainer.loggers:  # self.log is not available after the training loop
             logger.log_metrics(results, step=trainer.global_step)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        _FIT_END_EMBEDDINGS.pop(trainer, None)  # after every probe's on_train_end: free the embeddings
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"

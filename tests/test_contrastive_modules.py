@@ -614,3 +614,44 @@ def test_training_keeps_the_svc_accuracy_on_mutag(loss_cls, tmp_path):
     mean_before, mean_after = sum(before) / 3, sum(after) / 3
     assert mean_after > mean_before - 0.04, (loss_cls.__name__, before, after)
     assert mean_after > 0.665 + 0.1, (loss_cls.__name__, after)
+
+
+def test_probes_at_fit_end_embed_each_set_once_and_match_evaluate(tmp_path):
+    """KNNProbe + LinearProbe at the end of one fit share the embeddings: the test and the reference
+    set are embedded once (counted in embed_batch), and each value equals the probe's own evaluate()."""
+    import lightning as L
+
+    g = torch.Generator().manual_seed(3)
+    v1, v2 = torch.randn(16, 1, 8, 8, generator=g), torch.randn(16, 1, 8, 8, generator=g)
+    x, y = torch.randn(20, 1, 8, 8, generator=g), torch.arange(20) % 4
+    bank_x, bank_y = torch.randn(28, 1, 8, 8, generator=g), torch.arange(28) % 4
+    TD, DL = torch.utils.data.TensorDataset, torch.utils.data.DataLoader
+
+    class DM(L.LightningDataModule):
+        def train_dataloader(self):
+            return DL(TD(v1, v2), batch_size=8)
+
+        def test_dataloader(self):
+            return DL(TD(x, y), batch_size=10)
+
+        def train_eval_dataloader(self):
+            return DL(TD(bank_x, bank_y), batch_size=7)
+
+    torch.manual_seed(0)
+    model = ContrastiveModule(SmallCNN(1, 0, width=4), InfoNCELoss(), projector_dims=(8, 4))
+    seen = []
+    plain_embed = model.embed_batch
+    model.embed_batch = lambda batch: seen.append(batch[0].size(0)) or plain_embed(batch)
+    probes = [KNNProbe(k=3), LinearProbe(epochs=3, seed=1)]
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=probes,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, DM())
+    assert sum(seen) == 20 + 28  # each set once, not once per probe (it was 2 x (20 + 28))
+    seen.clear()
+    assert probes[0].results["probe/knn_top1"] == pytest.approx(probes[0].evaluate(model, DM())["knn_top1"], abs=1e-7)
+    assert probes[1].results["probe/linear_top1"] == pytest.approx(
+        probes[1].evaluate(model, DM())["linear_top1"], abs=1e-7)
+    assert sum(seen) == 2 * (20 + 28)  # evaluate() outside a fit shares nothing
+    from graphneg.callbacks import _FIT_END_EMBEDDINGS
+    assert trainer not in _FIT_END_EMBEDDINGS  # dropped at on_fit_end
