@@ -72,3 +72,25 @@ def test_small_classes_reduce_folds_or_raise():
         svc_protocol(x, np.zeros(len(x), dtype=int))
     with pytest.raises(ValueError, match="folds must be an integer >= 2"):
         svc_protocol(x, y, folds=1)
+
+
+def test_scale_standardises_on_the_training_split_only():
+    # one informative dimension drowned by a huge uninformative one: unscaled RBF fails, scaled works
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 20)
+    x = np.stack([y + 0.1 * rng.normal(size=40), 1e4 * rng.normal(size=40)], axis=1)
+    res = svc_protocol(x, y, folds=5, seed=0, search=False, scale=True)
+    # reference: hand-written z-scoring with the training fold's mean and population std
+    ref = []
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(x, y):
+        mu, sd = x[tr].mean(0), x[tr].std(0)
+        clf = SVC(C=10).fit((x[tr] - mu) / sd, y[tr])
+        ref.append(accuracy_score(y[te], clf.predict((x[te] - mu) / sd)))
+    assert res["accs"] == pytest.approx(ref)
+    assert res["mean"] >= 0.95
+    assert svc_protocol(x, y, folds=5, seed=0, search=False)["mean"] < 0.8
+    # with the grid search the chosen C is reported as for the unscaled protocol
+    grid = svc_protocol(x, y, folds=5, seed=0, C_grid=(0.1, 10), scale=True)
+    assert set(grid["C"]) <= {0.1, 10.0} and grid["mean"] >= 0.95
+    with pytest.raises(ValueError, match="scale must be True or False"):
+        svc_protocol(x, y, scale="yes")

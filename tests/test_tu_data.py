@@ -297,3 +297,33 @@ def test_check_tu_files_counts(tmp_path):
     lines = lambda s: len((raw / f"MUTAG_{s}.txt").read_text().split("\n")) - 1  # noqa: E731
     assert check_tu_files("MUTAG", tmp_path) == {
         "num_nodes": lines("graph_indicator"), "num_edges": lines("A"), "num_graphs": lines("graph_labels")}
+
+
+def test_standardize_node_attr_against_the_raw_file(tu_root):
+    dm = TUDataModule("Cuneiform", root=str(tu_root), use_node_attr=True, standardize_node_attr=True,
+                      augment="attr_mask", seed=0)
+    raw_dm = TUDataModule("Cuneiform", root=str(tu_root), use_node_attr=True)
+    x = torch.cat([g.x for g in dm.dataset])  # copies the raw files from the grakel wheel
+    x_raw = torch.cat([g.x for g in raw_dm.dataset])
+    # independent reference: the attribute file itself, z-scored column by column in a loop
+    rows = [[float(v) for v in line.split(",")]
+            for line in (tu_root / "Cuneiform" / "raw" / "Cuneiform_node_attributes.txt").read_text().splitlines()
+            if line.strip()]
+    a = len(rows[0])
+    ref = torch.zeros(len(rows), a, dtype=torch.float64)
+    for f in range(a):
+        col = [r[f] for r in rows]
+        mu = sum(col) / len(col)
+        sd = (sum((c - mu) ** 2 for c in col) / len(col)) ** 0.5
+        for i, c in enumerate(col):
+            ref[i, f] = (c - mu) / sd
+    assert x.shape == x_raw.shape and dm.num_features == raw_dm.num_features
+    assert torch.allclose(x[:, :a].double(), ref, atol=1e-4)
+    assert torch.equal(x[:, a:], x_raw[:, a:])  # node-label one-hots untouched
+    assert x_raw[:, :a].abs().max() > 5  # the raw attributes are not on a unit scale
+    v1, _ = next(iter(dm.train_dataloader()))  # the training views are standardised too
+    assert v1.x[:, :a].abs().max() < 10
+    with pytest.raises(ValueError, match="needs use_node_attr=True"):
+        TUDataModule("Cuneiform", root=str(tu_root), standardize_node_attr=True)
+    with pytest.raises(ValueError, match="has no continuous node attributes"):
+        TUDataModule("MUTAG", root=str(tu_root), use_node_attr=True, standardize_node_attr=True).setup()

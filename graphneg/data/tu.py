@@ -58,7 +58,8 @@ from graphneg.data.graph_augment import (
 )
 
 __all__ = ["GRAKEL_TU_DATASETS", "AUGMENTATIONS", "prepare_grakel_tu", "check_tu_files",
-           "tu_fingerprint", "build_augmentation", "CappedOneHotDegree", "TUDataModule"]
+           "tu_fingerprint", "build_augmentation", "CappedOneHotDegree", "StandardizeNodeAttributes",
+           "TUDataModule"]
 
 #: TU datasets shipped by the grakel wheel (``grakel/tests/data/<NAME>``).
 GRAKEL_TU_DATASETS = ("MUTAG", "Cuneiform")
@@ -353,6 +354,45 @@ class CappedOneHotDegree(BaseTransform):
         return f"{self.__class__.__name__}({self.max_degree})"
 
 
+class StandardizeNodeAttributes(BaseTransform):
+    r"""Z-score the first ``num_attributes`` columns of ``x`` (the continuous TU node attributes).
+
+    .. math:: x_{i,f} \leftarrow (x_{i,f} - \mu_f) / \sigma_f, \qquad f < A,
+
+    with ``mean`` = :math:`\mu` and ``std`` = :math:`\sigma` given (``TUDataModule`` passes the
+    per-feature mean and population std over all nodes of the dataset); a zero ``std`` is replaced by 1
+    (a constant attribute becomes 0). The one-hot node-label columns after them are kept. Standard
+    feature scaling; GraphCL's attribute masking (You et al., NeurIPS 2020) assumes features on a
+    common scale (its Gaussian mask fill is ``N(0.5, 0.5^2)``), which raw TU attributes such as
+    Cuneiform's (ranges up to about ±28) are not. ``x`` is not modified in place.
+    Shapes: ``x=[N, F]`` -> ``x=[N, F]`` with ``F >= A``.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor):
+        mean, std = torch.as_tensor(mean, dtype=torch.float), torch.as_tensor(std, dtype=torch.float)
+        if mean.dim() != 1 or mean.shape != std.shape or mean.numel() == 0:
+            raise ValueError(f"mean and std must be non-empty vectors of one size, got {tuple(mean.shape)} "
+                             f"and {tuple(std.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()) or (std < 0).any():
+            raise ValueError("mean and std must be finite and std non-negative")
+        self.mean = mean
+        self.std = torch.where(std > 0, std, torch.ones_like(std))
+
+    def forward(self, data: Data) -> Data:
+        x = data.x
+        a = self.mean.numel()
+        if x is None or x.dim() != 2 or x.size(1) < a:
+            raise ValueError(f"StandardizeNodeAttributes expects x of shape [N, >= {a}], got "
+                             f"{None if x is None else tuple(x.shape)}")
+        out = x.clone().float()
+        out[:, :a] = (out[:, :a] - self.mean) / self.std
+        data.x = out
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.mean.numel()})"
+
+
 class _CheckedTUDataset(TUDataset):
     """``torch_geometric.datasets.TUDataset`` with a content-keyed processed cache
     (``processed/<fingerprint>``, :func:`tu_fingerprint`), raw files checked by
@@ -419,6 +459,11 @@ class TUDataModule(L.LightningDataModule):
         drop_last: drop the last incomplete training batch.
         pin_memory: DataLoader ``pin_memory``.
         attr_mask_fill: mask value of attribute masking (``"zero"``, ``"mean"``, ``"gaussian"``).
+        standardize_node_attr: z-score every continuous node attribute with its mean and population
+            std over all nodes of the dataset (:class:`StandardizeNodeAttributes`; needs
+            ``use_node_attr=True`` and a dataset with node attributes). Unsupervised (no label is
+            read) and over all graphs, like the protocol's embeddings of all graphs. Default
+            ``False`` (raw values, as PyG's ``TUDataset``).
     """
 
     def __init__(self, name: str, root: str = "datasets/tu", batch_size: int = 128,
@@ -426,7 +471,8 @@ class TUDataModule(L.LightningDataModule):
                  augment2: Union[str, Callable, None] = None, aug_ratio: float = 0.2, seed: int = 0,
                  use_node_attr: bool = False, max_degree_cap: int = 1000,
                  eval_batch_size: Optional[int] = None, drop_last: bool = False,
-                 pin_memory: bool = False, attr_mask_fill: str = "zero"):
+                 pin_memory: bool = False, attr_mask_fill: str = "zero",
+                 standardize_node_attr: bool = False):
         super().__init__()
         self.save_hyperparameters(logger=False)
         if not isinstance(name, str) or not name:
@@ -450,6 +496,12 @@ class TUDataModule(L.LightningDataModule):
         self.drop_last = drop_last
         self.pin_memory = pin_memory
         self.attr_mask_fill = attr_mask_fill
+        if not isinstance(standardize_node_attr, bool):
+            raise ValueError(f"standardize_node_attr must be True or False, got {standardize_node_attr!r}")
+        if standardize_node_attr and not use_node_attr:
+            raise ValueError("standardize_node_attr=True needs use_node_attr=True (the attributes are "
+                             "only read then)")
+        self.standardize_node_attr = standardize_node_attr
         # build once now so a bad name / ratio fails at construction
         self.augment1 = build_augmentation(augment, aug_ratio, attr_mask_fill)
         self.augment2 = build_augmentation(augment if augment2 is None else augment2, aug_ratio,
@@ -499,6 +551,13 @@ class TUDataModule(L.LightningDataModule):
                 self.feature_transform = OneHotDegree(max_deg)
             else:
                 self.feature_transform = CappedOneHotDegree(self.max_degree_cap)
+        if self.standardize_node_attr:
+            a = int(base.num_node_attributes)
+            if a == 0:
+                raise ValueError(f"standardize_node_attr=True, but TU dataset {self.name!r} has no continuous "
+                                 f"node attributes ({self.name}_node_attributes.txt is missing)")
+            cols = base._data.x[:, :a].double()  # every node of every graph, in file order
+            self.feature_transform = StandardizeNodeAttributes(cols.mean(0), cols.std(0, unbiased=False))
         base.transform = self.feature_transform
         train = copy.copy(base)
         train.transform = (self.views if self.feature_transform is None
