@@ -1,5 +1,4 @@
 """datasets/prepare.py: checks a folder, unpacks official archives safely, never overwrites."""
-import importlib.util
 import io
 import tarfile
 import zipfile
@@ -8,16 +7,12 @@ from pathlib import Path
 import pytest
 
 from retrieval_fixtures import make_cub, make_sop
-
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def prepare():
-    spec = importlib.util.spec_from_file_location("graphneg_prepare", ROOT / "datasets" / "prepare.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("datasets/prepare.py")
 
 
 def test_unpacks_cub_tgz_then_checks(tmp_path, prepare, capsys):

@@ -1,18 +1,14 @@
 """experiments/report.py: TensorBoard event files -> paper-shaped markdown table + Recall@K PNG."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("graphneg_report", ROOT / "experiments" / "report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/report.py")
 
 
 def _write_run(folder: Path, series):

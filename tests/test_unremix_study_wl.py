@@ -1,12 +1,10 @@
 """The explicit WL subtree feature map of experiments/unremix_study.py against hand-computed counts."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-from unremix_study import wl_features  # noqa: E402
+from scripts import load_script
+
+wl_features = load_script("experiments/unremix_study.py").wl_features
 
 
 def test_wl_features_hand_computed():
