@@ -159,14 +159,21 @@ def gather_distance(x: Tensor, index_a: Tensor, index_b: Tensor, eps: float = 1e
     return _GatherDistance.apply(x, index_a, index_b, float(eps))
 
 
+def _lerp_weight(rho: Tensor, lam: Tensor, index_lam: Tensor, scale: float):
+    """``(lam[index_lam], (1 - rho) * scale, r)`` with ``r = rho + (1 - rho) * scale * lam[index_lam]``,
+    the channel-wise interpolation weight of :func:`gather_lerp` (forward and backward)."""
+    lam_e = lam.index_select(0, index_lam)
+    coef = (1.0 - rho) * scale
+    return lam_e, coef, torch.addcmul(rho.unsqueeze(1), coef.unsqueeze(1), lam_e)
+
+
 class _GatherLerp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, index_a, index_b, rho, lam, index_lam, scale, chunk):
         p = index_a.size(0)
         out = x.new_empty(p, x.size(1))
         for sl in _row_slices(p, chunk):  # row chunks: no [P, D] temporary besides the output
-            coef = (1.0 - rho[sl]) * scale
-            r = torch.addcmul(rho[sl].unsqueeze(1), coef.unsqueeze(1), lam.index_select(0, index_lam[sl]))
+            _, _, r = _lerp_weight(rho[sl], lam, index_lam[sl], scale)
             torch.lerp(x.index_select(0, index_a[sl]), x.index_select(0, index_b[sl]), r, out=out[sl])
         ctx.save_for_backward(x, index_a, index_b, rho, lam, index_lam)
         ctx.scale, ctx.chunk = scale, chunk
@@ -181,9 +188,7 @@ class _GatherLerp(torch.autograd.Function):
         glam = torch.zeros_like(lam) if need[4] else None
         for sl in _row_slices(index_a.size(0), ctx.chunk):
             g, ia, ib = grad[sl], index_a[sl], index_b[sl]
-            lam_e = lam.index_select(0, index_lam[sl])
-            coef = (1.0 - rho[sl]) * scale
-            r = torch.addcmul(rho[sl].unsqueeze(1), coef.unsqueeze(1), lam_e)
+            lam_e, coef, r = _lerp_weight(rho[sl], lam, index_lam[sl], scale)
             if gx is not None:
                 _add_rows_(gx, ib, g * r)
                 _add_rows_(gx, ia, g - g * r)  # g * (1 - r)
