@@ -114,6 +114,12 @@ def svc_protocol(embeddings: ArrayLike, labels: ArrayLike, folds: int = 10,
         )
         folds = smallest
 
+    def svc(**params):
+        """A fresh SVC, behind a per-split StandardScaler with ``scale=True``."""
+        model = SVC(kernel=kernel, **params)
+        return make_pipeline(StandardScaler(), model) if scale else model
+
+    c_name = "svc__C" if scale else "C"  # C's name for GridSearchCV (pipeline step "svc")
     outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     accs, chosen = [], []
     for train_idx, test_idx in outer.split(x, y):
@@ -123,18 +129,14 @@ def svc_protocol(embeddings: ArrayLike, labels: ArrayLike, folds: int = 10,
             present = train_counts[train_counts > 0]
             k_inner = max(2, min(inner_folds, int(present.min())))
             inner = StratifiedKFold(n_splits=k_inner, shuffle=True, random_state=seed)
-            est = make_pipeline(StandardScaler(), SVC(kernel=kernel)) if scale else SVC(kernel=kernel)
-            grid = {("svc__C" if scale else "C"): C_grid}
-            clf = GridSearchCV(est, grid, cv=inner, scoring="accuracy", n_jobs=n_jobs)
+            clf = GridSearchCV(svc(), {c_name: C_grid}, cv=inner, scoring="accuracy", n_jobs=n_jobs)
             with warnings.catch_warnings():
                 # a class with one training member cannot appear in every inner fold
                 warnings.filterwarnings("ignore", message="The least populated class")
                 clf.fit(x_tr, y_tr)
-            chosen.append(float(clf.best_params_["svc__C" if scale else "C"]))
+            chosen.append(float(clf.best_params_[c_name]))
         else:
-            clf = SVC(C=10.0, kernel=kernel)
-            if scale:
-                clf = make_pipeline(StandardScaler(), clf)
+            clf = svc(C=10.0)
             clf.fit(x_tr, y_tr)
             chosen.append(10.0)
         accs.append(float(accuracy_score(y[test_idx], clf.predict(x[test_idx]))))
