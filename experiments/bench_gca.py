@@ -270,6 +270,16 @@ def run_child(b, modes, reps, timeout, threads, mmap=True):
     return json.loads(lines[-1])
 
 
+def merge_runs(timed, mem):
+    """One row from the timing run and the memory run of a mode: the times of the first, the peak of the
+    second; a mode skipped in either run is reported as that skip."""
+    for run in (mem, timed):
+        if "skipped" in run:
+            return run
+    return {**timed, "peak_mb": mem["peak_mb"], "exact_peak": mem["exact_peak"], "mem_loss": mem["loss"],
+            "time_allocator": "default"}
+
+
 def sparse_edges_estimate(b):
     n_cls, m = layout(b)
     return min(2 * b * K + b * m, b * b)
@@ -343,15 +353,8 @@ def main():
             # default allocator (see the docstring: the threshold makes each large allocation a fresh
             # mmap, whose page faults would be charged to the step's time)
             mem = {r["mode"]: r for r in run_child(b, modes, 1, timeout, args.threads, mmap=True)}
-            out = run_child(b, modes, args.reps, timeout, args.threads, mmap=False)
-            for r in out:
-                m = mem.get(r["mode"], {})
-                if "skipped" in m:
-                    r.clear(), r.update(m)
-                elif "skipped" not in r:
-                    r["peak_mb"], r["exact_peak"] = m["peak_mb"], m["exact_peak"]
-                    r["mem_loss"] = m["loss"]
-                    r["time_allocator"] = "default"
+            timed = run_child(b, modes, args.reps, timeout, args.threads, mmap=False)
+            out = [merge_runs(r, mem[r["mode"]]) for r in timed]
         else:
             out = run_child(b, modes, 1, timeout, args.threads, mmap=True)
             for r in out:

@@ -273,7 +273,7 @@ def report(args) -> str:
     test = [r for r in recs if r["phase"] == "test"]
     # the follow-up rows were chosen on the diagnosis records of --choose-from when given (the
     # 6-epoch study's for the 24-epoch file), as in the followup phase
-    choice = load(args.choose_from) if getattr(args, "choose_from", None) else recs
+    choice = load(args.choose_from) if args.choose_from else recs
     rows = list(main_rows(cfg)) + list(ablation_rows(cfg)) + list(followup_rows(choice, cfg))
     by = {name: {r["seed"]: r for r in test if r["name"] == name} for name in rows}
     keys = ("val/recall@1", "val/recall@2", "val/recall@4", "val/recall@8", "val/map@r")
@@ -309,7 +309,7 @@ def report(args) -> str:
                       f"{statistics.mean(r['final']['val/recall@1'] for r in rr):.3f} |")
     vtable = "\n".join(vt)
     drecs = [r for r in choice if r["phase"] == "diag"]
-    src = f", records of {Path(args.choose_from).name}" if getattr(args, "choose_from", None) else ""
+    src = f", records of {Path(args.choose_from).name}" if args.choose_from else ""
     gt = [f"| diagnosis run (validation split, seed 100{src}) | val MAP@R | val R@1 | cos(a, src) | cos(a, syn) | "
           "e^(-α/J_m) | J_gce | classifier CE |", "|---|---|---|---|---|---|---|---|"]
     for r in drecs:
