@@ -46,9 +46,10 @@ def child(backend: str, n: int, dim: int, classes: int, seed: int, threads: int)
     import torch
 
     torch.set_num_threads(threads)
-    from graphneg.metrics.retrieval import _faiss_available, retrieval_metrics
+    from graphneg.metrics.retrieval import retrieval_metrics
+    from graphneg.ops.knn import faiss_available
 
-    if backend == "faiss" and not _faiss_available():
+    if backend == "faiss" and not faiss_available():
         return {"backend": backend, "installed": False}
     if backend == "faiss":
         import faiss

@@ -29,61 +29,10 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from graphneg.validation import check_embeddings, check_k, check_labels, check_multiclass  # re-exported
+from graphneg.ops.knn import knn_index  # noqa: F401  (the graph builder's kNN)
+from graphneg.validation import check_embeddings, check_k, check_labels, check_multiclass  # noqa: F401
 
 EDGE_MODES = ("complete", "knn", "negative", "positive", "knn_negative")
-
-
-def _similarity_features(x: Tensor, metric: str) -> Tensor:
-    if metric == "cosine":
-        return torch.nn.functional.normalize(x, dim=-1)
-    if metric == "pearson":
-        xc = x - x.mean(dim=-1, keepdim=True)
-        return torch.nn.functional.normalize(xc, dim=-1)
-    raise ValueError(f"metric must be 'cosine' or 'pearson', got {metric!r}")
-
-
-def knn_index(
-    x: Tensor,
-    k: int,
-    labels: Optional[Tensor] = None,
-    negatives_only: bool = False,
-    loop: bool = False,
-    metric: str = "cosine",
-    chunk_size: int = 1024,
-) -> Tensor:
-    """Each node's ``k`` most similar nodes, as ``edge_index`` ``[2, E]`` (source=neighbour, target=node).
-
-    Computed by :func:`graphneg.metrics.retrieval.chunked_topk`, the chunked top-k kernel the retrieval
-    evaluation uses too: a ``[chunk_size, B]`` similarity block is built, masked (self, and same-class
-    nodes when ``negatives_only``), and reduced with ``topk``; memory is ``O(chunk_size * B + B * k)``.
-    Nodes with fewer than ``k`` valid candidates keep all of them. Ties are broken deterministically,
-    lowest node index first, on every device.
-    """
-    from graphneg.metrics.retrieval import chunked_topk  # lazy: graphneg.metrics imports this module
-
-    if k is None or int(k) < 1:
-        raise ValueError(f"k must be a positive integer for kNN edges, got {k!r}")
-    k = check_k(k, "k")  # 2.7 or True raise instead of becoming 2 or 1
-    n = x.size(0)
-    if negatives_only and labels is None:
-        raise ValueError("edges='knn_negative' needs labels")
-    feats = _similarity_features(x.detach(), metric)
-    k_eff = min(int(k), n if loop else n - 1)
-    if k_eff <= 0:
-        return torch.empty(2, 0, dtype=torch.long, device=x.device)
-    sources, targets = [], []
-    for start, val, idx in chunked_topk(
-        feats, feats, k_eff, score="dot", exclude_self=not loop, query_labels=labels, ref_labels=labels,
-        exclude_same_label=negatives_only, chunk_size=chunk_size,
-    ):
-        rows = torch.arange(start, start + idx.size(0), device=x.device)
-        keep = torch.isfinite(val)
-        sources.append(idx[keep])
-        targets.append(rows[:, None].expand_as(idx)[keep])
-    src, tgt = torch.cat(sources), torch.cat(targets)
-    order = torch.argsort(tgt * n + src)
-    return torch.stack([src[order], tgt[order]])
 
 
 def dense_edge_mask(

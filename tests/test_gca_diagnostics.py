@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from graphneg.losses.metric import next_positive_index
+from graphneg.ops.labels import next_positive_index
 from graphneg.models.metric import generator_diagnostics
 from graphneg.nn import GCAHNG
 

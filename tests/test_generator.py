@@ -14,7 +14,7 @@ from torch import nn
 
 import graphneg.nn as gnn_pkg
 from graphneg.graph import batch_graph
-from graphneg.losses.metric import next_positive_index, rank_in_class
+from graphneg.ops.labels import next_positive_index, rank_in_class
 from graphneg.nn import GCAHNG
 
 C, M, D = 4, 3, 8

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from graphneg.graph import batch_graph, knn_index
+from graphneg.graph import batch_graph
+from graphneg.ops.knn import knn_index
 
 
 def edge_set(edge_index):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from graphneg.graph import knn_index
+from graphneg.ops.knn import knn_index
 from graphneg.metrics.retrieval import RECALL_KS, chunked_topk, nearest_neighbours, retrieval_metrics
 
 

@@ -127,7 +127,7 @@ def test_density_uses_the_pyg_knn_graph():
 
 
 def test_knn_read_off_similarity_equals_knn_index():
-    from graphneg.graph import knn_index
+    from graphneg.ops.knn import knn_index
     from graphneg.sampling.unremix import _knn_from_sim
 
     g = torch.Generator().manual_seed(20)

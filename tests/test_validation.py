@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from graphneg.graph import batch_graph, check_embeddings as graph_check_embeddings
+from graphneg.graph import batch_graph
 from graphneg.losses import (DCLLoss, HCLLoss, InfoNCELoss, MultiSimilarityLoss, NPairLoss, ProxyAnchorLoss,
                              TripletMarginLoss, UnReMixLoss)
 from graphneg.metrics import retrieval_metrics
@@ -82,7 +82,6 @@ def test_switch_and_context_manager_restore_the_setting():
     assert set_value_checks(False) is True and set_value_checks(True) is False
     with pytest.raises(TypeError, match="True or False"):
         set_value_checks("no")
-    assert graph_check_embeddings is check_embeddings  # graph.py re-exports the old names
 
 
 def test_check_labels_dtype_shape_and_range():
@@ -334,7 +333,7 @@ def test_module_rejects_fractional_ks_at_construction():
 
 
 def test_knn_index_rejects_fractional_k(batch):
-    from graphneg.graph import knn_index
+    from graphneg.ops.knn import knn_index
 
     z, _ = batch
     with pytest.raises((TypeError, ValueError), match=r"positive integer.*got 1\.5"):

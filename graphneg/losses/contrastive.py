@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphneg.distributed import gather, is_distributed
-from graphneg.graph import check_embeddings, check_labels
+from graphneg.validation import check_embeddings, check_labels
 from graphneg.precision import full_precision
 from graphneg.validation import value_checks_enabled
 from graphneg.sampling.unremix import (

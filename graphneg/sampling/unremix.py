@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from graphneg.graph import check_embeddings, knn_index
+from graphneg.ops.knn import knn_index
+from graphneg.validation import check_embeddings
 from graphneg.validation import value_checks_enabled
 
 
