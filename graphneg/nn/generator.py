@@ -40,7 +40,7 @@ from torch_geometric.utils import scatter
 
 from graphneg.distributed import gather, is_distributed
 from graphneg.graph import EDGE_MODES, batch_graph, check_edge_mode
-from graphneg.losses.metric import PMLInputs, synthetic_indices_tuple
+from graphneg.losses.pml import PMLInputs, synthetic_indices_tuple
 from graphneg.ops.labels import next_positive_index, rank_in_class
 from graphneg.validation import check_embeddings, check_labels, check_multiclass, value_checks_enabled
 from graphneg.nn.functional import gather_cosine, gather_distance, gather_lerp, group_squared_deviation
