@@ -3,7 +3,15 @@
 pytorch-metric-learning (PML) losses take ``loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)``
 (``BaseMetricLossFunction.forward``); anchors index ``embeddings``, positives and negatives index
 ``ref_emb``. :func:`synthetic_indices_tuple` writes graphneg's synthetic negatives (``neg_embeddings``,
-``neg_labels``, ``anchor_index``, e.g. from :class:`graphneg.nn.GCAHNG`) in that form.
+``neg_labels``, ``anchor_index``, e.g. from :class:`graphneg.nn.GCAHNG`) in that form;
+:func:`pml_inputs` does it for a :class:`graphneg.nn.GeneratedNegatives`.
+
+Miner-safe: a synthetic negative is a negative of its own anchor only. Its row of ``ref_labels`` is a
+class id that no real sample has (``max(labels) + 1 + k``), so a PML miner run on
+``(embeddings, labels, ref_emb, ref_labels)`` can never pair a synthetic negative with an anchor as a
+*positive* (with the source class as label, a ``MultiSimilarityMiner`` made most of its positive pairs
+from synthetic negatives). The exact pair sets are in ``indices_tuple``; the source classes stay in
+``neg_labels`` / ``GeneratedNegatives.labels``.
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from torch import Tensor
 from graphneg.losses.metric import check_synthetic
 from graphneg.validation import check_embeddings, check_labels
 
-__all__ = ["PMLInputs", "synthetic_indices_tuple"]
+__all__ = ["PMLInputs", "synthetic_indices_tuple", "pml_inputs"]
 
 
 class PMLInputs(NamedTuple):
@@ -37,7 +45,9 @@ def synthetic_indices_tuple(
     r"""Feed synthetic negatives to a pytorch-metric-learning loss: a reference set and an indices tuple.
 
     The reference set is the real batch followed by the synthetic negatives,
-    ``ref_emb = cat([embeddings, neg_embeddings])`` (``[B + M, D]``), ``ref_labels`` likewise. The
+    ``ref_emb = cat([embeddings, neg_embeddings])`` (``[B + M, D]``), ``ref_labels = cat([labels,
+    max(labels) + 1 + arange(M)])``: each synthetic negative gets a class id of its own that no real
+    sample has, so that a miner never takes it for a positive (module docstring). The
     indices tuple follows pytorch-metric-learning's convention for ``ref_emb`` (anchors index
     ``embeddings``, positives and negatives index ``ref_emb``) and encodes the same pair sets as
     graphneg's losses with synthetic negatives (module docstring): the positives of anchor ``a``
@@ -49,7 +59,7 @@ def synthetic_indices_tuple(
     * ``kind="triplets"``: ``(a, p, n)``, every positive of ``a`` with every synthetic negative of
       ``a``, for ``TripletMarginLoss``.
 
-    Usage (``neg`` from :class:`graphneg.nn.GCAHNG`; ``neg.pml_inputs()`` is a shortcut)::
+    Usage (``neg`` from :class:`graphneg.nn.GCAHNG`; ``pml_inputs(neg)`` is a shortcut)::
 
         t = synthetic_indices_tuple(emb, labels, neg.x, neg.labels, neg.anchor_index)
         loss = pml_losses.MultiSimilarityLoss()(emb, labels, t.indices_tuple, t.ref_emb, t.ref_labels)
@@ -82,4 +92,18 @@ def synthetic_indices_tuple(
             torch.cumsum(reps, 0) - reps, reps)
         a = synth.anchor_index.index_select(0, g)
         tup = (a, pos_p.index_select(0, start.index_select(0, a) + offset), neg_n.index_select(0, g))
-    return PMLInputs(torch.cat([embeddings, synth.x]), torch.cat([labels, synth.labels]), tup)
+    own = labels.max() + 1 + torch.arange(m, device=device, dtype=labels.dtype)  # no real sample's class
+    return PMLInputs(torch.cat([embeddings, synth.x]), torch.cat([labels, own]), tup)
+
+
+def pml_inputs(negatives, kind: str = "pairs") -> PMLInputs:
+    """:func:`synthetic_indices_tuple` for the output of :class:`graphneg.nn.GCAHNG` (a
+    :class:`graphneg.nn.GeneratedNegatives`), on the batch the generator ran on (``negatives.graph``,
+    the global batch when the generator gathers across processes)::
+
+        out = gen(emb, labels)
+        t = pml_inputs(out)
+        loss = pml_losses.MultiSimilarityLoss()(out.graph.x, out.graph.y, t.indices_tuple, t.ref_emb, t.ref_labels)
+    """
+    graph = negatives.graph
+    return synthetic_indices_tuple(graph.x, graph.y, negatives.x, negatives.labels, negatives.anchor_index, kind)
