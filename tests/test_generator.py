@@ -575,3 +575,39 @@ def test_pml_indices_tuple_equals_graphneg_losses_with_synthetic_negatives():
     torch.testing.assert_close(tl, pml_style_triplet(z, trip.indices_tuple, trip.ref_emb))
     with pytest.raises(ValueError, match="kind must be 'pairs' or 'triplets'"):
         pml_inputs(out, "quadruplets")
+
+
+# floors and validation ---------------------------------------------------------------------------
+def test_nn_imports_nothing_above_its_floor():
+    """graphneg/nn/ sits below losses/, data/, models/ and the CLI: no import of them, lazy ones included."""
+    import ast
+    import pathlib
+
+    above = ("graphneg.losses", "graphneg.models", "graphneg.data", "graphneg.cli", "graphneg.callbacks")
+    root = pathlib.Path(gnn_pkg.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(above), f"{path.name} imports {name}"
+
+
+def test_forward_validates_once():
+    """One public call, one validation: with value checks on, the only value read by graphneg.validation is
+    check_batch's single host sync (the graph builder and the GNN run with value checks off)."""
+    from test_validation import record_host_syncs
+
+    z, y = chunked_batch(27)
+    gen = make_gen(rw=None)
+    with record_host_syncs() as calls:
+        gen(z, y)
+    validation = [c for c in calls if c[1].endswith("validation.py")]
+    assert [fn for _, _, fn in validation] == ["check_batch"], calls
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes=4\)"):
+        gen(z, y + 1)
+    with pytest.raises(ValueError, match="embeddings contain NaN or Inf"):
+        gen(z * float("nan"), y)
+    with pytest.warns(DeprecationWarning, match="use recompute_hidden"):
+        old = make_gen(rw=None, checkpoint=True)
+    assert old.recompute_hidden
