@@ -122,7 +122,8 @@ def test_gcahng_under_autocast_within_tolerance_of_float32(dtype):
     def run():
         emb = net(x)
         out = gen(emb, y)
-        ms = MultiSimilarityLoss()(out.graph.x, y, out.x, out.labels, out.anchor_index)
+        ms = MultiSimilarityLoss()(out.graph.x, y, neg_embeddings=out.x, neg_labels=out.labels,
+                                   anchor_index=out.anchor_index)
         gen_loss = generator_loss(out, cls, gen.softmax_factor, gen.dot_weight, gen.div_weight)
         return out, gen_loss.total, node_loss(out), ms
 
