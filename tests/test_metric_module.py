@@ -1,6 +1,7 @@
 """MetricLearningModule with the GCA-HNG generator: the three-step update touches the parameter groups
 the official update touches, running means live in checkpoints, and resuming is bit-identical."""
 import copy
+import math
 import os
 
 import lightning as L
@@ -291,3 +292,39 @@ def test_scalars_and_histograms_share_the_batch_axis(tmp_path):
     assert [e.step for e in acc.Scalars("train/J_m_epoch")] == [2]
     for name in ("lambda", "anchor_negative_distance_real", "anchor_negative_distance_synthetic"):
         assert [e.step for e in acc.Histograms(f"gca/{name}")] == [3]  # global_step after 3 batches
+
+
+def test_without_generator_cosine_schedule_resumes_exactly(tmp_path):
+    """Automatic optimisation: Lightning steps the named epoch schedulers; a run interrupted after epoch 1 and
+    resumed from last.ckpt sees the same learning rates and ends where the uninterrupted run ends (the
+    catch-up loop at epoch start never steps a scheduler twice)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class Rates(L.Callback):
+        def __init__(self, stop_after=None):
+            self.lrs, self.stop_after = {}, stop_after
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.lrs.setdefault(trainer.current_epoch, trainer.optimizers[0].param_groups[0]["lr"])
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if self.stop_after is not None and trainer.current_epoch + 1 == self.stop_after:
+                trainer.should_stop = True
+
+    def fit(root, ckpt_path=None, stop_after=None):
+        mod, rates = plain_module(), Rates(stop_after)
+        mod.hparams.scheduler = "cosine"
+        callbacks = [ModelCheckpoint(dirpath=root / "ckpt", save_last=True), rates]
+        bare_trainer(root, max_epochs=3, callbacks=callbacks, enable_checkpointing=True).fit(
+            mod, tiny_loader(batches=2), ckpt_path=ckpt_path)
+        return mod, rates.lrs
+
+    full, lrs_full = fit(tmp_path / "a")
+    fit(tmp_path / "b", stop_after=1)
+    resumed, lrs_res = fit(tmp_path / "b", ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+    # cosine over max_epochs=3 (T_max=3): lr_e = 1e-3 (1 + cos(pi e / 3)) / 2
+    expected = {e: 1e-3 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)}
+    assert lrs_full == pytest.approx(expected) and expected[1] == pytest.approx(7.5e-4)
+    assert lrs_res == pytest.approx({1: expected[1], 2: expected[2]})
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
