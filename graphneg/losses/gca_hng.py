@@ -354,10 +354,12 @@ class GCAHNGObjective(nn.Module):
         return 1.0 - torch.exp(-self.synthetic_beta / self.j_gen_mean)
 
     # the three steps ----------------------------------------------------------------------------
-    def synthetic_loss(self, negatives: GeneratedNegatives) -> Tensor:
+    def _synthetic_loss(self, negatives: GeneratedNegatives) -> Tensor:
         """:math:`J_{syn}` (unweighted): the metric loss on the batch the generator ran on
         (``negatives.graph``, the global batch when it gathers across processes) with its synthetic
-        negatives, through the loss's route (graphneg keywords or pytorch-metric-learning tuple)."""
+        negatives, through the loss's route (graphneg keywords or pytorch-metric-learning tuple). Private:
+        only :meth:`metric_loss` calls it, on negatives generated with ``lambda`` detached, so no public
+        call path lets the metric loss reach the generator."""
         z, y = negatives.graph.x, negatives.graph.y
         if self.synthetic_route == "graphneg":
             return self.loss(z, y, neg_embeddings=negatives.x, neg_labels=negatives.labels,
@@ -371,7 +373,7 @@ class GCAHNGObjective(nn.Module):
         out = self.generator(embeddings, labels, j_mean=self.j_mean, detach_lam=True,
                              generator=self._rw_generator_for(embeddings.device))
         weight = self.synthetic_weight
-        j_syn_raw = self.synthetic_loss(out)
+        j_syn_raw = self._synthetic_loss(out)
         j_syn = weight * j_syn_raw
         j_gce = self.node_loss_weight * node_loss(out)
         self._accumulate("j_mean", j_m)
