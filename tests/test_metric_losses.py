@@ -191,6 +191,82 @@ def test_npair_synthetic_equals_official_chunked_form():
     assert abs(f(got) - expected) < TOL
 
 
+def official_npair_real(z, y, m, l2_reg):
+    """``scripts/loss.py`` ``NpairLoss.forward(x, label, equal_shape=True)`` written as loops: the batch is
+    ``m`` chunks of ``C`` samples; chunk 0 holds the anchors; for each chunk ``r >= 1`` the logits are
+    ``anchor_i . sample_r,k`` with soft targets ``[y0_i == y0_k] / sum_k [y0_i == y0_k]`` (chunk 0's labels),
+    ``CE = mean_i sum_k -target_ik log_softmax_k``; ``loss = sum_r CE_r / (m - 1) + 0.25 l2_reg
+    sum_chunks sum ||x||^2 / C``."""
+    c = len(y) // m
+    chunks = [list(range(r * c, (r + 1) * c)) for r in range(m)]
+    y0 = [int(y[i]) for i in chunks[0]]
+    l2 = sum(f(z[j] @ z[j]) for ch in chunks for j in ch) / c
+    loss_ce = 0.0
+    for r in range(1, m):
+        ce = 0.0
+        for i, a in enumerate(chunks[0]):
+            logits = [f(z[a] @ z[k]) for k in chunks[r]]
+            lse = math.log(sum(math.exp(v) for v in logits))
+            target = [float(y0[i] == y0[k]) for k in range(c)]
+            ce += sum(-t / sum(target) * (v - lse) for t, v in zip(target, logits))
+        loss_ce += ce / c
+    return loss_ce / (m - 1) + l2_reg * l2 * 0.25
+
+
+@pytest.mark.parametrize("m,c", [(2, 4), (3, 5), (4, 3)])
+def test_npair_official_anchors_equal_official_real_branch(m, c):
+    g = torch.Generator().manual_seed(10 * m + c)
+    z = torch.randn(m * c, 6, generator=g, dtype=torch.float64)
+    classes = torch.randperm(20, generator=g)[:c]
+    y = classes.repeat(m)  # the official layout: m chunks, one sample per class, same class order
+    for l2_reg in (3e-3, 0.7):
+        expected = official_npair_real(z, y, m, l2_reg)
+        got = NPairLoss(l2_reg, anchors="official")(z, y)
+        assert got.dtype == torch.float64
+        assert abs(f(got) - expected) < TOL
+        # layout-free: class-grouped order (within-class order kept) gives the same value
+        grouped = torch.arange(m * c).view(m, c).t().reshape(-1)
+        assert abs(f(NPairLoss(l2_reg, anchors="official")(z[grouped], y[grouped])) - expected) < TOL
+    # the generalised default differs (every sample an anchor, 2(C-1) negatives)
+    assert abs(f(NPairLoss()(z, y)) - official_npair_real(z, y, m, 3e-3)) > 1e-3
+
+
+def test_npair_official_anchors_gradient_matches_official_loop():
+    m, c = 3, 4
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(m * c, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.arange(c).repeat(m)
+
+    def official_torch(x):  # the official code's tensor ops, verbatim structure
+        samples = torch.chunk(x, m, dim=0)
+        label = y[:c].view(c, 1)
+        label = (label == label.t()).double()
+        label = label / label.sum(dim=1, keepdim=True)
+        l2 = sum(torch.sum(s ** 2) / c for s in samples)
+        ce = sum(torch.mean(torch.sum(-label * torch.log_softmax(samples[0] @ samples[r].t(), -1), -1))
+                 for r in range(1, m))
+        return ce / (m - 1) + 3e-3 * l2 * 0.25
+
+    (g_ours,) = torch.autograd.grad(NPairLoss(anchors="official")(z, y), z)
+    (g_ref,) = torch.autograd.grad(official_torch(z), z)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_npair_official_anchors_synthetic_term_is_official_branch():
+    """With synthetic negatives both modes compute the official ``equal_shape=False`` branch."""
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    synth = make_synthetic(z, y)
+    a = NPairLoss(anchors="official")(z, y, **synth_kwargs(synth))
+    assert abs(f(a) - ref_npair(z, y, synth)) < TOL
+
+
+def test_npair_anchors_argument_checked():
+    with pytest.raises(ValueError, match="anchors"):
+        NPairLoss(anchors="first")
+    with pytest.raises(ValueError, match="no anchor in this batch has a positive"):
+        NPairLoss(anchors="official")(torch.randn(3, 4), torch.tensor([0, 1, 2]))
+
+
 def test_next_positive_index_is_cyclic_next_same_class():
     y = torch.tensor([2, 0, 2, 1, 0, 2, 3])
     expected = []

@@ -45,6 +45,7 @@ No Python loop over samples; everything runs on the input's device. Under autoca
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -328,15 +329,42 @@ class NPairLoss(nn.Module):
       of ``C-1``. Nothing assumes a batch layout.
     * Anchors without a positive are skipped; an anchor without synthetic negatives contributes 0.
 
+    ``anchors="official"`` computes the official real branch exactly (``equal_shape=True``; source
+    ``scripts/loss.py`` ``NpairLoss.forward``). Let :math:`r_j` be the rank of sample :math:`j` within its
+    class in batch order (:func:`rank_in_class`; in the official chunked layout the chunk index),
+    :math:`a(j)` the rank-0 sample of :math:`j`'s class (the official anchor, chunk 0) and
+    :math:`C` the number of classes in the batch:
+
+    .. math::
+        L = \operatorname{mean}_{j:\,r_j \ge 1}\Big[-\langle z_{a(j)}, z_j\rangle
+            + \log\!\sum_{k:\,r_k = r_j} e^{\langle z_{a(j)}, z_k\rangle}\Big]
+            + 0.25\,\lambda_{l2}\,\frac{1}{C}\sum_{j}\|z_j\|^2 .
+
+    With ``m`` samples of each class this is the official ``sum_{r=1}^{m-1} CE(chunk_0 chunk_r^T) / (m - 1)
+    + 0.25 l2_reg sum_all ||z||^2 / C`` (one anchor and one positive per class and chunk, the chunk's
+    ``C`` samples as the softmax candidates), for any batch order; with unequal class counts
+    it averages over the (anchor, rank-``r`` sample) pairs that exist. The synthetic term (with
+    ``neg_embeddings``) is the official ``equal_shape=False`` branch in both modes (every sample an
+    anchor, positive the next same-class sample): officially ``J_m = loss_fn(z, t)`` uses the real branch
+    and ``J_syn = mining_loss(z~, t, False, bs, embedding_z=z)`` the synthetic one
+    (``scripts/models.py`` ``GCA_HNG.forward``).
+
     Args:
         l2_reg (float): weight :math:`\lambda_{l2}` of the squared-norm penalty (official 3e-3).
+        anchors (str): ``"all"`` (default: the generalised real-pair term above, every sample an anchor)
+            or ``"official"`` (the official real-pair term, one anchor per class).
     """
 
-    def __init__(self, l2_reg: float = 3e-3):
+    ANCHORS = ("all", "official")
+
+    def __init__(self, l2_reg: float = 3e-3, anchors: str = "all"):
         super().__init__()
-        if l2_reg < 0:
-            raise ValueError(f"l2_reg must be >= 0, got {l2_reg}")
+        if not math.isfinite(l2_reg) or l2_reg < 0:
+            raise ValueError(f"l2_reg must be >= 0 and finite, got {l2_reg}")
+        if anchors not in self.ANCHORS:
+            raise ValueError(f"anchors must be one of {self.ANCHORS}, got {anchors!r}")
         self.l2_reg = float(l2_reg)
+        self.anchors = anchors
 
     @full_precision
     def forward(
@@ -348,6 +376,8 @@ class NPairLoss(nn.Module):
         anchor_index: Optional[Tensor] = None,
     ) -> Tensor:
         labels, synth = _validate(embeddings, labels, neg_embeddings, neg_labels, anchor_index)
+        if synth is None and self.anchors == "official":
+            return self._official_real(embeddings, labels)
         block = pair_block(embeddings, labels, synth, similarity="dot")
         partner = next_positive_index(labels)
         valid = partner != torch.arange(partner.numel(), device=partner.device)
@@ -368,8 +398,24 @@ class NPairLoss(nn.Module):
             reg = _masked_mean(sq, valid) + tile / (valid.sum() + keep.sum()).to(sq.dtype)
         return ce + 0.25 * self.l2_reg * reg
 
+    def _official_real(self, z: Tensor, labels: Tensor) -> Tensor:
+        """The official real-pair branch (class docstring, ``anchors="official"``); ``O(B^2)``, no host sync."""
+        rank = rank_in_class(labels)
+        first = rank == 0
+        same = labels[:, None] == labels[None, :]
+        anchor = (same & first[None, :]).to(torch.uint8).argmax(dim=1)  # a(j): rank-0 sample of j's class
+        keep = ~first
+        if value_checks_enabled() and not bool(keep.any()):
+            raise ValueError(_NO_POSITIVE)
+        sim = z[anchor] @ z.t()  # row j: <z_a(j), z_k>
+        chunk = rank[:, None] == rank[None, :]  # candidates of row j: the samples of j's rank
+        lse = torch.logsumexp(sim.masked_fill(~chunk, float("-inf")), dim=1)
+        ce = _masked_mean(lse - sim.diagonal(), keep)
+        reg = z.pow(2).sum() / first.sum().to(z.dtype)
+        return ce + 0.25 * self.l2_reg * reg
+
     def extra_repr(self) -> str:
-        return f"l2_reg={self.l2_reg}"
+        return f"l2_reg={self.l2_reg}, anchors={self.anchors!r}"
 
 
 class MultiSimilarityLoss(nn.Module):
