@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from graphneg.losses import AvgNonZeroReducer, MeanReducer
 from graphneg.losses.metric import (
     MultiSimilarityLoss,
     NPairLoss,
@@ -90,15 +91,14 @@ def ref_npair(z, y, synth=None, l2_reg=3e-3):
 
 
 def ref_ms(z, y, synth=None, alpha=2.0, beta=50.0, base=0.5, eps=0.1, mining=True):
+    """Mean over all B anchors (PML MeanReducer over the rows; an anchor with no kept pair gives 0)."""
     losses = []
     for a in range(len(y)):
         pos = positives(y, a)
-        if not pos:
-            continue
         sp = [cosine(z[a], z[p]) for p in pos]
         sn = [cosine(z[a], n) for n in negatives(z, y, a, synth)]
         if mining:
-            kept_n = [s for s in sn if s + eps > min(sp)]
+            kept_n = [s for s in sn if sp and s + eps > min(sp)]
             kept_p = [s for s in sp if sn and s - eps < max(sn)]
         else:
             kept_p, kept_n = sp, sn
@@ -187,7 +187,7 @@ def test_npair_synthetic_equals_official_chunked_form():
     neg = torch.stack([syn[j, i, k] for j, i, k in rows])
     neg_labels = torch.tensor([k for _, _, k in rows])
     anchor_index = torch.tensor([j * c + i for j, i, _ in rows])
-    got = NPairLoss(l2_reg)(z, y, neg, neg_labels, anchor_index)
+    got = NPairLoss(l2_reg)(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor_index)
     assert abs(f(got) - expected) < TOL
 
 
@@ -284,7 +284,7 @@ def test_multi_similarity_matches_loop(labels, with_synth, mining):
     z, y = make_batch(labels)
     synth = make_synthetic(z, y) if with_synth else None
     for alpha, beta, base, eps in [(2.0, 50.0, 0.5, 0.1), (1.0, 10.0, 0.0, 0.3)]:
-        loss = MultiSimilarityLoss(alpha, beta, base, eps, mining=mining)
+        loss = MultiSimilarityLoss(alpha, beta, base, epsilon=eps, mining=mining)
         got = loss(z, y, **synth_kwargs(synth))
         assert abs(f(got) - ref_ms(z, y, synth, alpha, beta, base, eps, mining)) < TOL
 
@@ -303,7 +303,8 @@ def test_triplet_matches_loop(labels, with_synth, mining, reduction):
     z, y = make_batch(labels)
     synth = make_synthetic(z, y) if with_synth else None
     for margin in (0.2, 0.7):
-        got = TripletMarginLoss(margin, mining, reduction)(z, y, **synth_kwargs(synth))
+        reducer = MeanReducer() if reduction == "mean" else AvgNonZeroReducer()
+        got = TripletMarginLoss(margin, mining=mining, reducer=reducer)(z, y, **synth_kwargs(synth))
         assert abs(f(got) - ref_triplet(z, y, synth, margin, mining, reduction)) < TOL
 
 
@@ -354,7 +355,7 @@ def test_synthetic_equal_to_real_negatives_gives_real_loss(make_loss):
     anchor = torch.tensor([a for a, _ in pairs])
     cand = torch.tensor([j for _, j in pairs])
     loss = make_loss()
-    assert abs(f(loss(z, y, z[cand], y[cand], anchor)) - f(loss(z, y))) < TOL
+    assert abs(f(loss(z, y, neg_embeddings=z[cand], neg_labels=y[cand], anchor_index=anchor)) - f(loss(z, y))) < TOL
 
 
 # ----------------------------------------------------------------------------- gradients / training
@@ -433,17 +434,20 @@ def test_bad_inputs_raise_clear_errors(loss):
         loss(z, torch.zeros(8, dtype=torch.long))
     neg, neg_labels, anchor = make_synthetic(z, y)
     with pytest.raises(ValueError, match="missing: anchor_index"):
-        loss(z, y, neg, neg_labels)
+        loss(z, y, neg_embeddings=neg, neg_labels=neg_labels)
     with pytest.raises(ValueError, match="dimension D=4"):
-        loss(z, y, neg[:, :3], neg_labels, anchor)
+        loss(z, y, neg_embeddings=neg[:, :3], neg_labels=neg_labels, anchor_index=anchor)
     with pytest.raises(ValueError, match=r"neg_labels .*expected shape \[11\]"):
-        loss(z, y, neg, neg_labels[:4], anchor)
+        loss(z, y, neg_embeddings=neg, neg_labels=neg_labels[:4], anchor_index=anchor)
     with pytest.raises(ValueError, match=r"lie in \[0, 8\)"):
-        loss(z, y, neg, neg_labels, anchor + 8)
+        loss(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor + 8)
     with pytest.raises(ValueError, match="integer row indices"):
-        loss(z, y, neg, neg_labels, anchor.double())
+        loss(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor.double())
     with pytest.raises(ValueError, match="carries its anchor's class"):
-        loss(z, y, neg, y[anchor], anchor)
+        loss(z, y, neg_embeddings=neg, neg_labels=y[anchor], anchor_index=anchor)
+    # the former positional form lands in PML's indices_tuple slot: a clear error, not a silent misuse
+    with pytest.raises(ValueError, match=f"{type(loss).__name__}: indices_tuple .* synthetic negatives are keyword-only"):
+        loss(z, y, neg, neg_labels, anchor)
 
 
 @pytest.mark.parametrize("loss", ALL[:3], ids=lambda m: type(m).__name__)
@@ -458,15 +462,16 @@ def test_triplet_without_any_triplet_raises():
     neg = torch.randn(2, 4, dtype=torch.float64)
     # only anchors 2 and 3 (no positive) receive synthetic negatives
     with pytest.raises(ValueError, match="no triplet can be formed"):
-        TripletMarginLoss()(z, y, neg, torch.tensor([0, 0]), torch.tensor([2, 3]))
+        TripletMarginLoss()(z, y, neg_embeddings=neg, neg_labels=torch.tensor([0, 0]),
+                            anchor_index=torch.tensor([2, 3]))
 
 
 def test_constructor_and_proxy_errors():
     with pytest.raises(ValueError, match="mining must be one of"):
         TripletMarginLoss(mining="hardest")
-    with pytest.raises(ValueError, match="reduction must be one of"):
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'nonzero'"):
         TripletMarginLoss(reduction="sum")
-    with pytest.raises(ValueError, match="l2_reg must be >= 0"):
+    with pytest.raises(ValueError, match="l2_reg must be a finite number >= 0"):
         NPairLoss(l2_reg=-1)
     z, y = make_batch(LABEL_SETS["interleaved"])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes=2\)"):
@@ -475,4 +480,5 @@ def test_constructor_and_proxy_errors():
         ProxyAnchorLoss(3, 5)(z, y)
     neg = torch.randn(1, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"neg_labels must lie in \[0, num_classes=3\)"):
-        ProxyAnchorLoss(3, 4).double()(z, y, neg, torch.tensor([7]), torch.tensor([0]))
+        ProxyAnchorLoss(3, 4).double()(z, y, neg_embeddings=neg, neg_labels=torch.tensor([7]),
+                                       anchor_index=torch.tensor([0]))
