@@ -482,3 +482,126 @@ def test_constructor_and_proxy_errors():
     with pytest.raises(ValueError, match=r"neg_labels must lie in \[0, num_classes=3\)"):
         ProxyAnchorLoss(3, 4).double()(z, y, neg_embeddings=neg, neg_labels=torch.tensor([7]),
                                        anchor_index=torch.tensor([0]))
+
+
+# ----------------------------------------------------------------------------- contract
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("make,arg", [
+    (lambda v: MultiSimilarityLoss(alpha=v), "alpha"),
+    (lambda v: MultiSimilarityLoss(beta=v), "beta"),
+    (lambda v: MultiSimilarityLoss(base=v), "base"),
+    (lambda v: MultiSimilarityLoss(epsilon=v), "epsilon"),
+    (lambda v: TripletMarginLoss(margin=v), "margin"),
+    (lambda v: ProxyAnchorLoss(3, 4, alpha=v), "alpha"),
+    (lambda v: ProxyAnchorLoss(3, 4, margin=v), "margin"),
+    (lambda v: NPairLoss(l2_reg=v), "l2_reg"),
+])
+@pytest.mark.parametrize("value", [NAN, INF, -INF])
+def test_non_finite_hyper_parameters_raise_naming_the_argument(make, arg, value):
+    with pytest.raises(ValueError, match=rf"{arg} must be a finite number"):
+        make(value)
+
+
+@pytest.mark.parametrize("make,arg", [
+    (lambda v: MultiSimilarityLoss(alpha=v), "alpha"),
+    (lambda v: MultiSimilarityLoss(beta=v), "beta"),
+    (lambda v: MultiSimilarityLoss(epsilon=v), "epsilon"),
+    (lambda v: TripletMarginLoss(margin=v), "margin"),
+    (lambda v: ProxyAnchorLoss(3, 4, alpha=v), "alpha"),
+    (lambda v: NPairLoss(l2_reg=v), "l2_reg"),
+])
+def test_negative_hyper_parameters_raise_where_meaningless(make, arg):
+    with pytest.raises(ValueError, match=rf"{arg} must be a finite number >"):
+        make(-0.5)
+
+
+def test_zero_scales_raise_and_meaningful_values_pass():
+    for make in (lambda: MultiSimilarityLoss(alpha=0), lambda: MultiSimilarityLoss(beta=0),
+                 lambda: ProxyAnchorLoss(3, 4, alpha=0)):
+        with pytest.raises(ValueError, match=r"must be a finite number > 0"):
+            make()
+    # a negative base / proxy margin is a legal (if unusual) choice
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    assert abs(f(MultiSimilarityLoss(base=-0.2)(z, y)) - ref_ms(z, y, base=-0.2)) < TOL
+    assert torch.isfinite(ProxyAnchorLoss(3, 4, margin=-0.1).double()(z, y))
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        MultiSimilarityLoss(alpha="big")
+
+
+def test_declared_needs():
+    from graphneg.losses import BaseMetricLoss
+    for loss in ALL:
+        assert isinstance(loss, BaseMetricLoss) and loss.accepts_synthetic
+    assert [loss.requires_positives for loss in ALL] == [True, True, True, False]
+    assert [loss.has_proxies for loss in ALL] == [False, False, False, True]
+    assert [loss.supports_indices_tuple for loss in ALL] == [False, True, True, True]
+    assert [loss.supports_ref_emb for loss in ALL] == [False, True, True, False]
+
+
+def test_unsupported_inputs_raise_naming_the_loss():
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    t = (torch.tensor([0, 3]), torch.tensor([3, 0]), torch.tensor([0, 0]), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="NPairLoss does not take a miner indices_tuple"):
+        NPairLoss()(z, y, t)
+    for loss in (NPairLoss(), ProxyAnchorLoss(3, 4).double()):
+        with pytest.raises(ValueError, match=f"{type(loss).__name__} does not support ref_emb"):
+            loss(z, y, None, z, y)
+    with pytest.raises(ValueError, match="pass ref_emb .* and ref_labels .* together"):
+        MultiSimilarityLoss()(z, y, None, z)
+    neg, neg_labels, anchor = make_synthetic(z, y)
+    with pytest.raises(ValueError, match="cannot be combined with indices_tuple"):
+        MultiSimilarityLoss()(z, y, t, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)
+    with pytest.raises(ValueError, match="indices_tuple and mining= both select"):
+        TripletMarginLoss(mining="hard")(z, y, t)
+    with pytest.raises(ValueError, match=r"indices_tuple\[1\] must lie in \[0, 8\)"):
+        MultiSimilarityLoss()(z, y, (t[0], t[1] + 8, t[2], t[3]))
+    with pytest.raises(ValueError, match="lengths do not match"):
+        MultiSimilarityLoss()(z, y, (t[0], t[1][:1], t[2], t[3]))
+    with pytest.raises(ValueError, match="pairs .* or triplets"):
+        MultiSimilarityLoss()(z, y, t[:2])
+    with pytest.raises(ValueError, match="swap=True .* not supported with synthetic"):
+        TripletMarginLoss(swap=True)(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)
+
+
+def test_miner_pairs_select_exactly_those_pairs():
+    """A pair tuple restricts the MS loss to its pairs: equals the loop over just those pairs."""
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    a1, p, a2, n = [0, 0, 4], [3, 6, 1], [0, 5, 5], [1, 0, 7]
+    loss = MultiSimilarityLoss()(z, y, tuple(torch.tensor(v) for v in (a1, p, a2, n)))
+    rows = []
+    for a in range(len(y)):
+        sp = [cosine(z[a], z[j]) for i, j in zip(a1, p) if i == a]
+        sn = [cosine(z[a], z[j]) for i, j in zip(a2, n) if i == a]
+        rows.append(math.log(1 + sum(math.exp(-2 * (s - 0.5)) for s in sp)) / 2
+                    + math.log(1 + sum(math.exp(50 * (s - 0.5)) for s in sn)) / 50)
+    assert abs(f(loss) - sum(rows) / len(rows)) < TOL
+
+
+def test_npair_distance_object_replaces_dot_products():
+    """N-pair is no longer hard-wired to dot products: with cosine similarity it is the dot-product loss of
+    the normalised embeddings (l2 term off, as it reads the raw norms)."""
+    from graphneg.losses import CosineSimilarity, LpDistance
+    z, y = make_batch(LABEL_SETS["singleton"])
+    zn = z / z.norm(dim=1, keepdim=True)
+    assert abs(f(NPairLoss(0.0, distance=CosineSimilarity())(z, y)) - ref_npair(zn, y, l2_reg=0.0)) < TOL
+    # a distance (not a similarity) enters as -d
+    ours = NPairLoss(0.0, distance=LpDistance(normalize_embeddings=False))(z, y)
+    ces = []
+    for a in range(len(y)):
+        same = positives(y, a)
+        if not same:
+            continue
+        later = [j for j in same if j > a]
+        pp = min(later) if later else min(same)
+        logits = [-f((z[a] - z[pp]).norm())] + [-f((z[a] - n).norm()) for n in negatives(z, y, a, None)]
+        ces.append(-logits[0] + math.log(sum(math.exp(v) for v in logits)))
+    assert abs(f(ours) - sum(ces) / len(ces)) < TOL
+
+
+def test_triplet_reduction_keyword_is_deprecated_but_works():
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    with pytest.warns(DeprecationWarning, match="reducer=MeanReducer"):
+        old = TripletMarginLoss(0.2, mining="hard", reduction="mean")
+    assert abs(f(old(z, y)) - ref_triplet(z, y, margin=0.2, mining="hard", reduction="mean")) < TOL
