@@ -161,18 +161,21 @@ def check_indices_tuple(indices_tuple, n: int, r: int, owner: str) -> Tuple[Tens
     """A PML miner tuple: pairs ``(a1, p, a2, n)`` or triplets ``(a, p, n)`` of 1-D integer tensors;
     anchors in ``[0, n)``, the others in ``[0, r)`` (value check)."""
     if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        size = len(indices_tuple) if hasattr(indices_tuple, "__len__") else "?"
         raise ValueError(
             f"{owner}: indices_tuple must be a PML miner tuple, pairs (a1, p, a2, n) or triplets (a, p, n), "
-            f"got {type(indices_tuple).__name__} of length {len(indices_tuple) if hasattr(indices_tuple, '__len__') else '?'}"
+            f"got {type(indices_tuple).__name__} of length {size}"
         )
     out = []
     for i, t in enumerate(indices_tuple):
         t = torch.as_tensor(t)
         if t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool:
-            raise ValueError(f"{owner}: indices_tuple[{i}] must be a 1-D integer tensor, got {t.dtype} {tuple(t.shape)}")
+            raise ValueError(
+                f"{owner}: indices_tuple[{i}] must be a 1-D integer tensor, got {t.dtype} {tuple(t.shape)}")
         out.append(t.long())
     lengths = [t.numel() for t in out]
-    if (len(out) == 3 and len(set(lengths)) != 1) or (len(out) == 4 and (lengths[0] != lengths[1] or lengths[2] != lengths[3])):
+    pairs_ok = len(out) == 4 and lengths[0] == lengths[1] and lengths[2] == lengths[3]
+    if not (pairs_ok or (len(out) == 3 and len(set(lengths)) == 1)):
         raise ValueError(f"{owner}: indices_tuple lengths do not match: {lengths}")
     if value_checks_enabled():
         anchors = (0, 2) if len(out) == 4 else (0,)
