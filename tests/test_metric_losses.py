@@ -605,3 +605,38 @@ def test_triplet_reduction_keyword_is_deprecated_but_works():
     with pytest.warns(DeprecationWarning, match="reducer=MeanReducer"):
         old = TripletMarginLoss(0.2, mining="hard", reduction="mean")
     assert abs(f(old(z, y)) - ref_triplet(z, y, margin=0.2, mining="hard", reduction="mean")) < TOL
+
+
+def test_new_paths_make_no_host_sync_when_value_checks_are_off():
+    """GPU-ready: the official N-pair branch, batch-hard, swap, a miner tuple and a reference set read no
+    tensor value on the host (no bool / item / tolist / int / float) once value checks are off."""
+    from graphneg.validation import value_checks
+    names = ("__bool__", "item", "tolist", "__int__", "__float__", "__index__")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+    calls = []
+
+    def spy(n):
+        def method(self, *a, **k):
+            calls.append(n)
+            return saved[n](self, *a, **k)
+        return method
+
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    t = (torch.tensor([0, 3]), torch.tensor([3, 0]), torch.tensor([0, 0]), torch.tensor([1, 2]))
+    cases = [lambda: NPairLoss(anchors="official")(z, y), lambda: TripletMarginLoss(mining="hard")(z, y),
+             lambda: TripletMarginLoss(swap=True, smooth_loss=True)(z, y), lambda: MultiSimilarityLoss()(z, y, t),
+             lambda: TripletMarginLoss()(z, y, t[:2] + t[3:]), lambda: MultiSimilarityLoss()(z, y, None, z[:5], y[:5]),
+             lambda: ProxyAnchorLoss(3, 4).double()(z, y, t)]
+    expected = [f(c()) for c in cases]
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, spy(n))
+        cases[0]()  # value checks on: the spy sees the reads (it works)
+        seen_with_checks, calls[:] = len(calls), []
+        with value_checks(False):
+            got = [c() for c in cases]
+    finally:
+        for n, m in saved.items():
+            setattr(torch.Tensor, n, m)
+    assert seen_with_checks > 0 and calls == []
+    assert [f(g) for g in got[:-1]] == expected[:-1]  # the proxy loss draws fresh proxies
