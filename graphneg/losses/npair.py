@@ -60,8 +60,9 @@ class NPairLoss(BaseMetricLoss):
       averages over the (anchor, rank-``r`` sample) pairs that exist. ``anchors="all"`` generalises it:
       every sample is an anchor, its single positive the next same-class sample, its negatives all
       other-class samples, other same-class samples left out of the logits. For ``m = 2`` the ``l2``
-      term is identical; the cross-entropy sees ``2(C-1)`` negatives instead of ``C-1``, which raises
-      ``J_m`` early in training (issue "GCA-HNG in its own regime": 3.40 vs 2.36 nats at C=27, m=3).
+      term is identical; the cross-entropy sees all ``m (C-1)`` other-class samples instead of the
+      ``C-1`` of one chunk, which raises ``J_m`` (and so the hardness ``exp(-alpha / J_m)`` of GCA-HNG):
+      at initialisation ``log(m (C-1) + 1)`` instead of ``log C`` (C=27, m=3: 4.37 vs 3.30 nats).
     * Anchors without a positive are skipped; an anchor without synthetic negatives contributes 0.
 
     Versus pytorch-metric-learning's ``NPairsLoss`` (a different name on purpose): PML takes one
