@@ -640,3 +640,26 @@ def test_new_paths_make_no_host_sync_when_value_checks_are_off():
             setattr(torch.Tensor, n, m)
     assert seen_with_checks > 0 and calls == []
     assert [f(g) for g in got[:-1]] == expected[:-1]  # the proxy loss draws fresh proxies
+
+
+def test_a_subclass_gets_the_contract():
+    """The docstring's example subclass: validated inputs reach compute; the value is the loop's."""
+    from graphneg.losses import BaseMetricLoss, LpDistance, MeanReducer
+    from graphneg.losses.base import pair_masks
+
+    class MeanPositiveDistance(BaseMetricLoss):
+        accepts_synthetic = False
+        supports_indices_tuple = supports_ref_emb = False
+
+        def compute(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, synthetic):
+            d = LpDistance()(embeddings)
+            pos, _ = pair_masks(None, labels, None)
+            return MeanReducer()(d, pos)
+
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    pairs = [(a, p) for a in range(len(y)) for p in positives(y, a)]
+    expected = sum(unit_dist(z[a], z[p]) for a, p in pairs) / len(pairs)
+    assert abs(f(MeanPositiveDistance()(z, y.tolist())) - expected) < TOL
+    neg, neg_labels, anchor = make_synthetic(z, y)
+    with pytest.raises(ValueError, match="MeanPositiveDistance does not take synthetic negatives"):
+        MeanPositiveDistance()(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)

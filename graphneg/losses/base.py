@@ -263,7 +263,20 @@ def pair_block(
 
 
 class BaseMetricLoss(nn.Module):
-    """Base class of graphneg's metric losses: validate once, then :meth:`compute` (module docstring)."""
+    """Base class of graphneg's metric losses: validate once, then :meth:`compute` (module docstring).
+
+    A new loss declares its needs and implements :meth:`compute` on validated inputs, e.g. the mean
+    positive-pair distance::
+
+        class MeanPositiveDistance(BaseMetricLoss):
+            accepts_synthetic = False
+            supports_indices_tuple = supports_ref_emb = False
+
+            def compute(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, synthetic):
+                d = LpDistance()(embeddings)
+                pos, _ = pair_masks(None, labels, None)
+                return MeanReducer()(d, pos)
+    """
 
     #: the batch needs a class with >= 2 samples (pair-based losses)
     requires_positives: bool = True
