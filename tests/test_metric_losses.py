@@ -446,7 +446,8 @@ def test_bad_inputs_raise_clear_errors(loss):
     with pytest.raises(ValueError, match="carries its anchor's class"):
         loss(z, y, neg_embeddings=neg, neg_labels=y[anchor], anchor_index=anchor)
     # the former positional form lands in PML's indices_tuple slot: a clear error, not a silent misuse
-    with pytest.raises(ValueError, match=f"{type(loss).__name__}: indices_tuple .* synthetic negatives are keyword-only"):
+    msg = f"{type(loss).__name__}: indices_tuple .* synthetic negatives are keyword-only"
+    with pytest.raises(ValueError, match=msg):
         loss(z, y, neg, neg_labels, anchor)
 
 

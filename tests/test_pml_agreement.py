@@ -100,7 +100,8 @@ def test_triplet_with_ref_emb_equals_pml(batch):
     z, y = batch
     ref = torch.randn(7, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     ref_y = torch.tensor([0, 1, 2, 3, 4, 5, 0])
-    assert close(TripletMarginLoss(0.2)(z, y, None, ref, ref_y), pml_losses.TripletMarginLoss(0.2)(z, y, None, ref, ref_y))
+    assert close(TripletMarginLoss(0.2)(z, y, None, ref, ref_y),
+                 pml_losses.TripletMarginLoss(0.2)(z, y, None, ref, ref_y))
 
 
 def test_triplet_sampled_per_anchor_equals_all_when_each_anchor_has_one_choice():
@@ -128,7 +129,8 @@ def test_multi_similarity_equals_pml(batch, params):
 
 
 def test_multi_similarity_mining_is_exercised_on_these_batches():
-    diffs = [abs(float(MultiSimilarityLoss()(z, y)) - float(MultiSimilarityLoss(mining=False)(z, y))) for z, y in BATCHES]
+    diffs = [abs(float(MultiSimilarityLoss()(z, y)) - float(MultiSimilarityLoss(mining=False)(z, y)))
+             for z, y in BATCHES]
     assert max(diffs) > 1e-3
 
 
