@@ -644,19 +644,18 @@ def test_new_paths_make_no_host_sync_when_value_checks_are_off():
 
 
 def test_a_subclass_gets_the_contract():
-    """The docstring's example subclass: validated inputs reach compute; the value is the loop's."""
+    """The docstring's example subclass, executed from the docstring: validated inputs reach compute; the
+    value is the loop's."""
+    import textwrap
+
     from graphneg.losses import BaseMetricLoss, LpDistance, MeanReducer
     from graphneg.losses.base import pair_masks
 
-    class MeanPositiveDistance(BaseMetricLoss):
-        accepts_synthetic = False
-        supports_indices_tuple = supports_ref_emb = False
-
-        def compute(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, synthetic):
-            d = LpDistance()(embeddings)
-            pos, _ = pair_masks(None, labels, None)
-            return MeanReducer()(d, pos)
-
+    example = textwrap.dedent(BaseMetricLoss.__doc__.split("::", 1)[1])
+    namespace = dict(BaseMetricLoss=BaseMetricLoss, LpDistance=LpDistance, MeanReducer=MeanReducer,
+                     pair_masks=pair_masks)
+    exec(compile(example, "BaseMetricLoss.__doc__", "exec"), namespace)
+    MeanPositiveDistance = namespace["MeanPositiveDistance"]
     z, y = make_batch(LABEL_SETS["interleaved"])
     pairs = [(a, p) for a in range(len(y)) for p in positives(y, a)]
     expected = sum(unit_dist(z[a], z[p]) for a, p in pairs) / len(pairs)
