@@ -28,7 +28,7 @@ from torch import Tensor
 __all__ = [
     "value_checks_enabled", "set_value_checks", "value_checks",
     "check_embeddings", "check_labels", "check_multiclass", "check_batch", "check_k", "check_ks",
-    "check_hyperparameter",
+    "check_hyperparameter", "check_choice",
 ]
 
 _VALUE_CHECKS = True
@@ -299,3 +299,10 @@ def check_hyperparameter(
         rng = f"{where} and finite" if where else "a finite number"
         raise ValueError(f"{name} must be {rng}, got {value!r}" + (f"; {hint}" if hint else ""))
     return v
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of the strings ``choices``; else a ``ValueError`` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

@@ -209,14 +209,22 @@ def test_extra_negatives_match_loop():
     assert abs(float(ce) - want) < 1e-10
 
 
-def _loop_unremix_importance(z, cand, t, beta, k, weights):
-    """Loop UnReMix importance: each score per anchor normalised to mean 1, then the convex mix."""
+def _loop_unremix_importance(z, cand, t, beta, k, weights, rep="density"):
+    """Loop UnReMix importance: each score per anchor normalised to mean 1, then the convex mix.
+
+    rep="density": exp(mean cosine to the k most similar other candidates); rep="diversity": mean
+    cosine distance to the k most similar other candidates except the candidate's own other view."""
     c = cand.size(0)
+    b = z.size(0) // 2
     dens = []
     for j in range(c):
-        others = sorted((float(cand[j] @ cand[m]) for m in range(c) if m != j), reverse=True)[:k]
-        dens.append(math.exp(sum(others) / len(others)))
-    b = z.size(0) // 2
+        partner = (j + b) % (2 * b) if j < 2 * b else -1
+        skip = (j,) if rep == "density" else (j, partner)
+        others = sorted((float(cand[j] @ cand[m]) for m in range(c) if m not in skip), reverse=True)[:k]
+        if rep == "density":
+            dens.append(math.exp(sum(others) / len(others)))
+        else:
+            dens.append(sum(1 - o for o in others) / len(others))
 
     def fn(i, js, sims, cand_):
         p = (i + b) % (2 * b)
@@ -233,18 +241,21 @@ def _loop_unremix_importance(z, cand, t, beta, k, weights):
     return fn
 
 
+@pytest.mark.parametrize("rep", ["diversity", "density"])
 @pytest.mark.parametrize("weights", [(1, 1, 1), (0, 1, 0), (0, 0, 1), (0.5, 0, 2), (1, 3, 0)])
-def test_unremix_matches_loop(weights):
+def test_unremix_matches_loop(weights, rep):
     z1, z2 = _views(b=5, d=4, seed=12)
     t, beta, k = 0.4, 1.0, 3
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
-    got = UnReMixLoss(temperature=t, tau_plus=0.1, beta=beta, weights=weights, k=k)(z1, z2)
-    want = ref_loop(z1, z2, t, 0.1, _loop_unremix_importance(z, z, t, beta, k, weights))
+    kw = {} if rep == "diversity" else {"representativeness": rep}  # diversity is the default
+    got = UnReMixLoss(temperature=t, tau_plus=0.1, beta=beta, weights=weights, k=k, **kw)(z1, z2)
+    want = ref_loop(z1, z2, t, 0.1, _loop_unremix_importance(z, z, t, beta, k, weights, rep))
     assert abs(float(got) - want) < 1e-10
 
 
+@pytest.mark.parametrize("rep", ["diversity", "density"])
 @pytest.mark.parametrize("labelled", [True, False])
-def test_unremix_with_labels_and_extra_negatives_matches_loop(labelled):
+def test_unremix_with_labels_and_extra_negatives_matches_loop(labelled, rep):
     z1, z2 = _views(b=4, d=5, seed=13)
     g = torch.Generator().manual_seed(14)
     neg = torch.randn(3, 5, generator=g, dtype=torch.float64)
@@ -254,9 +265,9 @@ def test_unremix_with_labels_and_extra_negatives_matches_loop(labelled):
     t, k = 0.5, 2
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
     cand = torch.cat([z, F.normalize(neg, dim=-1)])
-    got = UnReMixLoss(temperature=t, tau_plus=0.05, weights=(1, 1, 1), k=k)(
+    got = UnReMixLoss(temperature=t, tau_plus=0.05, weights=(1, 1, 1), k=k, representativeness=rep)(
         z1, z2, labels, neg=neg, neg_labels=neg_labels)
-    want = ref_loop(z1, z2, t, 0.05, _loop_unremix_importance(z, cand, t, 1.0, k, (1, 1, 1)),
+    want = ref_loop(z1, z2, t, 0.05, _loop_unremix_importance(z, cand, t, 1.0, k, (1, 1, 1), rep),
                     labels=labels, neg=neg, neg_labels=neg_labels)
     assert abs(float(got) - want) < 1e-10
 
