@@ -302,6 +302,14 @@ def test_dcl_loss_is_a_deprecated_alias_of_debiased_contrastive_loss():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DebiasedContrastiveLoss()  # the new name does not warn
+    # the alias takes exactly its target's arguments (the README's multi-GPU list names it)
+    import inspect
+
+    assert inspect.signature(DCLLoss.__init__) == inspect.signature(DebiasedContrastiveLoss.__init__)
+    with pytest.warns(FutureWarning, match="deprecated"):
+        multi = DCLLoss(temperature=0.4, tau_plus=0.1, gather_distributed=True)
+    assert multi.gather_distributed and multi.tau_plus == 0.1 and multi.temperature == 0.4
+    assert torch.equal(multi(z1, z2), DebiasedContrastiveLoss(0.4, 0.1)(z1, z2))  # one process: no gather
 
 
 def test_knn_loo_matches_loop_over_held_out_samples():

@@ -110,9 +110,10 @@ def test_density_matches_loop(k):
     want = _loop_density(z, k)
     for j in range(6):
         assert abs(float(got[j]) - want[j]) < 1e-12
-    # same value when the edge weights are read from a precomputed cosine matrix
+    # the old precomputed-matrix argument is deprecated (the kNN kernel computes the similarities)
     zn = F.normalize(z, dim=-1)
-    assert torch.allclose(density_scores(z, k=k, sim=zn @ zn.t()), got, atol=1e-14)
+    with pytest.warns(FutureWarning, match="sim=.*deprecated"):
+        assert torch.allclose(density_scores(z, k=k, sim=zn @ zn.t()), got, atol=1e-14)
 
 
 def test_density_uses_the_pyg_knn_graph():
