@@ -570,8 +570,8 @@ def test_pml_indices_tuple_equals_graphneg_losses_with_synthetic_negatives():
     expected = {(ai, pi, B + g) for g, ai in enumerate(out.anchor_index.tolist())
                 for pi in range(B) if pi != ai and y[pi] == y[ai]}
     assert set(zip(a.tolist(), p.tolist(), n.tolist())) == expected and len(a) == len(expected)
-    tl = TripletMarginLoss(margin=0.2, mining="all", reduction="nonzero")(
-        z, y, neg_embeddings=out.x, neg_labels=out.labels, anchor_index=out.anchor_index)
+    tl = TripletMarginLoss(margin=0.2)(z, y, neg_embeddings=out.x, neg_labels=out.labels,
+                                       anchor_index=out.anchor_index)
     torch.testing.assert_close(tl, pml_style_triplet(z, trip.indices_tuple, trip.ref_emb))
     with pytest.raises(ValueError, match="kind must be 'pairs' or 'triplets'"):
         pml_inputs(out, "quadruplets")

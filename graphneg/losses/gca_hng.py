@@ -197,19 +197,11 @@ def takes_synthetic_negatives(loss: Callable) -> bool:
     flag = getattr(loss, "accepts_synthetic", None)
     if flag is not None:
         return bool(flag)
-    for cls in type(loss).__mro__:  # a subclass whose forward(*args, **kwargs) wraps its parent's inherits it
-        fn = cls.__dict__.get("forward", cls.__dict__.get("__call__") if not isinstance(loss, nn.Module) else None)
-        if fn is None:
-            continue
-        try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            return False
-        if "neg_embeddings" in params:
-            return True
-        if not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
-            return False
-    return False
+    try:
+        params = inspect.signature(getattr(loss, "forward", loss)).parameters
+    except (TypeError, ValueError):
+        return False
+    return "neg_embeddings" in params
 
 
 def _nonnegative(name: str, value) -> float:

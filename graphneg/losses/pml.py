@@ -20,7 +20,7 @@ from typing import NamedTuple, Tuple
 import torch
 from torch import Tensor
 
-from graphneg.losses.metric import check_synthetic
+from graphneg.losses.base import check_synthetic
 from graphneg.validation import check_embeddings, check_labels
 
 __all__ = ["PMLInputs", "synthetic_indices_tuple", "pml_inputs"]

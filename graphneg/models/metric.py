@@ -9,9 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from graphneg.distributed import gather
-from graphneg.losses.gca_hng import (  # noqa: F401  (generator_diagnostics: public here too)
-    GCAHNGObjective, generator_diagnostics, takes_synthetic_negatives,
-)
+from graphneg.losses.gca_hng import GCAHNGObjective, generator_diagnostics  # noqa: F401  (public here too)
 from graphneg.metrics.retrieval import retrieval_metrics
 from graphneg.validation import check_batch, check_ks, value_checks
 
@@ -248,7 +246,7 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         limits = [getattr(m, "num_classes", None) for m in (self.generator, self.loss)]
         limits = [c for c in limits if isinstance(c, int)]
         return check_batch(emb, y, min(limits) if limits else None, "encoder output", "this training batch",
-                           need_positive=_requires_positives(self.loss))
+                           need_positive=bool(getattr(self.loss, "requires_positives", False)))
 
     def _set_warmup(self) -> None:
         if self.hparams.warmup_epochs <= 0:
@@ -436,18 +434,6 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
 
     def on_fit_end(self) -> None:
         self._log_projector()
-
-
-def _requires_positives(loss) -> bool:
-    """The loss's ``requires_positives`` (graphneg's metric-loss contract). A loss without the attribute:
-    ``False`` (pytorch-metric-learning losses skip anchors without positives), except a loss that takes
-    synthetic negatives by keyword and has no parameters (graphneg's pair-based losses written before
-    the attribute existed)."""
-    flag = getattr(loss, "requires_positives", None)
-    if flag is not None:
-        return bool(flag)
-    params = loss.parameters() if isinstance(loss, nn.Module) else iter(())
-    return takes_synthetic_negatives(loss) and next(iter(params), None) is None
 
 
 def _no_closure() -> None:
