@@ -10,7 +10,7 @@ Statistics
     :func:`fmt_ci`, :func:`paired_differences` / :func:`paired_summary` / :func:`fmt_paired` (per-seed
     differences of two rows that share seeds, i.e. initialisation, data order and augmentations).
 Tables and files
-    :func:`markdown_table`, :func:`read_jsonl`, :func:`append_jsonl`, :func:`atomic_write_text`.
+    :func:`markdown_table`, :func:`read_jsonl`, :func:`append_jsonl`, :func:`atomic_write`.
 Memory
     :func:`proc_status_bytes`, :func:`reset_peak_rss`, :class:`PeakRSS` (Linux ``/proc/self``).
 Training
@@ -137,12 +137,13 @@ def append_jsonl(path: PathLike, row: Mapping[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (parents created)."""
+def atomic_write(path: PathLike, data: Union[str, bytes]) -> None:
+    """Write ``data`` (text or bytes) to ``path`` through a temporary file in the same folder and
+    ``os.replace``, so a reader never sees a half-written file (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_bytes(data.encode() if isinstance(data, str) else bytes(data))
     os.replace(tmp, path)
 
 
@@ -276,6 +277,24 @@ def run_config(config: Union[PathLike, Sequence[PathLike]], overrides: Sequence[
 
 __all__ = [
     "mean_ci", "fmt_ci", "paired_differences", "paired_summary", "fmt_paired", "by_seed", "markdown_table",
-    "read_jsonl", "append_jsonl", "atomic_write_text", "proc_status_bytes", "reset_peak_rss", "PeakRSS",
+    "read_jsonl", "append_jsonl", "atomic_write", "proc_status_bytes", "reset_peak_rss", "PeakRSS",
     "quiet_study", "cli_args", "build_cli", "final_metrics", "run_config",
 ]
+
+#: Trainer overrides of a study run: no progress bar, summary, sanity or validation loop and no configured
+#: callbacks (the studies evaluate the trained model themselves), on the CPU. The logger stays (TensorBoard
+#: under the run's folder; the CLI's learning-rate monitor needs one).
+STUDY_TRAINER = (
+    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=0", "--trainer.callbacks=[]",
+    "--trainer.accelerator=cpu", "--trainer.devices=1",
+)
+
+
+def class_arg(key: str, class_path: str, **init_args: Any) -> str:
+    """The override ``--KEY={"class_path": ..., "init_args": {...}}`` that replaces the whole object at
+    ``KEY`` (e.g. ``model.init_args.loss``): no init argument of the config's class is carried over."""
+    return f"--{key}=" + json.dumps({"class_path": class_path, "init_args": init_args})
+
+
+__all__ += ["STUDY_TRAINER", "class_arg"]

@@ -5,6 +5,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from scripts import load_script
 
@@ -74,7 +75,7 @@ def test_jsonl_round_trip_and_atomic_write(tmp_path):
     path.write_text(path.read_text() + "\n")  # a blank line is skipped
     assert common.read_jsonl(path) == [{"seed": 0, "acc": 0.5}, {"seed": 1, "acc": 0.25}]
     out = tmp_path / "deep" / "t.md"
-    common.atomic_write_text(out, "x\n")
+    common.atomic_write(out, "x\n")
     assert out.read_text() == "x\n" and os.listdir(out.parent) == ["t.md"]
 
 
@@ -130,3 +131,24 @@ def test_run_config_reads_back_the_logged_metrics(tmp_path):
     assert metrics["fit_s"] > 0
     saved = json.dumps(metrics)  # plain floats: storable in a JSONL record
     assert json.loads(saved)["train/loss_epoch"] == pytest.approx(logged["train/loss_epoch"], rel=1e-6)
+
+
+def test_mnist5k_views_config_is_the_studies_recipe():
+    """experiments/mnist5k_views.yaml builds what compare_contrastive.py / unremix_study.py train: SmallCNN
+    width 16 -> 64-d, projector 64 -> 128 -> 64, Adam lr 2e-3, wd 1e-6, cached views of 150 digits per class
+    for 4 epochs in batches of 64, a fresh dataloader every epoch, no validation loop."""
+    from graphneg.data.views import CachedViewsMNIST5kDataModule
+    from graphneg.losses import InfoNCELoss
+    from graphneg.models import ContrastiveModule, SmallCNN
+
+    cfg = os.path.join(os.path.dirname(__file__), "..", "experiments", "mnist5k_views.yaml")
+    cli = common.build_cli(cfg, ["--trainer.logger=false", "--trainer.callbacks=[]"])
+    model, dm, trainer = cli.model, cli.datamodule, cli.trainer
+    assert isinstance(model, ContrastiveModule) and isinstance(model.encoder, SmallCNN)
+    assert (model.encoder.embedding_dim, model.encoder.features[0].out_channels) == (64, 16)
+    assert [m.out_features for m in model.projector.modules() if isinstance(m, torch.nn.Linear)] == [128, 64]
+    assert isinstance(model.loss, InfoNCELoss) and model.loss.temperature == 0.5
+    assert (model.hparams.lr, model.hparams.weight_decay, model.hparams.optimizer) == (2e-3, 1e-6, "adam")
+    assert isinstance(dm, CachedViewsMNIST5kDataModule)
+    assert (dm.train_per_class, dm.epochs, dm.batch_size, dm.seed) == (150, 4, 64, 0)
+    assert (trainer.max_epochs, trainer.reload_dataloaders_every_n_epochs, trainer.limit_val_batches) == (4, 1, 0)
