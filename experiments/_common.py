@@ -19,6 +19,7 @@ Training
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -147,6 +148,14 @@ def atomic_write(path: PathLike, data: Union[str, bytes]) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Deprecated name of :func:`atomic_write` (the first version of this module wrote text only)."""
+    import warnings
+
+    warnings.warn("atomic_write_text is deprecated; use atomic_write", DeprecationWarning, stacklevel=2)
+    atomic_write(path, text)
+
+
 # ------------------------------------------------------------------------------------ memory
 
 
@@ -254,15 +263,50 @@ def final_metrics(trainer) -> Dict[str, float]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _metrics_curve_class():
+    import lightning as L
+
+    class MetricsCurve(L.Callback):
+        """A Lightning callback recording, at the end of every training epoch, the trainer's logged scalars
+        whose name starts with one of ``prefixes`` (``None``: all) as ``{"epoch": e, name: value, ...}`` rows
+        in ``self.rows`` (``_epoch`` suffixes dropped): the learning curve of a run, for a study's record."""
+
+        def __init__(self, prefixes: Optional[Sequence[str]] = None):
+            self.rows: List[Dict[str, float]] = []
+            self.prefixes = None if prefixes is None else tuple(prefixes)
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            row: Dict[str, float] = {"epoch": trainer.current_epoch + 1}
+            for k, v in final_metrics(trainer).items():
+                name = k[: -len("_epoch")] if k.endswith("_epoch") else k
+                if self.prefixes is None or name.startswith(self.prefixes):
+                    row[name] = v
+            self.rows.append(row)
+
+    return MetricsCurve
+
+
+def __getattr__(name: str):
+    # MetricsCurve subclasses lightning's Callback: built on first use so that the benchmarks' child
+    # processes, which import this module for PeakRSS, do not import Lightning
+    if name == "MetricsCurve":
+        return _metrics_curve_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run_config(config: Union[PathLike, Sequence[PathLike]], overrides: Sequence[str] = (),
-               run_dir: Optional[PathLike] = None, test: bool = False, return_cli: bool = False):
+               run_dir: Optional[PathLike] = None, test: bool = False, return_cli: bool = False,
+               callbacks: Sequence[Any] = ()):
     """Train one run as ``graphneg fit --config CONFIG [--trainer.default_root_dir RUN_DIR] OVERRIDES`` does,
     in this process, and return its final metrics (``{"val/...": x, "probe/...": y, "fit_s": seconds}``;
-    with ``test=True`` also ``trainer.test`` on the trained model, ``test/...``). ``return_cli=True``
+    with ``test=True`` also ``trainer.test`` on the trained model, ``test/...``). ``callbacks`` (Lightning
+    callback objects, e.g. :class:`MetricsCurve`) are added to the configured ones. ``return_cli=True``
     returns ``(metrics, cli)`` to evaluate the trained model further."""
     from graphneg.cli import quiet_lightning
 
     cli = build_cli(config, overrides, run_dir)
+    cli.trainer.callbacks.extend(callbacks)
     t0 = time.time()
     with quiet_lightning():
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -277,8 +321,8 @@ def run_config(config: Union[PathLike, Sequence[PathLike]], overrides: Sequence[
 
 __all__ = [
     "mean_ci", "fmt_ci", "paired_differences", "paired_summary", "fmt_paired", "by_seed", "markdown_table",
-    "read_jsonl", "append_jsonl", "atomic_write", "proc_status_bytes", "reset_peak_rss", "PeakRSS",
-    "quiet_study", "cli_args", "build_cli", "final_metrics", "run_config",
+    "read_jsonl", "append_jsonl", "atomic_write", "atomic_write_text", "proc_status_bytes", "reset_peak_rss", "PeakRSS",
+    "quiet_study", "cli_args", "build_cli", "final_metrics", "MetricsCurve", "run_config",
 ]
 
 #: Trainer overrides of a study run: no progress bar, summary, sanity or validation loop and no configured

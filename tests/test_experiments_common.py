@@ -116,10 +116,15 @@ def test_run_config_reads_back_the_logged_metrics(tmp_path):
 
     cfg = os.path.join(os.path.dirname(__file__), "..", "experiments", "unremix", "mutag.yaml")
     metrics, cli = common.run_config(cfg, [
-        f"--data.init_args.root={tmp_path}/tu", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+        f"--data.init_args.root={tmp_path}/tu", "--trainer.limit_train_batches=1",
         "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]", "--trainer.log_every_n_steps=1",
-        "--model.init_args.encoder.init_args.hidden_channels=8"], run_dir=tmp_path / "run", return_cli=True)
-    assert cli.trainer.global_step == 1
+        "--model.init_args.encoder.init_args.hidden_channels=8", "--trainer.max_epochs=2"],
+        run_dir=tmp_path / "run", return_cli=True, callbacks=[curve := common.MetricsCurve(["train/"])])
+    assert cli.trainer.global_step == 2
+    # one curve row per epoch, train/ scalars only, the last one the returned final value
+    assert [r["epoch"] for r in curve.rows] == [1, 2]
+    assert all(set(r) - {"epoch"} and all(k.startswith("train/") for k in r if k != "epoch") for r in curve.rows)
+    assert curve.rows[-1]["train/loss"] == pytest.approx(metrics["train/loss_epoch"], rel=1e-6)
     (logdir,) = {p.parent for p in (tmp_path / "run").rglob("events.out.tfevents.*")}
     acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     acc.Reload()
@@ -152,3 +157,9 @@ def test_mnist5k_views_config_is_the_studies_recipe():
     assert isinstance(dm, CachedViewsMNIST5kDataModule)
     assert (dm.train_per_class, dm.epochs, dm.batch_size, dm.seed) == (150, 4, 64, 0)
     assert (trainer.max_epochs, trainer.reload_dataloaders_every_n_epochs, trainer.limit_val_batches) == (4, 1, 0)
+
+
+def test_atomic_write_text_is_a_deprecated_alias(tmp_path):
+    with pytest.warns(DeprecationWarning, match="use atomic_write"):
+        common.atomic_write_text(tmp_path / "a.txt", "é\n")
+    assert (tmp_path / "a.txt").read_bytes() == "é\n".encode()
