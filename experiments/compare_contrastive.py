@@ -88,7 +88,8 @@ def make_loss(name: str) -> dict:
         return loss_spec("DebiasedContrastiveLoss", temperature=T, tau_plus=TAU_PLUS)
     if name == "hcl":
         return loss_spec("HCLLoss", temperature=T, tau_plus=TAU_PLUS, beta=BETA)
-    ur = dict(temperature=T, tau_plus=TAU_PLUS, beta=BETA)
+    # density: the representativeness UnReMixLoss defaulted to when contrastive_comparison.md was measured
+    ur = dict(temperature=T, tau_plus=TAU_PLUS, beta=BETA, k=10, representativeness="density")
     if name == "unremix":
         return loss_spec("UnReMixLoss", **ur, weights=list(ABLATION.get("sim_unc_rep", (1.0, 1.0, 1.0))))
     if name.startswith("unremix_") and name[len("unremix_"):] in ABLATION:

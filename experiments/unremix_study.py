@@ -150,9 +150,11 @@ STUDY_LOSSES = {
     "ur_diversity_pl": loss_spec("UnReMixLoss", **UR, **ALL, k=None, representativeness="diversity",
                                  uncertainty="pseudo_label"),
     # single scores
-    "ur_sim": loss_spec("UnReMixLoss", **UR, weights=[1, 0, 0]),
-    "ur_unc": loss_spec("UnReMixLoss", **UR, weights=[0, 1, 0]),
-    "ur_unc_pl": loss_spec("UnReMixLoss", **UR, weights=[0, 1, 0], uncertainty="pseudo_label"),
+    # (representativeness weight 0: its kind is pinned to the default of the time the rows were measured)
+    "ur_sim": loss_spec("UnReMixLoss", **UR, weights=[1, 0, 0], k=10, representativeness="density"),
+    "ur_unc": loss_spec("UnReMixLoss", **UR, weights=[0, 1, 0], k=10, representativeness="density"),
+    "ur_unc_pl": loss_spec("UnReMixLoss", **UR, weights=[0, 1, 0], k=10, representativeness="density",
+                           uncertainty="pseudo_label"),
     "ur_rep_density": loss_spec("UnReMixLoss", **UR, weights=[0, 0, 1], k=10, representativeness="density"),
     "ur_rep_diversity": loss_spec("UnReMixLoss", **UR, weights=[0, 0, 1], k=None, representativeness="diversity"),
     # last: run only when the budget allows (the pseudo-label mix is also measured with diversity)
