@@ -43,7 +43,8 @@ def make_losses():
         "InfoNCELoss": InfoNCELoss(temperature=0.5),
         "DCLLoss": DebiasedContrastiveLoss(temperature=0.5, tau_plus=0.1),
         "HCLLoss": HCLLoss(temperature=0.5, tau_plus=0.1, beta=1.0),
-        "UnReMixLoss": UnReMixLoss(temperature=0.5, tau_plus=0.1, beta=1.0, weights=(1, 1, 1), k=10),
+        "UnReMixLoss": UnReMixLoss(temperature=0.5, tau_plus=0.1, beta=1.0, weights=(1, 1, 1), k=10,
+                                   representativeness="density"),
     }
 
 
@@ -138,7 +139,7 @@ def to_markdown(rows, args, device, total_s):
         f"interleaved repetitions per loss after one warm-up ({args.reps} by default, more for small B "
         f"until each loss ran about {args.min_time:g} s, fewer (>= 3) for large B to stay within "
         f"{args.budget:g} s per size; column 'reps'), median time. "
-        "UnReMixLoss: weights=(1, 1, 1), k=10, detach_scores=True; all losses temperature 0.5, "
+        "UnReMixLoss: weights=(1, 1, 1), k=10, representativeness density, detach_scores=True; all losses temperature 0.5, "
         "tau_plus 0.1, beta 1.",
         "Peak memory: " + (
             "`torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, minus memory allocated "
