@@ -56,10 +56,13 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import PeakRSS, proc_status_bytes  # noqa: E402
 
 DIM = 512
 K = 16
@@ -152,23 +155,6 @@ def dense_step(gen, z, y, num_chunks, j_mean, u, classifier):
 # --------------------------------------------------------------------------------------------
 # child: one configuration
 # --------------------------------------------------------------------------------------------
-def _status_kb(field):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child(cfg):
     import warnings
 
@@ -220,18 +206,12 @@ def child(cfg):
     res = {}
     for mode in modes:  # memory (and first timing) run of each mode
         gc.collect()
-        exact = _reset_peak()
-        rss0 = _status_kb("VmRSS")
-        maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0, c0 = time.perf_counter(), time.process_time()
-        loss, edges = step(mode, z0, y)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if exact:
-            peak_kb = _status_kb("VmHWM") - rss0
-        else:
-            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - maxrss0
+        with PeakRSS() as peak:  # VmHWM - VmRSS before (ru_maxrss growth where clear_refs is not writable)
+            t0, c0 = time.perf_counter(), time.process_time()
+            loss, edges = step(mode, z0, y)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         res[mode] = {"B": b, "mode": mode, "E": edges, "times": [wall], "cpu_times": [cpu],
-                     "peak_mb": peak_kb / 1024, "loss": loss, "exact_peak": exact}
+                     "peak_mb": peak.bytes / 2**20, "loss": loss, "exact_peak": peak.exact}
     for _ in range(reps - 1):  # interleaved repetitions: all modes see the same machine load
         for mode in modes:
             gc.collect()
@@ -248,11 +228,10 @@ def child(cfg):
 # parent: schedule, skip, table
 # --------------------------------------------------------------------------------------------
 def mem_available_mb():
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return float("inf")
+    try:
+        return proc_status_bytes("MemAvailable", "/proc/meminfo") / 2**20
+    except (OSError, RuntimeError):
+        return float("inf")
 
 
 def run_child(b, modes, reps, timeout, threads, mmap=True):
