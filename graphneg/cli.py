@@ -45,12 +45,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
+import fsspec
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.fabric.utilities.cloud_io import get_filesystem
@@ -58,6 +60,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
+from graphneg.runs import CheckpointChoice, claim_version_dir, inspect_checkpoint, newest_checkpoint, version_number
 
 
 def default_callbacks() -> list:
@@ -88,11 +91,6 @@ LINKS = (
 )
 
 
-def _version_number(path: Path) -> Optional[int]:
-    m = re.fullmatch(r"version_(\d+)", path.name)
-    return int(m.group(1)) if m else None
-
-
 def _checkpoint_folders(trainer: L.Trainer) -> tuple:
     """``(explicit ModelCheckpoint folders, versioned run folders' checkpoint folders (newest first),
     the folder searched)`` for ``trainer``."""
@@ -106,30 +104,67 @@ def _checkpoint_folders(trainer: L.Trainer) -> tuple:
         return explicit, [Path(trainer.default_root_dir) / "checkpoints"], Path(trainer.default_root_dir)
     root = Path(root)
     runs = sorted(
-        ((n, p) for p in (root.iterdir() if root.is_dir() else ()) if (n := _version_number(p)) is not None),
+        ((n, p) for p in (root.iterdir() if root.is_dir() else ()) if (n := version_number(p)) is not None),
         reverse=True,
     )
     return explicit, [p / "checkpoints" for _, p in runs], root
 
 
-def find_last_checkpoint(trainer: L.Trainer) -> Path:
-    """The ``last.ckpt`` that ``--ckpt_path last`` resumes (see the module docstring for the search order).
+def choose_last_checkpoint(trainer: L.Trainer) -> CheckpointChoice:
+    """What ``--ckpt_path last`` resumes: the newest checkpoint (by global step) of the latest run that has
+    one that loads (:func:`graphneg.runs.newest_checkpoint`), with the files and runs skipped and why.
 
     Raises:
-        FileNotFoundError: no earlier run has a ``last.ckpt``.
+        FileNotFoundError: no earlier run has a checkpoint that loads.
     """
     explicit, versioned, root = _checkpoint_folders(trainer)
     folders = explicit if explicit else versioned
-    for folder in folders:
-        last = folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-        if last.is_file():
-            return last
+    choice = newest_checkpoint(folders)
+    if choice is not None:
+        return choice
     where = ", ".join(str(f) for f in explicit) if explicit else f"{root}/version_*/checkpoints/"
+    found = []
+    for folder in folders:
+        for f in sorted(Path(folder).glob("*.ckpt")) if Path(folder).is_dir() else []:
+            found.append(f"{f}: {inspect_checkpoint(f)[1]}")
+    extra = f" (found only unusable files: {'; '.join(found)})" if found else ""
     raise FileNotFoundError(
-        f"--ckpt_path last: no earlier run has a last.ckpt (looked in {where}). Start without --ckpt_path, pass "
-        f"--ckpt_path <file.ckpt>, or set --trainer.default_root_dir to the folder of the run to resume "
-        f"(now {trainer.default_root_dir!s})"
+        f"--ckpt_path last: no earlier run has a checkpoint that loads (looked in {where}){extra}. Start "
+        f"without --ckpt_path, pass --ckpt_path <file.ckpt>, or set --trainer.default_root_dir to the folder of "
+        f"the run to resume (now {trainer.default_root_dir!s})"
     )
+
+
+def find_last_checkpoint(trainer: L.Trainer) -> Path:
+    """The checkpoint that ``--ckpt_path last`` resumes (:func:`choose_last_checkpoint`'s path)."""
+    return choose_last_checkpoint(trainer).path
+
+
+_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def check_ckpt_path(path: Any) -> Optional[Path]:
+    """Check an explicit local ``--ckpt_path`` file before Lightning loads it; return it as an absolute path.
+
+    ``None``, Lightning's keywords (``best``, ``hpc``, ``registry``, ...) and remote URLs are returned as
+    ``None`` (nothing to check here). A missing, empty, truncated or non-checkpoint file raises an error
+    naming the file and what is wrong with it (:func:`graphneg.runs.inspect_checkpoint`).
+    """
+    if path is None or not isinstance(path, (str, os.PathLike)):
+        return None
+    text = os.fspath(path)
+    if text in _CKPT_KEYWORDS or text.startswith("registry:") or (
+            "://" in text and not text.startswith("file://")):
+        return None
+    local = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser().absolute()
+    if not local.is_file():
+        raise FileNotFoundError(f"--ckpt_path {text}: no such file ({local}); pass a .ckpt file written by "
+                                "graphneg fit, or --ckpt_path last to resume the latest run")
+    _, why = inspect_checkpoint(local)
+    if why is not None:
+        raise ValueError(f"--ckpt_path {text} is not a checkpoint graphneg can resume: {why}; pass a .ckpt file "
+                         "written by graphneg fit, or --ckpt_path last to resume the latest run")
+    return local
 
 
 class SaveFullConfig(SaveConfigCallback):
@@ -153,11 +188,21 @@ class SaveFullConfig(SaveConfigCallback):
         log_dir = str(log_dir or trainer.default_root_dir)
         fs = get_filesystem(log_dir)
         path = os.path.join(log_dir, self.config_filename)
+        exists = RuntimeError(f"{path} exists; graphneg does not overwrite the config of an earlier run (give "
+                              "this run its own folder: leave trainer.logger's version unset)")
         if not self.overwrite and fs.isfile(path):
-            raise RuntimeError(f"{path} exists; graphneg does not overwrite the config of an earlier run")
+            raise exists
         fs.makedirs(log_dir, exist_ok=True)
+        text = self.dump()
+        if fsspec.utils.get_protocol(path) in ("file", "local") and not self.overwrite:
+            try:  # exclusive create: of two runs sharing a folder, one fails here instead of overwriting
+                with open(path[len("file://"):] if path.startswith("file://") else path, "x") as f:
+                    f.write(text)
+            except FileExistsError:
+                raise exists from None
+            return
         with fs.open(path, "w") as f:
-            f.write(self.dump())
+            f.write(text)
 
     def dump(self) -> str:
         """The config as YAML, with the link targets that hold a value put back (jsonargparse's dump drops
@@ -236,16 +281,69 @@ class GraphnegCLI(LightningCLI):
         use_atomic_checkpoints(trainer)
         return trainer
 
-    # ------------------------------------------------------------------ --ckpt_path last
+    # ------------------------------------------------------------------ run folder, --ckpt_path
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads an explicit --ckpt_path here (its hyper-parameters) with a bare torch.load: a bad file
+        # is reported first, naming the file and what is wrong with it
+        sub = self.config.get("subcommand")
+        if sub:
+            check_ckpt_path(self.config[sub].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
     def _prepare_run(self) -> None:
-        explicit, versioned, _ = _checkpoint_folders(self.trainer)
+        trainer = self.trainer
+        explicit, versioned, _ = _checkpoint_folders(trainer)
         for folder in explicit + versioned:
             remove_orphaned_temp_files(folder)
-        config = self._subconfig(self.config_init)
-        if config.get("ckpt_path") == "last":
-            path = find_last_checkpoint(self.trainer)
-            rank_zero_info(f"graphneg: resuming from {path}")
-            config["ckpt_path"] = str(path)
+        sub = str(self.subcommand)
+        config, parsed = self._subconfig(self.config_init), self._subconfig(self.config)
+        ckpt = config.get("ckpt_path")
+        if ckpt == "last":
+            choice = choose_last_checkpoint(trainer)
+            rank_zero_info(f"graphneg: {choice.message}")
+            resolved: Optional[Path] = choice.path.absolute()
+        else:
+            resolved = check_ckpt_path(ckpt)
+        if resolved is not None:
+            # the saved config.yaml names the file itself, so re-running it resumes the same state
+            for cfg in (config, parsed):
+                cfg["ckpt_path"] = str(resolved)
+        self._claimed = self._claim_run_dirs(trainer) if sub in ("fit", "validate", "test", "predict") else []
+
+    @staticmethod
+    def _claim_run_dirs(trainer: L.Trainer) -> List[Path]:
+        """Give each logger without a fixed version a folder of its own, claimed atomically
+        (:func:`graphneg.runs.claim_version_dir`) before anything is written (rank zero only; Lightning
+        broadcasts the checkpoint folder to the other ranks). Loggers sharing a root share the number."""
+        if not trainer.is_global_zero:
+            return []
+        claimed: dict = {}
+        for logger in trainer.loggers:
+            root = getattr(logger, "root_dir", None)
+            if root is None or not hasattr(logger, "_version") or logger._version is not None:
+                continue
+            root = str(Path(root).absolute())
+            if root not in claimed:
+                claimed[root] = claim_version_dir(root)
+            logger._version = claimed[root][0]
+        return [path for _, path in claimed.values()]
+
+    def _release_run_dirs(self) -> None:
+        """After a failed start: remove the claimed folders of a run that wrote no checkpoint and trained no
+        step (only the config, hparams and an empty event file would be left)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.global_step > 0:
+            return
+        for path in getattr(self, "_claimed", []):
+            if path.is_dir() and not any(path.rglob("*.ckpt")):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._release_run_dirs()
+            raise
 
     def before_fit(self) -> None:
         self._prepare_run()
@@ -301,7 +399,6 @@ def cli_main(args: Optional[List[str]] = None, run: bool = True) -> GraphnegCLI:
             subclass_mode_data=True,
             trainer_defaults={"callbacks": default_callbacks()},
             save_config_callback=SaveFullConfig,
-            save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
             auto_configure_optimizers=False,
@@ -313,4 +410,9 @@ def main() -> None:
     cli_main()
 
 
-__all__ = ["GraphnegCLI", "SaveFullConfig", "quiet_lightning", "cli_main", "find_last_checkpoint", "main", "LINKS"]
+__all__ = ["GraphnegCLI", "SaveFullConfig", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
+           "check_ckpt_path", "main", "LINKS"]
+
+
+if __name__ == "__main__":
+    main()
