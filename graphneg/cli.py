@@ -42,6 +42,7 @@ What the CLI adds to Lightning's:
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -57,6 +58,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import _InstantiatorFn  # Lightning's module instantiator (see _SkipAbsentLinkTargets)
 from lightning.pytorch.utilities import rank_zero_info
 
 from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
@@ -71,24 +73,46 @@ def default_callbacks() -> list:
     ]
 
 
-def _num_train_classes(train_classes: Sequence[int], split: str) -> int:
-    """Training classes of the MNIST DataModules: all 10 digits for ``MNIST5kDataModule``'s stratified
-    split, else ``len(train_classes)`` (``MNIST5kDataModule`` zero-shot, ``MNIST5kPairsDataModule`` test
-    split; its ``split="validation"`` trains on the subset ``val_train_classes`` of ``train_classes``,
-    whose labels stay below this count)."""
-    return 10 if split == "stratified" else len(train_classes)
-
-
-# (source, target, apply_on, compute_fn): see the module docstring
-LINKS = (
-    (("data.init_args.train_classes", "data.init_args.split"), "model.init_args.generator.init_args.num_classes",
-     "parse", _num_train_classes),
-    (("data.init_args.train_classes", "data.init_args.split"), "model.init_args.loss.init_args.num_classes",
-     "parse", _num_train_classes),
-    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.generator.init_args.dim", "parse", None),
-    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.loss.init_args.embedding_size", "parse",
-     None),
+# The size protocol (see the module docstring). (source, target, apply_on): "instantiate" links read an attribute
+# of the instantiated DataModule (ignored when it has none), "parse" links copy a config value.
+SIZE_LINKS = (
+    ("data.num_classes", "model.init_args.generator.init_args.num_classes", "instantiate"),
+    ("data.num_classes", "model.init_args.loss.init_args.num_classes", "instantiate"),
+    ("data.num_classes", "model.init_args.num_classes", "instantiate"),
+    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.generator.init_args.dim", "parse"),
+    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.loss.init_args.embedding_size", "parse"),
 )
+#: (source, target, apply_on, compute_fn), kept for callers of the earlier 4-tuple form
+LINKS = tuple((src, tgt, how, None) for src, tgt, how in SIZE_LINKS)
+
+
+class _SkipAbsentLinkTargets(_InstantiatorFn):
+    """Lightning's module instantiator, minus the instantiation links whose target the chosen classes do not
+    have (a ``GraphContrastiveModule`` has no ``generator``, ``MultiSimilarityLoss`` no ``num_classes``):
+    jsonargparse skips those, but Lightning would still write them into the hyper-parameters and fail with
+    "Expected key ... to be in data"."""
+
+    def __call__(self, class_type, *args, applied_instantiation_links: dict, **kwargs):
+        keep = {}
+        for key, value in applied_instantiation_links.items():
+            parts = key.split(".")
+            rel = parts[1:]
+            if rel[:1] == ["init_args"]:
+                rel = rel[1:]
+            if parts[0] != self.key or _link_target_exists(class_type, kwargs, rel):
+                keep[key] = value
+        return super().__call__(class_type, *args, applied_instantiation_links=keep, **kwargs)
+
+
+def _link_target_exists(class_type, kwargs: dict, rel: List[str]) -> bool:
+    """Whether ``class_type(**kwargs)`` has the parameter path ``rel`` (``["num_classes"]`` or
+    ``["generator", "init_args", "num_classes"]``), looking into the already built nested objects."""
+    if len(rel) == 1:
+        return rel[0] in inspect.signature(class_type).parameters
+    if len(rel) == 3 and rel[1] == "init_args":
+        obj = kwargs.get(rel[0])
+        return obj is not None and rel[2] in inspect.signature(type(obj)).parameters
+    return False
 
 
 def _checkpoint_folders(trainer: L.Trainer) -> tuple:
@@ -212,7 +236,7 @@ class SaveFullConfig(SaveConfigCallback):
         text = self.parser.dump(self.config, skip_none=False)
         header = [line for line in text.splitlines() if line.startswith("#")]
         data = yaml.safe_load(text)
-        for _, target, _, _ in LINKS:
+        for _, target, _ in SIZE_LINKS:
             value = _lookup(self.config, target)
             if value is None:
                 continue
@@ -250,8 +274,36 @@ class GraphnegCLI(LightningCLI):
             help="Stop training on a NaN or inf training loss (graphneg.checkpoint.DetectNaN), before a "
                  "checkpoint of that state is written.",
         )
-        for source, target, apply_on, compute_fn in LINKS:
-            parser.link_arguments(source, target, compute_fn=compute_fn, apply_on=apply_on)
+        for source, target, apply_on in SIZE_LINKS:
+            parser.link_arguments(source, target, apply_on=apply_on)
+
+    def _add_instantiators(self) -> None:
+        super()._add_instantiators()
+        self.parser.add_instantiator(
+            _SkipAbsentLinkTargets(cli=self, key="model"), L.LightningModule, subclasses=self.subclass_mode_model
+        )
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (TypeError, ValueError) as err:
+            missing = self._missing_sizes(str(err))
+            if missing:
+                target, leaf = missing
+                raise ValueError(
+                    f"{target} is not set: the DataModule has no `{leaf}` attribute to link it from (graphneg's size "
+                    f"protocol); give the DataModule a `{leaf}` attribute, or set --{target}"
+                ) from None
+            raise
+
+    def _missing_sizes(self, message: str) -> Optional[tuple]:
+        """The first size-link target left unset when instantiation failed mentioning its name."""
+        config = self._subconfig(self.config)
+        for _, target, apply_on in SIZE_LINKS:
+            leaf = target.rsplit(".", 1)[-1]
+            if apply_on == "instantiate" and leaf in message and target in config and config[target] is None:
+                return target, leaf
+        return None
 
     def _subconfig(self, config) -> Any:
         return config.get(str(self.subcommand), config) if self.subcommand else config
@@ -411,7 +463,7 @@ def main() -> None:
 
 
 __all__ = ["GraphnegCLI", "SaveFullConfig", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
-           "check_ckpt_path", "main", "LINKS"]
+           "check_ckpt_path", "main", "LINKS", "SIZE_LINKS"]
 
 
 if __name__ == "__main__":

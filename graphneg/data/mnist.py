@@ -196,9 +196,18 @@ class MNIST5kDataModule(L.LightningDataModule):
         self.num_workers, self.limit_per_class, self.seed = num_workers, limit_per_class, seed
         self.train_set = self.test_set = None
 
+    #: image channels (graphneg's size protocol, see graphneg.cli)
+    in_channels = 1
+
     @property
     def num_train_classes(self) -> int:
         return len(self.train_classes) if self.split == "zero_shot" else 10
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the training labels (``0..num_classes-1``): the size the CLI links into a generator's,
+        a loss's and the model's ``num_classes`` (graphneg's size protocol, see :mod:`graphneg.cli`)."""
+        return self.num_train_classes
 
     def _subset(self, images: Tensor, labels: Tensor, classes: Sequence[int], remap: bool, part=None):
         keep = torch.isin(labels, torch.as_tensor(classes))
