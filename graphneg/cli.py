@@ -10,14 +10,27 @@ Examples::
 
 What the CLI adds to Lightning's:
 
+* **Run folders that cannot collide**: before anything is written, each run claims its own
+  ``<root>/version_N`` with ``os.mkdir`` of the next free number, retried on ``FileExistsError``
+  (:func:`graphneg.runs.claim_version_dir`), so runs started at the same moment (a seed sweep) each get
+  their own folder, config and checkpoints; ``config.yaml`` is never overwritten (created exclusively). A
+  start that fails before its first training step and checkpoint leaves no folder behind.
 * **Resuming** (``--ckpt_path last``): Lightning looks for ``last.ckpt`` only in the new run's own
   folder, so it never resumes when each run gets a new ``lightning_logs/version_N``. graphneg resolves
-  ``last`` itself (:func:`find_last_checkpoint`): the ``checkpoints/last.ckpt`` of the highest-numbered
-  ``version_N`` under the logger's folder (``<trainer.default_root_dir>/lightning_logs`` by default) that
-  has one; with an explicit ``ModelCheckpoint(dirpath=...)`` the ``last.ckpt`` there; without a logger
-  ``<default_root_dir>/checkpoints/last.ckpt``. No such file is an error (``FileNotFoundError``), not a
-  silent fresh start. The resumed run logs to a new ``version_N`` and continues the epoch and global
-  step of the checkpoint.
+  ``last`` itself (:func:`choose_last_checkpoint`): among the ``version_N/checkpoints`` folders under the
+  logger's folder (``<trainer.default_root_dir>/lightning_logs`` by default), newest run first, the first
+  that holds a checkpoint that loads (``torch.load(weights_only=True)``), and in it the checkpoint with the
+  highest global step (``last.ckpt`` on a tie). So a corrupt or missing ``last.ckpt`` beside an intact
+  ``epoch=N`` checkpoint resumes the intact one; the log line names the file taken and every file or run
+  skipped, with the reason. With an explicit ``ModelCheckpoint(dirpath=...)`` that folder is searched;
+  without a logger ``<default_root_dir>/checkpoints``. Nothing usable is an error (``FileNotFoundError``),
+  not a silent fresh start. The resumed run logs to a new ``version_N`` and continues the epoch and
+  global step of the checkpoint.
+* **Configs that mean one thing**: the ``config.yaml`` of a resumed run names the checkpoint it resumed
+  from as an absolute path (``ckpt_path: /.../version_2/checkpoints/epoch=3-step=120.ckpt``, never
+  ``last``), so ``graphneg fit --config <that config.yaml>`` resumes the same state again, whatever runs
+  were added since. An explicit ``--ckpt_path`` is checked first: a missing, empty, truncated or
+  non-checkpoint file is an error naming the file and what is wrong with it.
 * **Atomic checkpoints** on top of whatever ``trainer.plugins`` choose
   (:func:`graphneg.checkpoint.use_atomic_checkpoints`); orphaned temporary files of killed runs are
   removed at start-up. Nothing unserialisable is put into the config, so a run's saved ``config.yaml``
@@ -25,15 +38,19 @@ What the CLI adds to Lightning's:
 * ``--detect_nan`` (default ``true``): a :class:`graphneg.checkpoint.DetectNaN` callback stops training
   on a NaN/inf loss, naming the epoch, batch index and global step, before a checkpoint of that state is
   written. ``--detect_nan false`` turns it off.
-* Linked arguments (set once, copied by :meth:`GraphnegCLI.add_arguments_to_parser`): the number of
-  training classes of ``MNIST5kDataModule`` -> the generator's and the loss's ``num_classes``; the
-  encoder's ``embedding_dim`` -> the generator's ``dim`` and the loss's ``embedding_size``. A link applies
-  when both ends exist in the chosen classes; a linked target's value then always comes from its source
-  (set the source instead). The TU DataModule's ``num_features`` reaches the GIN encoder's
-  ``in_channels`` without a link: a ``link_arguments`` into ``model.init_args.encoder.init_args`` makes
-  jsonargparse 4.53 reject every config whose encoder ``class_path`` is a function
-  (``graphneg.models.resnet18``: "add_function_arguments() got an unexpected keyword argument
-  'linked_targets'"), so the TU configs leave ``in_channels`` out, ``GINEncoder(in_channels=None)`` has no
+* **Sizes stated once** (the size protocol, :data:`SIZE_LINKS`): a DataModule that exposes a ``num_classes``
+  attribute (the classes of its training labels, ``0..num_classes-1``) has it copied, after the DataModule
+  is built, into the generator's, the loss's and the model's ``num_classes`` wherever the chosen classes
+  have that parameter (jsonargparse ``link_arguments(..., apply_on="instantiate")``); the encoder's
+  ``embedding_dim`` init argument is copied into the generator's ``dim`` and the loss's ``embedding_size``.
+  Any DataModule works, graphneg's own (``MNIST5kDataModule``, ``MNIST5kPairsDataModule``, the retrieval
+  DataModules, ``TUDataModule``) expose ``num_classes``. A DataModule without the attribute leaves the
+  values of the config; a size then still missing is a one-line error naming the argument. Image
+  DataModules also expose ``in_channels``, but the encoder's ``in_channels`` is stated in the encoder: a
+  link into ``model.init_args.encoder.init_args`` makes jsonargparse 4.53 reject every config whose encoder
+  ``class_path`` is a function (``graphneg.models.resnet18``: "add_function_arguments() got an unexpected
+  keyword argument 'linked_targets'"). The TU DataModule's ``num_features`` reaches the GIN encoder
+  without a link: the TU configs leave ``in_channels`` out, ``GINEncoder(in_channels=None)`` has no
   layers yet and ``GraphContrastiveModule.setup()`` builds them from ``datamodule.num_features`` (a given
   ``in_channels`` is checked against it instead).
 * Default callbacks: ``last.ckpt`` + best checkpoint, learning-rate monitor, RNG state for exact resume,
