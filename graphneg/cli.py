@@ -59,7 +59,6 @@ What the CLI adds to Lightning's:
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import re
@@ -75,7 +74,6 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.cli import _InstantiatorFn  # Lightning's module instantiator (see _SkipAbsentLinkTargets)
 from lightning.pytorch.utilities import rank_zero_info
 
 from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
@@ -101,35 +99,6 @@ SIZE_LINKS = (
 )
 #: (source, target, apply_on, compute_fn), kept for callers of the earlier 4-tuple form
 LINKS = tuple((src, tgt, how, None) for src, tgt, how in SIZE_LINKS)
-
-
-class _SkipAbsentLinkTargets(_InstantiatorFn):
-    """Lightning's module instantiator, minus the instantiation links whose target the chosen classes do not
-    have (a ``GraphContrastiveModule`` has no ``generator``, ``MultiSimilarityLoss`` no ``num_classes``):
-    jsonargparse skips those, but Lightning would still write them into the hyper-parameters and fail with
-    "Expected key ... to be in data"."""
-
-    def __call__(self, class_type, *args, applied_instantiation_links: dict, **kwargs):
-        keep = {}
-        for key, value in applied_instantiation_links.items():
-            parts = key.split(".")
-            rel = parts[1:]
-            if rel[:1] == ["init_args"]:
-                rel = rel[1:]
-            if parts[0] != self.key or _link_target_exists(class_type, kwargs, rel):
-                keep[key] = value
-        return super().__call__(class_type, *args, applied_instantiation_links=keep, **kwargs)
-
-
-def _link_target_exists(class_type, kwargs: dict, rel: List[str]) -> bool:
-    """Whether ``class_type(**kwargs)`` has the parameter path ``rel`` (``["num_classes"]`` or
-    ``["generator", "init_args", "num_classes"]``), looking into the already built nested objects."""
-    if len(rel) == 1:
-        return rel[0] in inspect.signature(class_type).parameters
-    if len(rel) == 3 and rel[1] == "init_args":
-        obj = kwargs.get(rel[0])
-        return obj is not None and rel[2] in inspect.signature(type(obj)).parameters
-    return False
 
 
 def _checkpoint_folders(trainer: L.Trainer) -> tuple:
@@ -292,13 +261,30 @@ class GraphnegCLI(LightningCLI):
                  "checkpoint of that state is written.",
         )
         for source, target, apply_on in SIZE_LINKS:
-            parser.link_arguments(source, target, apply_on=apply_on)
+            if target not in self._unused_links:
+                parser.link_arguments(source, target, apply_on=apply_on)
 
-    def _add_instantiators(self) -> None:
-        super()._add_instantiators()
-        self.parser.add_instantiator(
-            _SkipAbsentLinkTargets(cli=self, key="model"), L.LightningModule, subclasses=self.subclass_mode_model
-        )
+    # size links that this run does not need: read by add_arguments_to_parser
+    _unused_links: frozenset = frozenset()
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        self._parser_setup = (add_subcommands, main_kwargs, subparser_kwargs)
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse; then drop the instantiation links (:data:`SIZE_LINKS`) whose target the chosen classes lack
+        (no generator, a loss without ``num_classes``) or the config already sets, and parse again. So a
+        DataModule's ``num_classes`` is read only when a target needs it (a ``TUDataModule`` would load its
+        dataset to answer), a value stated in the config wins, and Lightning does not record links into
+        parameters that do not exist ("Expected key ... to be in data")."""
+        super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        unused = frozenset(target for _, target, how in SIZE_LINKS
+                           if how == "instantiate" and (target not in config or config[target] is not None))
+        if unused - self._unused_links:
+            self._unused_links = self._unused_links | unused
+            super().setup_parser(*self._parser_setup)
+            super().parse_arguments(self.parser, args)
 
     def instantiate_classes(self) -> None:
         try:
