@@ -44,8 +44,9 @@ What the CLI adds to Lightning's:
   have that parameter (jsonargparse ``link_arguments(..., apply_on="instantiate")``); the encoder's
   ``embedding_dim`` init argument is copied into the generator's ``dim`` and the loss's ``embedding_size``.
   Any DataModule works, graphneg's own (``MNIST5kDataModule``, ``MNIST5kPairsDataModule``, the retrieval
-  DataModules, ``TUDataModule``) expose ``num_classes``. A DataModule without the attribute leaves the
-  values of the config; a size then still missing is a one-line error naming the argument. Image
+  DataModules, ``TUDataModule``) expose ``num_classes``. A value the config states for a target wins (the
+  attribute is then not read); a DataModule without the attribute leaves the config's values, and a size
+  still missing is a one-line error naming the argument. Image
   DataModules also expose ``in_channels``, but the encoder's ``in_channels`` is stated in the encoder: a
   link into ``model.init_args.encoder.init_args`` makes jsonargparse 4.53 reject every config whose encoder
   ``class_path`` is a function (``graphneg.models.resnet18``: "add_function_arguments() got an unexpected
