@@ -68,7 +68,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional
 
 import fsspec
 import lightning as L
@@ -78,7 +78,9 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
-from graphneg.runs import CheckpointChoice, claim_version_dir, inspect_checkpoint, newest_checkpoint, version_number
+from graphneg.runs import (
+    checkpoint_folders, check_ckpt_path, choose_last_checkpoint, claim_version_dir, find_last_checkpoint,
+)
 
 
 def default_callbacks() -> list:
@@ -100,82 +102,6 @@ SIZE_LINKS = (
 )
 #: (source, target, apply_on, compute_fn), kept for callers of the earlier 4-tuple form
 LINKS = tuple((src, tgt, how, None) for src, tgt, how in SIZE_LINKS)
-
-
-def _checkpoint_folders(trainer: L.Trainer) -> tuple:
-    """``(explicit ModelCheckpoint folders, versioned run folders' checkpoint folders (newest first),
-    the folder searched)`` for ``trainer``."""
-    explicit = []
-    for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None:
-            explicit.append(Path(cb.dirpath))
-    logger = trainer.logger
-    root = getattr(logger, "root_dir", None) if logger is not None else None
-    if logger is None or root is None:
-        return explicit, [Path(trainer.default_root_dir) / "checkpoints"], Path(trainer.default_root_dir)
-    root = Path(root)
-    runs = sorted(
-        ((n, p) for p in (root.iterdir() if root.is_dir() else ()) if (n := version_number(p)) is not None),
-        reverse=True,
-    )
-    return explicit, [p / "checkpoints" for _, p in runs], root
-
-
-def choose_last_checkpoint(trainer: L.Trainer) -> CheckpointChoice:
-    """What ``--ckpt_path last`` resumes: the newest checkpoint (by global step) of the latest run that has
-    one that loads (:func:`graphneg.runs.newest_checkpoint`), with the files and runs skipped and why.
-
-    Raises:
-        FileNotFoundError: no earlier run has a checkpoint that loads.
-    """
-    explicit, versioned, root = _checkpoint_folders(trainer)
-    folders = explicit if explicit else versioned
-    choice = newest_checkpoint(folders)
-    if choice is not None:
-        return choice
-    where = ", ".join(str(f) for f in explicit) if explicit else f"{root}/version_*/checkpoints/"
-    found = []
-    for folder in folders:
-        for f in sorted(Path(folder).glob("*.ckpt")) if Path(folder).is_dir() else []:
-            found.append(f"{f}: {inspect_checkpoint(f)[1]}")
-    extra = f" (found only unusable files: {'; '.join(found)})" if found else ""
-    raise FileNotFoundError(
-        f"--ckpt_path last: no earlier run has a checkpoint that loads (looked in {where}){extra}. Start "
-        f"without --ckpt_path, pass --ckpt_path <file.ckpt>, or set --trainer.default_root_dir to the folder of "
-        f"the run to resume (now {trainer.default_root_dir!s})"
-    )
-
-
-def find_last_checkpoint(trainer: L.Trainer) -> Path:
-    """The checkpoint that ``--ckpt_path last`` resumes (:func:`choose_last_checkpoint`'s path)."""
-    return choose_last_checkpoint(trainer).path
-
-
-_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
-
-
-def check_ckpt_path(path: Any) -> Optional[Path]:
-    """Check an explicit local ``--ckpt_path`` file before Lightning loads it; return it as an absolute path.
-
-    ``None``, Lightning's keywords (``best``, ``hpc``, ``registry``, ...) and remote URLs are returned as
-    ``None`` (nothing to check here). A missing, empty, truncated or non-checkpoint file raises an error
-    naming the file and what is wrong with it (:func:`graphneg.runs.inspect_checkpoint`).
-    """
-    if path is None or not isinstance(path, (str, os.PathLike)):
-        return None
-    text = os.fspath(path)
-    if text in _CKPT_KEYWORDS or text.startswith("registry:") or (
-            "://" in text and not text.startswith("file://")):
-        return None
-    local = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser().absolute()
-    if not local.is_file():
-        raise FileNotFoundError(f"--ckpt_path {text}: no such file ({local}); pass a .ckpt file written by "
-                                "graphneg fit, or --ckpt_path last to resume the latest run")
-    _, why = inspect_checkpoint(local)
-    if why is not None:
-        raise ValueError(f"--ckpt_path {text} is not a checkpoint graphneg can resume: {why}; pass a .ckpt file "
-                         "written by graphneg fit, or --ckpt_path last to resume the latest run")
-    return local
 
 
 class SaveFullConfig(SaveConfigCallback):
@@ -348,7 +274,7 @@ class GraphnegCLI(LightningCLI):
 
     def _prepare_run(self) -> None:
         trainer = self.trainer
-        explicit, versioned, _ = _checkpoint_folders(trainer)
+        explicit, versioned, _ = checkpoint_folders(trainer)
         for folder in explicit + versioned:
             remove_orphaned_temp_files(folder)
         sub = str(self.subcommand)

@@ -20,12 +20,14 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 __all__ = ["claim_version_dir", "version_number", "inspect_checkpoint", "CheckpointChoice",
-           "newest_checkpoint", "LAST_NAME"]
+           "newest_checkpoint", "checkpoint_folders", "choose_last_checkpoint", "find_last_checkpoint",
+           "check_ckpt_path", "LAST_NAME"]
 
 LAST_NAME = "last.ckpt"
 _VERSION_RE = re.compile(r"version_(\d+)")
@@ -132,3 +134,80 @@ def newest_checkpoint(folders: Sequence[os.PathLike]) -> Optional[CheckpointChoi
         if not files:
             skipped.append((folder, "no checkpoint"))
     return None
+
+
+# ------------------------------------------------------------------ the CLI's choices (graphneg.cli)
+def checkpoint_folders(trainer) -> tuple:
+    """``(explicit ModelCheckpoint folders, versioned run folders' checkpoint folders (newest first),
+    the folder searched)`` for ``trainer``."""
+    explicit = []
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None:
+            explicit.append(Path(cb.dirpath))
+    logger = trainer.logger
+    root = getattr(logger, "root_dir", None) if logger is not None else None
+    if logger is None or root is None:
+        return explicit, [Path(trainer.default_root_dir) / "checkpoints"], Path(trainer.default_root_dir)
+    root = Path(root)
+    runs = sorted(
+        ((n, p) for p in (root.iterdir() if root.is_dir() else ()) if (n := version_number(p)) is not None),
+        reverse=True,
+    )
+    return explicit, [p / "checkpoints" for _, p in runs], root
+
+
+def choose_last_checkpoint(trainer) -> CheckpointChoice:
+    """What ``--ckpt_path last`` resumes: the newest checkpoint (by global step) of the latest run that has
+    one that loads (:func:`graphneg.runs.newest_checkpoint`), with the files and runs skipped and why.
+
+    Raises:
+        FileNotFoundError: no earlier run has a checkpoint that loads.
+    """
+    explicit, versioned, root = checkpoint_folders(trainer)
+    folders = explicit if explicit else versioned
+    choice = newest_checkpoint(folders)
+    if choice is not None:
+        return choice
+    where = ", ".join(str(f) for f in explicit) if explicit else f"{root}/version_*/checkpoints/"
+    found = []
+    for folder in folders:
+        for f in sorted(Path(folder).glob("*.ckpt")) if Path(folder).is_dir() else []:
+            found.append(f"{f}: {inspect_checkpoint(f)[1]}")
+    extra = f" (found only unusable files: {'; '.join(found)})" if found else ""
+    raise FileNotFoundError(
+        f"--ckpt_path last: no earlier run has a checkpoint that loads (looked in {where}){extra}. Start "
+        f"without --ckpt_path, pass --ckpt_path <file.ckpt>, or set --trainer.default_root_dir to the folder of "
+        f"the run to resume (now {trainer.default_root_dir!s})"
+    )
+
+
+def find_last_checkpoint(trainer) -> Path:
+    """The checkpoint that ``--ckpt_path last`` resumes (:func:`choose_last_checkpoint`'s path)."""
+    return choose_last_checkpoint(trainer).path
+
+
+_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def check_ckpt_path(path: Any) -> Optional[Path]:
+    """Check an explicit local ``--ckpt_path`` file before Lightning loads it; return it as an absolute path.
+
+    ``None``, Lightning's keywords (``best``, ``hpc``, ``registry``, ...) and remote URLs are returned as
+    ``None`` (nothing to check here). A missing, empty, truncated or non-checkpoint file raises an error
+    naming the file and what is wrong with it (:func:`graphneg.runs.inspect_checkpoint`).
+    """
+    if path is None or not isinstance(path, (str, os.PathLike)):
+        return None
+    text = os.fspath(path)
+    if text in _CKPT_KEYWORDS or text.startswith("registry:") or (
+            "://" in text and not text.startswith("file://")):
+        return None
+    local = Path(text[len("file://"):] if text.startswith("file://") else text).expanduser().absolute()
+    if not local.is_file():
+        raise FileNotFoundError(f"--ckpt_path {text}: no such file ({local}); pass a .ckpt file written by "
+                                "graphneg fit, or --ckpt_path last to resume the latest run")
+    _, why = inspect_checkpoint(local)
+    if why is not None:
+        raise ValueError(f"--ckpt_path {text} is not a checkpoint graphneg can resume: {why}; pass a .ckpt file "
+                         "written by graphneg fit, or --ckpt_path last to resume the latest run")
+    return local
