@@ -442,7 +442,7 @@ class GCAHNG(nn.Module):
                 ``batch_graph(embeddings, labels, edges="knn", k=8).edge_index``; it must have
                 at least one edge between two classes. Default: :meth:`build_graph`.
         """
-        check_embeddings(embeddings)
+        check_embeddings(embeddings, dtype=next(self.parameters()).dtype, owner=type(self).__name__)
         embeddings = to_float32(embeddings)  # generation math in float32 under mixed precision
         if self.gather_distributed and is_distributed():  # the graph spans the global batch
             labels = check_labels(labels, embeddings.size(0)).to(embeddings.device)
