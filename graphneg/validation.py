@@ -27,8 +27,8 @@ from torch import Tensor
 
 __all__ = [
     "value_checks_enabled", "set_value_checks", "value_checks",
-    "check_embeddings", "check_labels", "check_multiclass", "check_batch", "check_k", "check_ks",
-    "check_hyperparameter", "check_choice",
+    "check_embeddings", "check_not_meta", "check_dtype_matches", "check_labels", "check_multiclass",
+    "check_batch", "check_k", "check_ks", "check_hyperparameter", "check_choice",
 ]
 
 _VALUE_CHECKS = True
@@ -75,15 +75,43 @@ _NAN_HINT = ("check the learning rate, the input data and the normalisation "
              "(torch.autograd.set_detect_anomaly(True) helps to find the source)")
 
 
-def check_embeddings(x: Tensor, name: str = "embeddings", values: Optional[bool] = None) -> None:
-    """Raise unless ``x`` is a floating ``[B, D]`` tensor (and, with value checks, finite).
+def check_not_meta(x: Tensor, name: str = "input") -> None:
+    """Raise ``ValueError`` for a ``meta`` tensor (shape and dtype only, no values): graphneg computes on
+    values, and torch's own error on such a tensor ("Tensor.item() cannot be called on meta tensors")
+    does not say which input was meant. A structure check (free, always runs)."""
+    if isinstance(x, Tensor) and x.is_meta:
+        raise ValueError(
+            f"{name} is a 'meta' tensor (shape {tuple(x.shape)}, no values): graphneg's losses, generator and "
+            "metrics need data; create it on a real device ('cpu' / 'cuda'), e.g. a module built under "
+            "torch.device('meta') needs module.to_empty(device=...) and its weights loaded first"
+        )
+
+
+def check_dtype_matches(x: Tensor, dtype: torch.dtype, name: str = "embeddings", owner: str = "the module") -> None:
+    """Raise ``ValueError`` when ``x`` is a wider floating type than ``dtype`` (the parameters of the module
+    it enters), e.g. float64 embeddings into a float32 generator: torch would fail inside a matrix
+    product with "mat1 and mat2 must have the same dtype". 16-bit inputs pass (modules upcast them)."""
+    if x.is_floating_point() and dtype.is_floating_point and x.dtype.itemsize > dtype.itemsize:
+        raise ValueError(
+            f"{name} have dtype {x.dtype} but {owner}'s parameters are {dtype}; pass {name}.float() (or "
+            f"convert {owner} with .double() to compute in float64)"
+        )
+
+
+def check_embeddings(x: Tensor, name: str = "embeddings", values: Optional[bool] = None,
+                     dtype: Optional[torch.dtype] = None, owner: str = "the module") -> None:
+    """Raise unless ``x`` is a floating ``[B, D]`` tensor with values (not ``meta``) and, with value
+    checks, finite. With ``dtype`` (the parameters' dtype of ``owner``, the module ``x`` enters) a wider
+    floating type is refused too (:func:`check_dtype_matches`).
 
     Raises:
         TypeError: ``x`` is not a tensor.
-        ValueError: wrong number of dimensions, non-floating dtype, or (values) NaN / Inf entries.
+        ValueError: wrong number of dimensions, non-floating dtype, a meta tensor, a dtype wider than
+            ``dtype``, or (values) NaN / Inf entries.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape [B, D], got {type(x).__name__}")
+    check_not_meta(x, name)
     if x.dim() != 2:
         raise ValueError(
             f"{name} must have shape [B, D] (one row per sample), got shape {tuple(x.shape)}; "
@@ -91,6 +119,8 @@ def check_embeddings(x: Tensor, name: str = "embeddings", values: Optional[bool]
         )
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}; convert with x.float()")
+    if dtype is not None:
+        check_dtype_matches(x, dtype, name, owner)
     if _run_values(values) and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contain NaN or Inf values; {_NAN_HINT}")
 
@@ -120,6 +150,7 @@ def check_labels(
                 f"{name} must be integer class ids (a LongTensor of shape [{num}]), got "
                 f"{type(labels).__name__} that torch.as_tensor cannot convert: {err}"
             ) from err
+    check_not_meta(labels, name)
     labels = labels.reshape(-1) if labels.dim() == 2 and labels.size(-1) == 1 else labels
     if labels.dtype == torch.bool:
         raise TypeError(

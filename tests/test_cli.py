@@ -75,7 +75,7 @@ def test_fit_logs_checkpoints_and_resumes_last_run(tmp_path, caplog):
 
 
 def test_ckpt_path_last_without_a_run_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"--ckpt_path last: no earlier run has a last.ckpt .*version_\*"):
+    with pytest.raises(FileNotFoundError, match=r"--ckpt_path last: no earlier run has a checkpoint that loads .*version_\*"):
         cli_main(["fit", "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", "--ckpt_path=last", *SMALL])
 
 

@@ -344,7 +344,7 @@ class GCAHNG(nn.Module):
         # validation, once per call: structure here (free), values with one host sync while value
         # checks are on (graphneg.validation.check_batch); the graph builder and the GNN below run
         # with value checks off
-        check_embeddings(embeddings, values=False)
+        check_embeddings(embeddings, values=False, dtype=next(self.parameters()).dtype, owner=type(self).__name__)
         embeddings = to_float32(embeddings)  # generation math in float32 under mixed precision
         labels = check_labels(labels, embeddings.size(0), values=False).to(embeddings.device)
         if self.gather_distributed and is_distributed():  # the graph spans the global batch
