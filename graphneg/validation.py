@@ -267,7 +267,9 @@ def _is_sparse_adjacency(adj) -> bool:
     """A ``torch.sparse`` tensor (COO / CSR / CSC) or a ``torch_sparse.SparseTensor``."""
     if isinstance(adj, Tensor):
         return adj.layout in (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
-    return type(adj).__name__ == "SparseTensor" and hasattr(adj, "coo") and hasattr(adj, "sparse_sizes")
+    from torch_geometric.typing import SparseTensor  # PyG's placeholder class without torch_sparse
+
+    return isinstance(adj, SparseTensor)
 
 
 def check_node_features(x: Tensor, channels: Optional[int] = None, name: str = "x") -> None:

@@ -60,7 +60,8 @@ def test_correlation_compiles_fullgraph_like_eager():
     assert_compiled_equals_eager(CorrelationEdgeEncoder(), (x, random_graph(B)))
 
 
+@pytest.mark.slow
 def test_correlation_compiles_with_inductor_like_eager():
-    """The default backend (inductor, C++ code generation) once in the default suite."""
+    """The default backend (inductor, C++ code generation; about 30 s on 2 busy cores: slow)."""
     x = torch.randn(B, 6)
     assert_compiled_equals_eager(CorrelationEdgeEncoder(), (x, random_graph(B)), backend="inductor")

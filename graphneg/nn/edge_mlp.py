@@ -182,6 +182,14 @@ def edge_mlp_update(
     ``GCAGNN(recompute_hidden=True)``) ``h`` is not kept either: the backward pass recomputes it chunk
     by chunk with the same ``addmm`` on the same rows (identical values), at the cost of one extra
     ``D -> H`` product; only ``s_1`` and ``s_2`` (``2 D`` columns per edge) stay for backward.
+
+    The backward pass is the chain rule written out (no ``torch.autograd.grad`` inside it, so
+    ``torch.compile(fullgraph=True)`` traces it): the two linear layers by matrix products
+    (:math:`\partial W_2 = g_{s_2}^\top a`, :math:`g_a = g_{s_2} W_2`, :math:`\partial W_1 =
+    g_h^\top e`, :math:`g_e = g_{s_2} + g_h W_1`), GELU and LayerNorm by the ATen backward kernels
+    that autograd runs for them (``gelu_backward``, ``native_layer_norm_backward``); the result
+    equals autograd's gradient of the module composition (``tests/test_nn_edge_mlp.py``, float64
+    gradcheck).
     """
     return _EdgeMLPUpdate.apply(s1, norm_weight, norm_bias, float(norm_eps), w1, b1, ln_weight,
                                 ln_bias, float(ln_eps), w2, b2, row_chunk(w1.size(0), chunk_size),
