@@ -89,3 +89,15 @@ def test_block_compiles_fullgraph_like_eager():
     ei = complete_graph(B)
     block = perturb(GCABlock(D, heads=H)).eval()
     assert_compiled_equals_eager(block, (torch.randn(B, D), ei, torch.randn(ei.size(1), D)), dict(labels=LABELS))
+
+
+def test_block_lazy_in_channels():
+    x = inputs(14, d=6)
+    ei = complete_graph(B)
+    w = dense_correlation(inputs(15)).detach()
+    block = GCABlock(-1, D, heads=H).double().eval()
+    h, e = block(x, ei, w[ei[0], ei[1]], labels=LABELS)  # the attention's weights materialise from x
+    assert block.attention.lin_q.weight.shape == (D, 6) and h.shape == (B, D)
+    rh, re = dense_block(block, x, w, dense_adj(ei, B), dense_adj(ei, B) & (LABELS[:, None] != LABELS[None, :]))
+    torch.testing.assert_close(h, rh, atol=TOL, rtol=0)
+    torch.testing.assert_close(e, re[ei[0], ei[1]], atol=TOL, rtol=0)
