@@ -91,5 +91,7 @@ def test_gnn_compiles_fullgraph_like_eager():
 
 @pytest.mark.slow
 def test_gnn_compiles_with_inductor_like_eager():
-    gnn = GCAGNN(D, num_classes=3, num_layers=2, heads=H, recompute_hidden=True, dropout=0.0).train()
-    assert_compiled_equals_eager(gnn, (torch.randn(B, D), complete_graph(B)), dict(labels=LABELS), backend="inductor")
+    """In float64: inductor's fused float32 kernels round differently (7e-5 on a gradient after 2 blocks)."""
+    gnn = GCAGNN(D, num_classes=3, num_layers=2, heads=H, recompute_hidden=True, dropout=0.0).double().train()
+    assert_compiled_equals_eager(gnn, (inputs(21), complete_graph(B)), dict(labels=LABELS), backend="inductor",
+                                 atol=1e-10)

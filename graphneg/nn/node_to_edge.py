@@ -14,7 +14,7 @@ from torch_geometric.nn.dense.linear import Linear
 from graphneg.nn.edge_mlp import GCA_NORM_RENAMES, edge_mlp_update, is_gca_norm, reset_norm, resolve_norm
 from graphneg.nn.functional import gather_dot, gather_scale
 from graphneg.nn.inputs import Adj, edge_index_and_attr, initialize_lazy, rename_state_dict_keys
-from graphneg.validation import check_edge_features, check_node_features
+from graphneg.validation import check_edge_features, check_hyperparameter, check_node_features
 
 
 class NodeToEdgeConv(MessagePassing):
@@ -90,8 +90,6 @@ class NodeToEdgeConv(MessagePassing):
     ):
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         out_channels = in_channels if out_channels is None else out_channels
         if out_channels < 1:
             raise ValueError(f"out_channels must be a positive size, got {out_channels} "
@@ -100,7 +98,8 @@ class NodeToEdgeConv(MessagePassing):
         self.out_channels = out_channels
         self.edge_dim = out_channels if edge_dim is None else edge_dim
         self.hidden_channels = 4 * out_channels if hidden_channels is None else hidden_channels
-        self.dropout = float(dropout)
+        self.dropout = check_hyperparameter(dropout, "dropout", 0.0, 1.0, max_inclusive=False,
+                                            hint="the probability of zeroing an attention weight")
         self.recompute_hidden = bool(recompute_hidden)
         glorot = dict(weight_initializer="glorot", bias_initializer="zeros")
         self.lin_node = Linear(in_channels, out_channels)
