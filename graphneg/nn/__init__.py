@@ -6,6 +6,12 @@ up, in :mod:`graphneg.losses.gca_hng`.
 Edge convention (PyG ``source_to_target``): ``edge_index[0]`` is the source ``j``,
 ``edge_index[1]`` the target ``i``. The official GCA-HNG edge ``(r, c)`` (row ``r``, column ``c``
 of its dense ``[B, B, D]`` tensor) is the PyG edge ``(source=r, target=c)``.
+
+As PyG layers, every layer takes ``in_channels`` / ``out_channels`` (``-1``: lazy), has
+``reset_parameters()``, and accepts ``edge_index`` as a ``[2, E]`` tensor, a ``torch.sparse``
+adjacency or a ``torch_sparse.SparseTensor`` (``adj_t``, row = target); per-edge tensors then
+follow the adjacency's storage order (:mod:`graphneg.nn.inputs`). Every layer compiles with
+``torch.compile(fullgraph=True)``.
 """
 from graphneg.nn.correlation import CorrelationEdgeEncoder
 from graphneg.nn.edge_to_node import EdgeToNodeConv
