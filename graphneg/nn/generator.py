@@ -28,7 +28,6 @@ Other deliberate differences, each small:
 """
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from dataclasses import dataclass
@@ -257,7 +256,7 @@ class GCAHNG(nn.Module):
             raise TypeError(f"recompute_hidden must be True or False, got {recompute_hidden!r}")
         self.recompute_hidden = recompute_hidden
         self.gnn = GCAGNN(dim, num_classes, num_layers, heads, hidden_channels, dropout,
-                          **_recompute_kwarg(recompute_hidden))
+                          recompute_hidden=recompute_hidden)
 
     def reset_parameters(self) -> None:
         self.gnn.reset_parameters()
@@ -439,10 +438,3 @@ class GCAHNG(nn.Module):
                 f"edges={self.edges!r}{k}, alpha={self.alpha}, rw={self.rw!r}, "
                 + (f"fixed_lambda={self.fixed_lambda}, " if self.fixed_lambda is not None else "")
                 + f"layers={self.gnn.num_layers}, heads={self.gnn.heads}{ckpt})")
-
-
-def _recompute_kwarg(value: bool) -> dict:
-    # GCAGNN's switch is being renamed from `checkpoint` to `recompute_hidden` (issue 19); pass the name
-    # this GCAGNN takes
-    params = inspect.signature(GCAGNN.__init__).parameters
-    return {"recompute_hidden": value} if "recompute_hidden" in params else {"checkpoint": value}
