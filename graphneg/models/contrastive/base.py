@@ -16,7 +16,7 @@ The modules hold the method; the downstream probes are callbacks (:mod:`graphneg
 :class:`~graphneg.callbacks.KNNProbe`, :class:`~graphneg.callbacks.LinearProbe`,
 :class:`~graphneg.callbacks.SVCProbe`, listed under ``trainer.callbacks``). The modules'
 ``validation_step`` / ``test_step`` return ``{"embeddings": h, "labels": y}`` for them
-(:meth:`_ContrastiveBase.embed_batch`) and run under the Trainer's inference mode.
+(:meth:`ContrastiveModuleBase.embed_batch`) and run under the Trainer's inference mode.
 
 TensorBoard (every logger with ``add_histogram`` / ``add_embedding``): ``train/loss_step``,
 ``train/loss_epoch``, ``train/pos_cos`` (mean cosine of the positive pairs' projections), the
@@ -40,7 +40,7 @@ from graphneg.models.metric import EmbeddingEvalMixin
 from graphneg.models.projector import MLPProjector
 from graphneg.validation import check_batch, value_checks
 
-__all__ = ["build_projector", "encoder_dim"]
+__all__ = ["ContrastiveModuleBase", "build_projector", "encoder_dim"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
@@ -93,7 +93,7 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- base
-class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
+class ContrastiveModuleBase(EmbeddingEvalMixin, L.LightningModule):
     """Shared machinery: two-view training step, optimiser / scheduler, score histograms, evaluation
     step outputs for the probes of :mod:`graphneg.callbacks`, projector snapshot.
 
