@@ -19,6 +19,7 @@ an error, not a silent ``2`` or ``1``.
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
 
@@ -29,6 +30,7 @@ __all__ = [
     "value_checks_enabled", "set_value_checks", "value_checks",
     "check_embeddings", "check_not_meta", "check_dtype_matches", "check_labels", "check_multiclass",
     "check_batch", "check_k", "check_ks", "check_hyperparameter", "check_choice",
+    "check_temperature", "check_hcl_beta", "check_tau_plus",
 ]
 
 _VALUE_CHECKS = True
@@ -299,44 +301,69 @@ def check_hyperparameter(
     min_inclusive: bool = True,
     max_inclusive: bool = True,
     hint: str = "",
+    owner: str = "",
 ) -> float:
     """Return a real hyper-parameter as a ``float`` if it is finite and inside its range.
 
     ``bool``, strings and non-numbers raise ``TypeError``; NaN, +-Inf and values outside
     ``[minimum, maximum]`` (open ends with ``min_inclusive`` / ``max_inclusive`` ``False``) raise
-    ``ValueError`` naming the argument, the range and ``hint`` (how to fix it). Called once in a
-    constructor, never on a hot path (no tensors involved).
+    ``ValueError``: ``"<owner>: <name> must be a finite number <range>, got <value>; <hint>"``. Called
+    once in a constructor, never on a hot path (no tensors involved). The one range check of the
+    package (losses, samplers, augmentations, probes).
     """
+    who = f"{owner}: {name}" if owner else name
     if isinstance(value, Tensor) and value.dim() == 0 and value.is_floating_point() and value.device.type == "cpu":
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})"
+        raise TypeError(f"{who} must be a real number, got {value!r} ({type(value).__name__})"
                         + (f"; {hint}" if hint else ""))
     v = float(value)
-    parts = []
-    if minimum is not None:
-        parts.append(f"{'>=' if min_inclusive else '>'} {minimum:g}")
-    if maximum is not None:
-        parts.append(f"{'<=' if max_inclusive else '<'} {maximum:g}")
-    if minimum is not None and maximum is not None:
-        parts = [f"in {'[' if min_inclusive else '('}{minimum:g}, {maximum:g}{']' if max_inclusive else ')'}"]
-    where = parts[0] if parts else ""
-    bad = v != v or v in (float("inf"), float("-inf"))
+    lo_ok = minimum is not None and minimum != float("-inf")
+    hi_ok = maximum is not None and maximum != float("inf")
+    if lo_ok and hi_ok:
+        where = f" in {'[' if min_inclusive else '('}{minimum:g}, {maximum:g}{']' if max_inclusive else ')'}"
+    elif lo_ok:
+        where = f" {'>=' if min_inclusive else '>'} {minimum:g}"
+    elif hi_ok:
+        where = f" {'<=' if max_inclusive else '<'} {maximum:g}"
+    else:
+        where = ""
+    bad = not math.isfinite(v)
     if minimum is not None:
         bad = bad or (v < minimum if min_inclusive else v <= minimum)
     if maximum is not None:
         bad = bad or (v > maximum if max_inclusive else v >= maximum)
     if bad:
-        rng = f"{where} and finite" if where else "a finite number"
-        raise ValueError(f"{name} must be {rng}, got {value!r}" + (f"; {hint}" if hint else ""))
+        raise ValueError(f"{who} must be a finite number{where}, got {value!r}" + (f"; {hint}" if hint else ""))
     return v
 
 
-def check_choice(name: str, value, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of the strings ``choices``; else a ``ValueError`` listing them."""
-    if not isinstance(value, str) or value not in choices:
+def check_temperature(temperature, owner: str = "") -> float:
+    """A softmax temperature ``> 0`` (it divides the cosine similarities)."""
+    return check_hyperparameter(temperature, "temperature", 0.0, min_inclusive=False, owner=owner,
+                                hint="it divides the cosine similarities; typical values are 0.05 to 1.0")
+
+
+def check_hcl_beta(beta, owner: str = "") -> float:
+    """The hardness concentration ``beta >= 0`` of HCL (Robinson et al., ICLR 2021, Eq. 5) and UnReMix."""
+    return check_hyperparameter(beta, "beta", 0.0, owner=owner, hint="the HCL concentration; beta=0 gives "
+                                "uniform importance (DCL), larger values favour harder negatives")
+
+
+def check_tau_plus(tau_plus, owner: str = "") -> float:
+    """The class prior of false negatives ``tau_plus`` in ``[0, 1)`` (Chuang et al., NeurIPS 2020, Eq. 6)."""
+    return check_hyperparameter(tau_plus, "tau_plus", 0.0, 1.0, max_inclusive=False, owner=owner,
+                                hint="the class prior of false negatives; use 0 for no debiasing, typical "
+                                "values are 0.01 to 0.1")
+
+
+def check_choice(name: str, value, choices: Sequence[str], ignore_case: bool = False) -> str:
+    """Return ``value`` if it is one of the strings ``choices`` (lower-cased first with ``ignore_case``);
+    else a ``ValueError`` listing them."""
+    key = value.lower() if ignore_case and isinstance(value, str) else value
+    if not isinstance(key, str) or key not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value
+    return key
 
 # graph inputs of the message-passing layers (graphneg.nn): structure only, read from tensor
 # metadata, so they cost no host sync and are traced away by torch.compile -------------------------

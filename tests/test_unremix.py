@@ -248,7 +248,7 @@ def test_errors():
     z, pos, mask = _six(12)
     with pytest.raises(ValueError, match="k .* integer >= 1"):
         density_scores(z, k=0)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         uncertainty_scores(z, pos, mask, temperature=0.0)
     with pytest.raises(ValueError, match="neg_mask must be a bool tensor of shape"):
         unremix_scores(z, pos, mask[:, :5])

@@ -32,6 +32,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform, Compose
 from torch_geometric.utils import is_undirected
 
+from graphneg.validation import check_hyperparameter
+
 __all__ = [
     "GraphAugmentation",
     "NodeDrop",
@@ -44,17 +46,6 @@ __all__ = [
     "collate_views",
     "reseed_augmentations",
 ]
-
-
-def _check_ratio(value: float, name: str, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    value = float(value)
-    ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
-    if not ok:
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(f"{name} must lie in {interval}, got {value}")
-    return value
 
 
 def _check_graph(data, who: str) -> None:
@@ -150,7 +141,7 @@ class NodeDrop(GraphAugmentation):
     def __init__(self, p: float = 0.2, generator: Optional[torch.Generator] = None,
                  seed: Optional[int] = None):
         super().__init__(generator, seed)
-        self.p = _check_ratio(p, "NodeDrop p")
+        self.p = check_hyperparameter(p, "p", 0.0, 1.0, owner="NodeDrop")
 
     def forward(self, data: Data) -> Data:
         _check_graph(data, "NodeDrop")
@@ -199,7 +190,7 @@ class EdgePerturb(GraphAugmentation):
     def __init__(self, p: float = 0.2, fill_value: float = 0.0,
                  generator: Optional[torch.Generator] = None, seed: Optional[int] = None):
         super().__init__(generator, seed)
-        self.p = _check_ratio(p, "EdgePerturb p")
+        self.p = check_hyperparameter(p, "p", 0.0, 1.0, owner="EdgePerturb")
         self.fill_value = float(fill_value)
 
     def forward(self, data: Data) -> Data:
@@ -291,7 +282,7 @@ class AttributeMask(GraphAugmentation):
     def __init__(self, p: float = 0.2, mode: str = "node", fill: str = "zero",
                  generator: Optional[torch.Generator] = None, seed: Optional[int] = None):
         super().__init__(generator, seed)
-        self.p = _check_ratio(p, "AttributeMask p")
+        self.p = check_hyperparameter(p, "p", 0.0, 1.0, owner="AttributeMask")
         if mode not in self.MODES:
             raise ValueError(f"AttributeMask mode must be one of {self.MODES}, got {mode!r}")
         if fill not in self.FILLS:
@@ -365,7 +356,7 @@ class SubgraphSample(GraphAugmentation):
     def __init__(self, ratio: float = 0.8, generator: Optional[torch.Generator] = None,
                  seed: Optional[int] = None):
         super().__init__(generator, seed)
-        self.ratio = _check_ratio(ratio, "SubgraphSample ratio", low_open=True)
+        self.ratio = check_hyperparameter(ratio, "ratio", 0.0, 1.0, min_inclusive=False, owner="SubgraphSample")
 
     def forward(self, data: Data) -> Data:
         _check_graph(data, "SubgraphSample")

@@ -42,7 +42,7 @@ Every loss computes in float32 under autocast and for 16-bit inputs
 """
 from __future__ import annotations
 
-import math
+import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -50,7 +50,9 @@ from torch import Tensor, nn
 
 from graphneg.losses.distances import BaseDistance
 from graphneg.precision import full_precision
-from graphneg.validation import check_embeddings, check_labels, check_multiclass, value_checks_enabled
+from graphneg.validation import (
+    check_embeddings, check_hyperparameter, check_labels, check_multiclass, value_checks_enabled,
+)
 
 __all__ = [
     "BaseMetricLoss", "SyntheticNegatives", "PairBlock", "check_synthetic", "check_indices_tuple",
@@ -65,17 +67,10 @@ NO_POSITIVE = (
 
 
 def check_hparam(owner: str, name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
-    """A finite real hyper-parameter ``>= minimum`` (``> minimum`` with ``strict``), else a ``ValueError``
-    naming ``owner.name`` (NaN / inf would make every loss value NaN)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}") from None
-    bad = not math.isfinite(v) or (v <= minimum if strict else v < minimum)
-    if bad:
-        rel = ">" if strict else ">="
-        raise ValueError(f"{owner}: {name} must be a finite number {rel} {minimum:g}, got {value!r}")
-    return v
+    """Deprecated: use :func:`graphneg.validation.check_hyperparameter` (same check, same message)."""
+    warnings.warn("graphneg.losses.base.check_hparam is deprecated; use graphneg.validation.check_hyperparameter",
+                  DeprecationWarning, stacklevel=2)
+    return check_hyperparameter(value, name, minimum, min_inclusive=not strict, owner=owner)
 
 
 class SyntheticNegatives(NamedTuple):

@@ -5,10 +5,10 @@ from typing import Optional
 
 from torch import Tensor
 
-from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, check_hparam, log1p_sum_exp, pair_block
+from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, log1p_sum_exp, pair_block
 from graphneg.losses.distances import BaseDistance, CosineSimilarity
 from graphneg.losses.reducers import BaseReducer, MeanReducer
-from graphneg.validation import value_checks_enabled
+from graphneg.validation import check_hyperparameter, value_checks_enabled
 
 __all__ = ["MultiSimilarityLoss"]
 
@@ -51,10 +51,10 @@ class MultiSimilarityLoss(BaseMetricLoss):
                  reducer: Optional[BaseReducer] = None):
         super().__init__()
         name = type(self).__name__
-        self.alpha = check_hparam(name, "alpha", alpha, strict=True)
-        self.beta = check_hparam(name, "beta", beta, strict=True)
-        self.base = check_hparam(name, "base", base, minimum=float("-inf"))
-        self.epsilon = check_hparam(name, "epsilon", epsilon)
+        self.alpha = check_hyperparameter(alpha, "alpha", minimum=0.0, min_inclusive=False, owner=name)
+        self.beta = check_hyperparameter(beta, "beta", minimum=0.0, min_inclusive=False, owner=name)
+        self.base = check_hyperparameter(base, "base", minimum=float("-inf"), owner=name)
+        self.epsilon = check_hyperparameter(epsilon, "epsilon", minimum=0.0, owner=name)
         self.mining = bool(mining)
         self.distance = CosineSimilarity() if distance is None else distance
         self.reducer = MeanReducer() if reducer is None else reducer

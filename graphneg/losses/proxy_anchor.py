@@ -6,10 +6,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from graphneg.losses.base import BaseMetricLoss, check_hparam, log1p_sum_exp
+from graphneg.losses.base import BaseMetricLoss, log1p_sum_exp
 from graphneg.losses.distances import BaseDistance, CosineSimilarity
 from graphneg.losses.reducers import masked_mean
-from graphneg.validation import value_checks_enabled
+from graphneg.validation import check_hyperparameter, value_checks_enabled
 
 __all__ = ["ProxyAnchorLoss"]
 
@@ -51,8 +51,8 @@ class ProxyAnchorLoss(BaseMetricLoss):
             raise ValueError(f"embedding_size must be >= 1, got {embedding_size}")
         name = type(self).__name__
         self.num_classes, self.embedding_size = int(num_classes), int(embedding_size)
-        self.margin = check_hparam(name, "margin", margin, minimum=float("-inf"))
-        self.alpha = check_hparam(name, "alpha", alpha, strict=True)
+        self.margin = check_hyperparameter(margin, "margin", minimum=float("-inf"), owner=name)
+        self.alpha = check_hyperparameter(alpha, "alpha", minimum=0.0, min_inclusive=False, owner=name)
         self.distance = CosineSimilarity() if distance is None else distance
         self.proxies = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
         self.reset_parameters()

@@ -49,7 +49,9 @@ from graphneg.sampling.representativeness import (
     representativeness_scores,
     representativeness_vector,
 )
-from graphneg.validation import check_choice, check_embeddings, check_hyperparameter, value_checks_enabled
+from graphneg.validation import (
+    check_choice, check_embeddings, check_hcl_beta, check_temperature, value_checks_enabled,
+)
 
 
 class UnReMixScores(NamedTuple):
@@ -66,16 +68,6 @@ UNCERTAINTY = ("gradient", "pseudo_label")
 
 
 # --------------------------------------------------------------------------------------- validation
-def _check_temperature(temperature: float) -> float:
-    return check_hyperparameter(temperature, "temperature", 0.0, min_inclusive=False,
-                                hint="it divides the cosine similarities; typical values are 0.05 to 1.0")
-
-
-def _check_beta(beta: float) -> float:
-    return check_hyperparameter(beta, "beta", 0.0, hint="the HCL concentration; beta=0 gives uniform "
-                                "importance (DCL), larger values favour harder negatives")
-
-
 def _check_pairs(z: Tensor, candidates: Tensor, pos_index: Optional[Tensor], neg_mask: Tensor) -> None:
     check_embeddings(z, "z")
     check_embeddings(candidates, "candidates")
@@ -163,8 +155,8 @@ def similarity_scores(
     Returns:
         ``[N, C]`` scores, zero outside ``neg_mask``.
     """
-    _check_temperature(temperature)
-    _check_beta(beta)
+    check_temperature(temperature)
+    check_hcl_beta(beta)
     cand = z if candidates is None else candidates
     _check_pairs(z, cand, None, neg_mask)
     _, _, sim = _prepare(z, candidates, sim, detach)
@@ -257,7 +249,7 @@ def uncertainty_scores(
     Returns:
         ``[N, C]`` scores, zero outside ``neg_mask``.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     check_choice("uncertainty", uncertainty, UNCERTAINTY)
     cand = z if candidates is None else candidates
     _check_pairs(z, cand, pos_index, neg_mask)
@@ -440,8 +432,8 @@ def unremix_scores(
         See :func:`similarity_scores`, :func:`uncertainty_scores`, :func:`density_scores`,
         :func:`diversity_scores`.
     """
-    temperature = _check_temperature(temperature)
-    beta = _check_beta(beta)
+    temperature = check_temperature(temperature)
+    beta = check_hcl_beta(beta)
     k = check_neighbours(k)
     check_choice("representativeness", representativeness, REPRESENTATIVENESS)
     check_choice("uncertainty", uncertainty, UNCERTAINTY)

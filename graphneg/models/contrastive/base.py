@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from graphneg.models.metric import EmbeddingEvalMixin
 from graphneg.models.projector import MLPProjector
-from graphneg.validation import check_batch, value_checks
+from graphneg.validation import check_batch, check_choice, value_checks
 
 __all__ = ["ContrastiveModuleBase", "build_projector", "encoder_dim"]
 
@@ -86,12 +86,6 @@ def build_projector(in_dim: int, dims: Sequence[int], batch_norm: bool = True) -
                         num_layers=len(dims), batch_norm=batch_norm)
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value.lower()
-
-
 # ------------------------------------------------------------------------------------------- base
 class ContrastiveModuleBase(EmbeddingEvalMixin, L.LightningModule):
     """Shared machinery: two-view training step, optimiser / scheduler, score histograms, evaluation
@@ -113,8 +107,8 @@ class ContrastiveModuleBase(EmbeddingEvalMixin, L.LightningModule):
                 f"loss must be a contrastive loss module taking (z1, z2), got {type(loss).__name__}; "
                 "e.g. graphneg.losses.UnReMixLoss"
             )
-        _check_choice("optimizer", hp.optimizer, OPTIMIZERS)
-        _check_choice("scheduler", hp.scheduler, SCHEDULERS)
+        check_choice("optimizer", hp.optimizer, OPTIMIZERS, ignore_case=True)
+        check_choice("scheduler", hp.scheduler, SCHEDULERS, ignore_case=True)
         if not hp.lr > 0:
             raise ValueError(f"lr must be > 0, got {hp.lr}")
         if hp.weight_decay < 0:
