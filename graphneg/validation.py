@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -30,7 +30,9 @@ __all__ = [
     "value_checks_enabled", "set_value_checks", "value_checks",
     "check_embeddings", "check_not_meta", "check_dtype_matches", "check_labels", "check_multiclass",
     "check_batch", "check_k", "check_ks", "check_hyperparameter", "check_choice",
-    "check_temperature", "check_hcl_beta", "check_tau_plus",
+    "check_temperature", "check_hcl_beta", "check_tau_plus", "check_neighbours",
+    "EDGE_MODES", "check_edge_mode", "SyntheticNegatives", "check_synthetic", "check_indices_tuple",
+    "check_candidates", "check_partner", "check_single_graph", "check_channel_stats", "check_image_size",
 ]
 
 _VALUE_CHECKS = True
@@ -246,19 +248,22 @@ def check_batch(
     return labels
 
 
-def check_k(k, name: str = "k", minimum: int = 1) -> int:
+def check_k(k, name: str = "k", minimum: int = 1, optional: bool = False) -> Optional[int]:
     """Return ``k`` as an ``int`` if it is an integer ``>= minimum``.
 
     Python and NumPy integers (and integer 0-d tensors) pass; ``bool``, floats (``2.7``, and also
-    ``2.0``), strings and ``None`` raise, so a fractional ``k`` is never truncated silently.
+    ``2.0``), strings and ``None`` raise, so a fractional ``k`` is never truncated silently. With
+    ``optional``, ``None`` passes and is returned (e.g. "all neighbours").
 
     Raises:
         TypeError: ``k`` is not an integer.
         ValueError: ``k < minimum``.
     """
+    if optional and k is None:
+        return None
     if isinstance(k, Tensor) and k.dim() == 0 and _is_int_dtype(k.dtype):
         k = int(k)
-    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    what = ("a positive integer" if minimum == 1 else f"an integer >= {minimum}") + (" or None" if optional else "")
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(
             f"{name} must be {what}, got {k!r} ({type(k).__name__}); a fractional or boolean value "
@@ -470,3 +475,211 @@ def check_edge_mask(mask, num_edges: int, name: str = "attn_mask") -> None:
         raise ValueError(
             f"{name} must be a bool tensor of shape [E] = [{num_edges}] (True = the edge takes part), got {got}"
         )
+
+
+# ---------------------------------------- inputs of specific building blocks (structure, then values)
+def check_neighbours(k) -> Optional[int]:
+    """``k`` (neighbours per node of the batch kNN graph of UnReMix's representativeness) as an ``int``,
+    or ``None`` (all other candidates): :func:`check_k` with ``optional=True``."""
+    return check_k(k, "k (neighbours per node of the batch kNN graph)", optional=True)
+
+
+#: Edge modes of the batch graph (:func:`graphneg.graph.batch_graph`, :class:`graphneg.nn.GCAHNG`).
+EDGE_MODES = ("complete", "knn", "negative", "positive", "knn_negative")
+
+
+def check_edge_mode(edges: str, k: Optional[int]) -> None:
+    """Raise a clear ``ValueError`` unless ``edges`` is one of :data:`EDGE_MODES` and ``k`` fits it.
+
+    The kNN modes need a positive integer ``k``; the other modes take no ``k``. Shared by
+    :func:`batch_graph` and :class:`graphneg.nn.GCAHNG` (one list of modes, one rule).
+    """
+    if edges not in EDGE_MODES:
+        raise ValueError(f"edges must be one of {EDGE_MODES}, got {edges!r}")
+    knn = edges in ("knn", "knn_negative")
+    if knn and k is None:
+        raise ValueError(f"edges={edges!r} needs a positive integer k (neighbours per node), got None")
+    if knn:  # 2.7 or True raise (TypeError) instead of becoming 2 or 1; k < 1 raises ValueError
+        check_k(k, f"k (neighbours per node) for edges={edges!r}")
+    if not knn and k is not None:
+        raise ValueError(
+            f"k is only used with edges='knn' or edges='knn_negative', not edges={edges!r}; "
+            "drop k or choose a kNN mode"
+        )
+
+
+class SyntheticNegatives(NamedTuple):
+    """Validated synthetic negatives: ``x`` ``[M, D]``, ``labels`` ``[M]``, ``anchor_index`` ``[M]``."""
+
+    x: Tensor
+    labels: Tensor
+    anchor_index: Tensor
+
+
+def check_synthetic(
+    embeddings: Tensor,
+    labels: Tensor,
+    neg_embeddings: Optional[Tensor],
+    neg_labels: Optional[Tensor],
+    anchor_index: Optional[Tensor],
+) -> Optional[SyntheticNegatives]:
+    """Validate the optional synthetic negatives; ``None`` when none are given.
+
+    Raises a clear ``ValueError`` for a partial set of arguments, a wrong shape or dimension, an
+    ``anchor_index`` outside ``[0, B)`` or a synthetic negative that carries its anchor's class.
+    """
+    given = {"neg_embeddings": neg_embeddings, "neg_labels": neg_labels, "anchor_index": anchor_index}
+    if all(v is None for v in given.values()):
+        return None
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise ValueError(
+            "synthetic negatives need neg_embeddings [M, D], neg_labels [M] and anchor_index [M] "
+            f"together; missing: {', '.join(missing)}"
+        )
+    check_embeddings(neg_embeddings, "neg_embeddings")
+    if neg_embeddings.size(1) != embeddings.size(1):
+        raise ValueError(
+            f"neg_embeddings must have the embeddings' dimension D={embeddings.size(1)}, got shape "
+            f"{tuple(neg_embeddings.shape)}"
+        )
+    m = neg_embeddings.size(0)
+    neg_labels = check_labels(neg_labels, m, "neg_labels").to(embeddings.device)
+    if not isinstance(anchor_index, Tensor):
+        anchor_index = torch.as_tensor(anchor_index)
+    if anchor_index.dim() != 1 or anchor_index.numel() != m:
+        raise ValueError(
+            f"anchor_index must have one entry per synthetic negative: expected shape [{m}], got "
+            f"{tuple(anchor_index.shape)}"
+        )
+    if anchor_index.is_floating_point() or anchor_index.dtype == torch.bool:
+        raise ValueError(f"anchor_index must hold integer row indices, got dtype {anchor_index.dtype}")
+    anchor_index = anchor_index.to(device=embeddings.device, dtype=torch.long)
+    n = embeddings.size(0)
+    if m and value_checks_enabled() and bool(((anchor_index < 0) | (anchor_index >= n)).any()):
+        raise ValueError(
+            f"anchor_index must index rows of embeddings, i.e. lie in [0, {n}); got values in "
+            f"[{int(anchor_index.min())}, {int(anchor_index.max())}]"
+        )
+    if m and value_checks_enabled() and bool((neg_labels == labels[anchor_index]).any()):
+        raise ValueError(
+            "a synthetic negative carries its anchor's class (neg_labels[k] == labels[anchor_index[k]]); "
+            "neg_labels must be the class of the real negative each sample was generated from"
+        )
+    return SyntheticNegatives(neg_embeddings, neg_labels, anchor_index)
+
+
+def check_indices_tuple(indices_tuple, n: int, r: int, owner: str) -> Tuple[Tensor, ...]:
+    """A PML miner tuple: pairs ``(a1, p, a2, n)`` or triplets ``(a, p, n)`` of 1-D integer tensors;
+    anchors in ``[0, n)``, the others in ``[0, r)`` (value check)."""
+    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        size = len(indices_tuple) if hasattr(indices_tuple, "__len__") else "?"
+        raise ValueError(
+            f"{owner}: indices_tuple must be a PML miner tuple, pairs (a1, p, a2, n) or triplets (a, p, n), "
+            f"got {type(indices_tuple).__name__} of length {size}"
+        )
+    out = []
+    for i, t in enumerate(indices_tuple):
+        t = torch.as_tensor(t)
+        if t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool:
+            raise ValueError(
+                f"{owner}: indices_tuple[{i}] must be a 1-D integer tensor, got {t.dtype} {tuple(t.shape)}")
+        out.append(t.long())
+    lengths = [t.numel() for t in out]
+    pairs_ok = len(out) == 4 and lengths[0] == lengths[1] and lengths[2] == lengths[3]
+    if not (pairs_ok or (len(out) == 3 and len(set(lengths)) == 1)):
+        raise ValueError(f"{owner}: indices_tuple lengths do not match: {lengths}")
+    if value_checks_enabled():
+        anchors = (0, 2) if len(out) == 4 else (0,)
+        for i, t in enumerate(out):
+            hi = n if i in anchors else r
+            if t.numel() and bool(((t < 0) | (t >= hi)).any()):
+                raise ValueError(f"{owner}: indices_tuple[{i}] must lie in [0, {hi}), got values in "
+                                 f"[{int(t.min())}, {int(t.max())}]")
+    return tuple(out)
+
+
+def check_candidates(z: Tensor, candidates: Tensor, pos_index: Optional[Tensor], neg_mask: Tensor) -> None:
+    """UnReMix inputs: anchors ``z [N, D]``, candidates ``[C, D]``, ``neg_mask [N, C]`` (bool) and the
+    optional positive column per anchor ``pos_index [N]`` (values: in range, not marked negative)."""
+    check_embeddings(z, "z")
+    check_embeddings(candidates, "candidates")
+    if candidates.size(1) != z.size(1):
+        raise ValueError(
+            f"candidates must have the embedding size of z: z is {tuple(z.shape)}, candidates "
+            f"{tuple(candidates.shape)}"
+        )
+    n, c = z.size(0), candidates.size(0)
+    if neg_mask.dtype != torch.bool or tuple(neg_mask.shape) != (n, c):
+        raise ValueError(
+            f"neg_mask must be a bool tensor of shape [N, C] = [{n}, {c}] (anchors x candidates), got "
+            f"dtype {neg_mask.dtype} and shape {tuple(neg_mask.shape)}"
+        )
+    if pos_index is not None:
+        if pos_index.dim() != 1 or pos_index.numel() != n or pos_index.is_floating_point():
+            raise ValueError(
+                f"pos_index must be an integer vector [N] = [{n}] holding each anchor's positive "
+                f"column, got dtype {pos_index.dtype} and shape {tuple(pos_index.shape)}"
+            )
+        if n and value_checks_enabled() and bool(((pos_index < 0) | (pos_index >= c)).any()):
+            raise ValueError(f"pos_index entries must lie in [0, {c}) (columns of the candidates)")
+        if n and value_checks_enabled() and bool(neg_mask.gather(1, pos_index.long()[:, None]).any()):
+            raise ValueError("neg_mask marks an anchor's positive as a negative; unset those entries")
+
+
+def check_partner(partner: Tensor, c: int) -> None:
+    """``partner [C]``: each candidate's positive column (-1 for none), an involution (values)."""
+    if partner.dim() != 1 or partner.numel() != c or partner.is_floating_point() or partner.dtype == torch.bool:
+        raise ValueError(
+            f"partner must be an integer vector [C] = [{c}] holding each candidate's positive "
+            f"column (-1 for none), got dtype {partner.dtype} and shape {tuple(partner.shape)}"
+        )
+    if c and value_checks_enabled():
+        p = partner.long()
+        back = p.clamp(0, c - 1)
+        if bool(((p < -1) | (p >= c)).any()) or bool(((p >= 0) & (p.index_select(0, back) != torch.arange(
+                c, device=p.device))).any()):
+            raise ValueError(
+                "partner must pair candidates both ways (partner[partner[j]] == j, entries in [-1, C)), "
+                "as the two views of a sample are; use -1 for a candidate without a positive view"
+            )
+
+
+def check_single_graph(data, who: str) -> None:
+    """One graph (a PyG ``Data`` with ``edge_index`` and at least one node), not a ``Batch``: the input
+    of a per-graph augmentation ``who``."""
+    from torch_geometric.data import Batch, Data
+
+    if isinstance(data, Batch):
+        raise ValueError(
+            f"{who} augments single graphs (torch_geometric.data.Data), got a Batch; set it as the "
+            "dataset transform (dataset.transform = ...) so it runs per graph before collation"
+        )
+    if not isinstance(data, Data):
+        raise ValueError(f"{who} expects a torch_geometric.data.Data, got {type(data).__name__}")
+    if data.edge_index is None:
+        raise ValueError(f"{who}: the graph has no edge_index (use an empty [2, 0] tensor for no edges)")
+    if data.num_nodes is None or data.num_nodes == 0:
+        raise ValueError(f"{who}: the graph has no nodes; augmentations need at least one node")
+
+
+def check_channel_stats(mean: Sequence[float], std: Sequence[float]) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """Per-channel normalisation statistics: equal non-empty lengths, ``std > 0``."""
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean) == 0 or len(mean) != len(std):
+        raise ValueError(
+            f"mean and std need one value per channel and the same length, got mean={mean}, std={std}"
+        )
+    if any(s <= 0 for s in std):
+        raise ValueError(f"std must be positive per channel, got {std}")
+    return mean, std
+
+
+def check_image_size(size) -> Tuple[int, int]:
+    """An image size: a positive int (square) or a pair ``(height, width)`` of them."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    size = tuple(size)
+    if len(size) != 2 or any((not isinstance(s, int)) or s < 1 for s in size):
+        raise ValueError(f"size must be a positive int or a pair (height, width) of them, got {size!r}")
+    return size

@@ -394,9 +394,11 @@ def test_errors():
     for w in [(0, 0, 0), (1, -1, 0), (1, 1), (float("nan"), 1, 1)]:
         with pytest.raises(ValueError, match="weights"):
             UnReMixLoss(weights=w)
-    for k in (0, -2, 1.5):
-        with pytest.raises(ValueError, match="k .* integer >= 1"):
+    for k in (0, -2):
+        with pytest.raises(ValueError, match="k .* positive integer or None"):
             UnReMixLoss(k=k)
+    with pytest.raises(TypeError, match="k .* positive integer or None"):  # check_k: a type error, as for every k
+        UnReMixLoss(k=1.5)
     with pytest.raises(ValueError, match="beta"):
         HCLLoss(beta=-1.0)
     with pytest.raises(ValueError, match="neg_labels"):
@@ -440,8 +442,11 @@ def test_unremix_weights_and_k_are_checked():
             UnReMixLoss(weights=w)
     with pytest.raises(ValueError, match=r"weights has unknown names \['lambda1'\]"):
         UnReMixLoss(weights=dict(lambda1=1.0))
-    for k in (0, -1, 2.0, True, "3"):
+    for k in (0, -1):
         with pytest.raises(ValueError, match=r"^k \(neighbours per node of the batch kNN graph\)"):
+            UnReMixLoss(k=k)
+    for k in (2.0, True, "3"):  # not integers: TypeError, never truncated (graphneg.validation.check_k)
+        with pytest.raises(TypeError, match=r"^k \(neighbours per node of the batch kNN graph\)"):
             UnReMixLoss(k=k)
     assert UnReMixLoss(k=np.int64(4)).k == 4 and isinstance(UnReMixLoss(k=np.int64(4)).k, int)
     with pytest.raises(TypeError, match="detach_scores must be True or False"):

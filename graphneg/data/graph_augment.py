@@ -32,7 +32,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform, Compose
 from torch_geometric.utils import is_undirected
 
-from graphneg.validation import check_hyperparameter
+from graphneg.validation import check_hyperparameter, check_single_graph
 
 __all__ = [
     "GraphAugmentation",
@@ -46,20 +46,6 @@ __all__ = [
     "collate_views",
     "reseed_augmentations",
 ]
-
-
-def _check_graph(data, who: str) -> None:
-    if isinstance(data, Batch):
-        raise ValueError(
-            f"{who} augments single graphs (torch_geometric.data.Data), got a Batch; set it as the "
-            "dataset transform (dataset.transform = ...) so it runs per graph before collation"
-        )
-    if not isinstance(data, Data):
-        raise ValueError(f"{who} expects a torch_geometric.data.Data, got {type(data).__name__}")
-    if data.edge_index is None:
-        raise ValueError(f"{who}: the graph has no edge_index (use an empty [2, 0] tensor for no edges)")
-    if data.num_nodes is None or data.num_nodes == 0:
-        raise ValueError(f"{who}: the graph has no nodes; augmentations need at least one node")
 
 
 class GraphAugmentation(BaseTransform):
@@ -144,7 +130,7 @@ class NodeDrop(GraphAugmentation):
         self.p = check_hyperparameter(p, "p", 0.0, 1.0, owner="NodeDrop")
 
     def forward(self, data: Data) -> Data:
-        _check_graph(data, "NodeDrop")
+        check_single_graph(data, "NodeDrop")
         n = data.num_nodes
         device = data.edge_index.device
         num_drop = min(int(self.p * n), n - 1)
@@ -194,7 +180,7 @@ class EdgePerturb(GraphAugmentation):
         self.fill_value = float(fill_value)
 
     def forward(self, data: Data) -> Data:
-        _check_graph(data, "EdgePerturb")
+        check_single_graph(data, "EdgePerturb")
         n = data.num_nodes
         edge_index = data.edge_index
         device = edge_index.device
@@ -292,7 +278,7 @@ class AttributeMask(GraphAugmentation):
         self.mode, self.fill = mode, fill
 
     def forward(self, data: Data) -> Data:
-        _check_graph(data, "AttributeMask")
+        check_single_graph(data, "AttributeMask")
         x = data.x
         if x is None:
             raise ValueError(
@@ -359,7 +345,7 @@ class SubgraphSample(GraphAugmentation):
         self.ratio = check_hyperparameter(ratio, "ratio", 0.0, 1.0, min_inclusive=False, owner="SubgraphSample")
 
     def forward(self, data: Data) -> Data:
-        _check_graph(data, "SubgraphSample")
+        check_single_graph(data, "SubgraphSample")
         n = data.num_nodes
         device = data.edge_index.device
         target = max(1, int(self.ratio * n))

@@ -69,12 +69,13 @@ from graphneg.precision import full_precision
 from graphneg.sampling import (
     REPRESENTATIVENESS,
     UNCERTAINTY,
-    check_neighbours,
     mix_scores,
     normalize_scores,
     unremix_components,
 )
-from graphneg.validation import check_choice, check_hcl_beta, check_hyperparameter, check_tau_plus, check_temperature
+from graphneg.validation import (
+    check_choice, check_hcl_beta, check_hyperparameter, check_neighbours, check_tau_plus, check_temperature,
+)
 
 
 class _TwoViewContrastiveLoss(torch.nn.Module):
