@@ -41,8 +41,8 @@ knn_bank_limit)`` -> ``KNNProbe(k, temperature, reference_limit=...)``; ``probe_
 ``SVCProbe(val_folds, val_C_grid, folds, C_grid, kernel, seed)``; ``eval="knn"`` -> ``KNNProbe(k=20)``
 (leave-one-out on graphs); ``module.evaluate(dm)`` -> ``probe.evaluate(module, dm)``; the end-of-fit
 values ``module.probe_results`` -> ``probe.results["probe/<name>"]``.
-With several processes the collected embeddings are gathered (``LightningModule.all_gather``) before
-the probe; the end-of-fit probe embeds the whole DataModule set in every process. Several probes at
+With several processes the collected embeddings are gathered before the probe
+(:func:`graphneg.distributed.gather_rows`: the ranks' shards may differ in size); the end-of-fit probe embeds the whole DataModule set in every process. Several probes at
 the end of one fit share the embeddings: the test and reference sets are embedded once, by the first
 probe, and reused by the others (same weights, same loaders); the shared copy is dropped at
 ``on_fit_end``.
@@ -58,6 +58,7 @@ from lightning.pytorch.utilities import move_data_to_device, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from graphneg.distributed import gather_layout, gather_rows
 from graphneg.metrics.probe import knn_accuracy, knn_loo_accuracy, linear_probe
 from graphneg.progress import ProgressBar, progress_enabled
 from graphneg.validation import check_hyperparameter, check_k, check_temperature
@@ -229,8 +230,12 @@ class EmbeddingProbe(Callback):
         labs.append(outputs["labels"].detach().reshape(-1))
 
     @staticmethod
-    def _gather(pl_module: LightningModule, t: Tensor) -> Tensor:
-        return pl_module.all_gather(t).flatten(0, 1) if pl_module.trainer.world_size > 1 else t
+    def _gather(pl_module: LightningModule, *tensors: Tensor) -> Tuple[Tensor, ...]:
+        """All ranks' shards of ``tensors`` (same rows each), in rank order; the ranks' shards may
+        differ in size (:func:`graphneg.distributed.gather_layout` / :func:`~graphneg.distributed.gather_rows`)."""
+        several = pl_module.trainer.world_size > 1
+        out = gather_rows(gather_layout(tensors[0].size(0), several, tensors[0].device), *tensors)
+        return out if isinstance(out, tuple) else (out,)
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         outputs, self._outputs = self._outputs, {}
@@ -240,7 +245,7 @@ class EmbeddingProbe(Callback):
 
         def cat(idx: int) -> Embedded:
             embs, labs = outputs[idx]
-            return gather(pl_module, torch.cat(embs)), gather(pl_module, torch.cat(labs))
+            return gather(pl_module, torch.cat(embs), torch.cat(labs))
 
         queries = cat(max(outputs))
         reference = None

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from graphneg.distributed import gather
+from graphneg.distributed import gather_layout, gather_rows
 from graphneg.losses.gca_hng import GCAHNGObjective, generator_diagnostics  # noqa: F401  (public here too)
 from graphneg.metrics.retrieval import retrieval_metrics
 from graphneg.validation import check_batch, check_ks, value_checks
@@ -57,10 +57,12 @@ class EmbeddingEvalMixin:
             self._eval_img.append(x[: self.hparams.projector_max - kept].detach().cpu())
 
     def _gather(self, *tensors: Tensor):
-        """All ranks' evaluation shards (graphneg.distributed.gather: shards may differ in size)."""
-        if self.trainer is not None and self.trainer.world_size > 1:
-            return gather(*tensors)
-        return tensors
+        """All ranks' evaluation shards (rows of equal count per call), concatenated in rank order with
+        :func:`graphneg.distributed.gather_layout` / :func:`~graphneg.distributed.gather_rows`: shards
+        may differ in size between ranks; gathered only when the Trainer runs several processes."""
+        several = self.trainer is not None and self.trainer.world_size > 1
+        out = gather_rows(gather_layout(tensors[0].size(0), several, tensors[0].device), *tensors)
+        return out if isinstance(out, tuple) else (out,)
 
     def _eval_finish(self, stage: str) -> Optional[Dict[str, float]]:
         if not getattr(self, "_eval_emb", None):
