@@ -331,8 +331,9 @@ def test_without_generator_cosine_schedule_resumes_exactly(tmp_path):
 
 
 def test_generator_module_trains_under_bf16_mixed(tmp_path):
-    """precision='bf16-mixed': the three backward passes run with autocast off (Lightning wraps training_step,
-    and so manual_backward, in autocast); the step matches float32 within bf16 tolerance."""
+    """precision='bf16-mixed': the three backward passes run inside Lightning's autocast (it wraps
+    training_step, and so manual_backward); the layers' custom backward functions handle that themselves
+    (graphneg.nn.edge_mlp); the step matches float32 within bf16 tolerance."""
     results = {}
     for precision in ("32-true", "bf16-mixed"):
         mod = gca_module()

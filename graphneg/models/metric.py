@@ -300,18 +300,18 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         opt_e.zero_grad()
         opt_g.zero_grad()
         metric = obj.metric_loss(emb, y)
-        self._backward(metric.total)
+        self.manual_backward(metric.total)
         opt_e.step()
         self._step_uncounted(opt_g)
         # step 2: softmax classifier on detached embeddings
         opt_c.zero_grad()
         ce = obj.classifier_loss(emb, y)
-        self._backward(ce)
+        self.manual_backward(ce)
         self._step_uncounted(opt_c)
         # step 3: generator only, on detached embeddings
         opt_g.zero_grad()
         gen = obj.generator_loss(emb, y)
-        self._backward(gen.total)
+        self.manual_backward(gen.total)
         self._step_uncounted(opt_g)
 
         self.log_dict(
@@ -328,14 +328,6 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         # for the epoch-end histograms; detached, so the GNN's autograd graph is freed
         self._last_negatives = metric.negatives.detach()
         return metric.total.detach()
-
-    def _backward(self, loss: Tensor) -> None:
-        """``manual_backward`` with autocast off: Lightning runs ``training_step`` (and so a manual
-        backward) inside the precision plugin's autocast context, and PyTorch recommends against backward
-        passes under autocast (the backward ops follow the forward's dtypes anyway); the GCA-HNG layers'
-        custom backward functions mix dtypes under it (bf16-mixed failed)."""
-        with torch.autocast(loss.device.type, enabled=False):
-            self.manual_backward(loss)
 
     def _step_uncounted(self, optimizer) -> None:
         """``optimizer.step()`` through the strategy and precision plugin (mixed-precision unscaling,
