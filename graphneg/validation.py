@@ -28,7 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "value_checks_enabled", "set_value_checks", "value_checks",
-    "check_embeddings", "check_not_meta", "check_dtype_matches", "check_labels", "check_multiclass",
+    "check_embeddings", "check_same_width", "check_not_meta", "check_dtype_matches", "check_labels", "check_multiclass",
     "check_batch", "check_k", "check_ks", "check_hyperparameter", "check_choice",
     "check_temperature", "check_hcl_beta", "check_tau_plus", "check_neighbours",
     "EDGE_MODES", "check_edge_mode", "SyntheticNegatives", "check_synthetic", "check_indices_tuple",
@@ -179,6 +179,18 @@ def check_labels(
                 "raise num_classes"
             )
     return labels
+
+
+def check_same_width(x: Tensor, ref: Tensor, name: str, ref_name: str = "embeddings") -> None:
+    """``x`` checked as embeddings ``[M, D]`` (:func:`check_embeddings`) with the embedding size ``D`` of
+    ``ref`` (already checked): a ``ValueError`` naming both otherwise. For the second set of rows of a
+    loss or sampler (references, extra or synthetic negatives, candidates)."""
+    check_embeddings(x, name)
+    if x.size(1) != ref.size(1):
+        raise ValueError(
+            f"{name} must have the embedding size (dimension D={ref.size(1)}) of {ref_name}, got shape "
+            f"{tuple(x.shape)}"
+        )
 
 
 def check_multiclass(labels: Tensor, what: str = "this batch", values: Optional[bool] = None) -> None:
@@ -537,12 +549,7 @@ def check_synthetic(
             "synthetic negatives need neg_embeddings [M, D], neg_labels [M] and anchor_index [M] "
             f"together; missing: {', '.join(missing)}"
         )
-    check_embeddings(neg_embeddings, "neg_embeddings")
-    if neg_embeddings.size(1) != embeddings.size(1):
-        raise ValueError(
-            f"neg_embeddings must have the embeddings' dimension D={embeddings.size(1)}, got shape "
-            f"{tuple(neg_embeddings.shape)}"
-        )
+    check_same_width(neg_embeddings, embeddings, "neg_embeddings")
     m = neg_embeddings.size(0)
     neg_labels = check_labels(neg_labels, m, "neg_labels").to(embeddings.device)
     if not isinstance(anchor_index, Tensor):
@@ -603,12 +610,7 @@ def check_candidates(z: Tensor, candidates: Tensor, pos_index: Optional[Tensor],
     """UnReMix inputs: anchors ``z [N, D]``, candidates ``[C, D]``, ``neg_mask [N, C]`` (bool) and the
     optional positive column per anchor ``pos_index [N]`` (values: in range, not marked negative)."""
     check_embeddings(z, "z")
-    check_embeddings(candidates, "candidates")
-    if candidates.size(1) != z.size(1):
-        raise ValueError(
-            f"candidates must have the embedding size of z: z is {tuple(z.shape)}, candidates "
-            f"{tuple(candidates.shape)}"
-        )
+    check_same_width(candidates, z, "candidates", "z")
     n, c = z.size(0), candidates.size(0)
     if neg_mask.dtype != torch.bool or tuple(neg_mask.shape) != (n, c):
         raise ValueError(

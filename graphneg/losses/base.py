@@ -52,7 +52,7 @@ from graphneg.losses.distances import BaseDistance
 from graphneg.precision import full_precision
 from graphneg.validation import (
     SyntheticNegatives, check_embeddings, check_hyperparameter, check_indices_tuple, check_labels, check_multiclass,
-    check_synthetic, value_checks_enabled,
+    check_same_width, check_synthetic, value_checks_enabled,
 )
 
 __all__ = [
@@ -241,10 +241,7 @@ class BaseMetricLoss(nn.Module):
         if ref_emb is not None:
             if not self.supports_ref_emb:
                 raise ValueError(f"{name} does not support ref_emb / ref_labels (as in pytorch-metric-learning)")
-            check_embeddings(ref_emb, "ref_emb")
-            if ref_emb.size(1) != embeddings.size(1):
-                raise ValueError(f"ref_emb must have the embeddings' dimension D={embeddings.size(1)}, "
-                                 f"got shape {tuple(ref_emb.shape)}")
+            check_same_width(ref_emb, embeddings, "ref_emb")
             ref_labels = check_labels(ref_labels, ref_emb.size(0), "ref_labels").to(embeddings.device)
             check_multiclass(torch.cat([labels, ref_labels]))
         else:
