@@ -215,11 +215,11 @@ def test_generator_makes_no_validation_sync_when_value_checks_are_off(batch, rw,
     gen = GCAHNG(8, 4, num_layers=1, heads=2, rw=rw, edges=edges, k=3 if edges == "knn" else None)
     with record_host_syncs() as on:
         ref = gen.eval()(z, y, generator=torch.Generator().manual_seed(1))
-    assert any(f.endswith("validation.py") for _, f, _ in on)  # the recorder sees validation syncs
+    assert any(f.replace("\\", "/").startswith("/validation/") for _, f, _ in on)  # the recorder sees validation syncs
     with value_checks(False), record_host_syncs() as off:
         out = gen(z, y, generator=torch.Generator().manual_seed(1))
     assert torch.equal(out.x, ref.x)  # same result without the checks
-    assert not any(f.endswith("validation.py") for _, f, _ in off), off
+    assert not any(f.replace("\\", "/").startswith("/validation/") for _, f, _ in off), off
     # what remains are data-dependent shapes of the generator itself (not validation): the
     # chain weighting's number of steps, and PyG's coalesce of the kNN graph
     allowed = {"chain_weights"} if rw == "chain" else set()
