@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import Iterable, Iterator, Optional, Tuple, Union
+from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
