@@ -396,3 +396,43 @@ def test_meta_tensors_are_refused_clearly():
         check_labels(torch.empty(6, dtype=torch.long, device="meta"), 6)
     with pytest.raises(ValueError, match=r"'meta' tensor"):  # was: "Tensor.item() cannot be called on meta tensors"
         MultiSimilarityLoss(mining=True)(x, torch.arange(6) % 2)
+
+
+# ------------------------------------------------------------- the merged checks (issue 19)
+def test_one_range_check_for_every_hyperparameter():
+    from graphneg.losses.base import check_hparam
+    from graphneg.validation import check_hyperparameter
+
+    assert check_hyperparameter(0.25, "p", 0.0, 1.0) == 0.25 and check_hyperparameter(np.float32(2), "m") == 2.0
+    with pytest.raises(ValueError, match=r"^NodeDrop: p must be a finite number in \[0, 1\], got 1.5$"):
+        check_hyperparameter(1.5, "p", 0.0, 1.0, owner="NodeDrop")
+    with pytest.raises(ValueError, match=r"^ratio must be a finite number in \(0, 1\], got 0.0$"):
+        check_hyperparameter(0.0, "ratio", 0.0, 1.0, min_inclusive=False)
+    with pytest.raises(ValueError, match=r"^base must be a finite number, got nan$"):
+        check_hyperparameter(float("nan"), "base", float("-inf"))
+    with pytest.raises(TypeError, match=r"^margin must be a real number, got True \(bool\)$"):
+        check_hyperparameter(True, "margin", 0.0)
+    # the losses' former helper: a deprecated wrapper with the same message
+    with pytest.warns(DeprecationWarning, match="check_hyperparameter"):
+        assert check_hparam("TripletMarginLoss", "margin", 0.1) == 0.1
+    with pytest.warns(DeprecationWarning), pytest.raises(
+            ValueError, match=r"^MultiSimilarityLoss: alpha must be a finite number > 0, got 0.0$"):
+        check_hparam("MultiSimilarityLoss", "alpha", 0.0, strict=True)
+
+
+def test_choice_width_and_optional_k():
+    from graphneg.validation import check_choice, check_neighbours, check_same_width
+
+    assert check_choice("optimizer", "AdamW", ("adam", "adamw"), ignore_case=True) == "adamw"
+    with pytest.raises(ValueError, match=r"^optimizer must be one of \('adam', 'adamw'\), got 'AdamW'$"):
+        check_choice("optimizer", "AdamW", ("adam", "adamw"))
+    check_same_width(torch.zeros(3, 4), torch.zeros(5, 4), "ref_emb")
+    with pytest.raises(ValueError, match=r"^ref_emb must have the embedding size \(dimension D=4\) of embeddings, "
+                                         r"got shape \(3, 2\)$"):
+        check_same_width(torch.zeros(3, 2), torch.zeros(5, 4), "ref_emb")
+    assert check_neighbours(None) is None and check_neighbours(np.int64(3)) == 3
+    assert check_k(None, optional=True) is None
+    with pytest.raises(TypeError, match="positive integer or None"):
+        check_neighbours(2.5)
+    with pytest.raises(TypeError, match="k must be a positive integer, got None"):
+        check_k(None)
