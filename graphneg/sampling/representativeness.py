@@ -22,7 +22,6 @@ candidate's own positive view (``-1`` for none), which the diversity leaves out 
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import Optional, Tuple
 
@@ -32,7 +31,7 @@ from torch import Tensor
 
 from graphneg.ops.knn import chunked_topk
 from graphneg.validation import (
-    check_choice, check_embeddings, check_neighbours, check_partner, value_checks_enabled,
+    check_choice, check_embeddings, check_neighbours, check_partner,
 )
 
 __all__ = [

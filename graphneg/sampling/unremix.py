@@ -49,8 +49,7 @@ from graphneg.sampling.representativeness import (
     representativeness_vector,
 )
 from graphneg.validation import (
-    check_candidates, check_choice, check_embeddings, check_hcl_beta, check_neighbours, check_temperature,
-    value_checks_enabled,
+    check_candidates, check_choice, check_hcl_beta, check_neighbours, check_temperature,
 )
 
 
