@@ -16,7 +16,8 @@ records ``VmRSS``; after the evaluation it reads ``VmHWM``. "Peak beyond embeddi
 VmRSS(before)``: every allocation of the evaluation (the normalised copy, similarity blocks, top-k
 buffers, faiss's index copy). Falls back to ``ru_maxrss`` when ``clear_refs`` is not writable (flagged).
 
-Time: wall clock of one evaluation, single-threaded by default (``--threads``; the reference machine
+Time: wall clock and process CPU time of one evaluation (the CPU time is what the load of a shared
+machine changes least; the 1-minute load average at the start and end of each run is printed), single-threaded by default (``--threads``; the reference machine
 has 2 cores shared with other jobs). Usage:
 ``python experiments/bench_retrieval_eval.py [--n 60502] [--out experiments/results/bench_retrieval_eval.md]``.
 """
@@ -68,16 +69,18 @@ def child(backend: str, n: int, dim: int, classes: int, seed: int, threads: int)
     except OSError:
         exact = False
         before = _status("VmRSS")
-    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     res = retrieval_metrics(emb, labels, ks=KS, nmi=False, backend=backend)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if exact:
         peak = _status("VmHWM")
     else:
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"backend": backend, "installed": True, "wall_s": wall, "peak_beyond_MiB": (peak - before) / 2**20,
+    return {"backend": backend, "installed": True, "wall_s": wall, "cpu_s": cpu, "load": [load0, os.getloadavg()[0]],
+            "peak_beyond_MiB": (peak - before) / 2**20,
             "embeddings_MiB": emb_bytes / 2**20, "exact_peak": exact, "metrics": res,
             "max_class": int(sizes.max()), "min_class": int(sizes.min())}
 
@@ -109,17 +112,19 @@ def main() -> None:
         f"({t['embeddings_MiB']:.0f} MiB), {args.classes:,} classes ({t['min_class']}-{t['max_class']} images), "
         f"Recall@{{1,10,100,1000}} + MAP@R + R-Precision, {args.threads} thread(s)",
         "",
-        "| evaluator | wall time (s) | peak memory beyond the embeddings (MiB) | recall@1 | recall@1000 | map@r |",
-        "|---|---|---|---|---|---|",
+        "| evaluator | wall time (s) | CPU time (s) | load avg (start, end) | peak memory beyond the embeddings (MiB) "
+        "| recall@1 | recall@1000 | map@r |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for backend, label in (("torch", "graphneg chunked top-k (torch)"), ("faiss", "faiss IndexFlatIP (exact)")):
         r = rows[backend]
         if not r["installed"]:
-            lines.append(f"| {label} | not installed | not installed | - | - | - |")
+            lines.append(f"| {label} | not installed | - | - | not installed | - | - | - |")
             continue
         flag = "" if r["exact_peak"] else " (ru_maxrss)"
         m = r["metrics"]
-        lines.append(f"| {label} | {r['wall_s']:.1f} | {r['peak_beyond_MiB']:.0f}{flag} | {m['recall@1']:.5f} | "
+        lines.append(f"| {label} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['load'][0]:.1f}, {r['load'][1]:.1f} | "
+                     f"{r['peak_beyond_MiB']:.0f}{flag} | {m['recall@1']:.5f} | "
                      f"{m['recall@1000']:.5f} | {m['map@r']:.5f} |")
     lines.append("")
     lines.append(f"graphneg peak beyond the embeddings: {t['peak_beyond_MiB']:.0f} MiB "
@@ -127,7 +132,8 @@ def main() -> None:
     f = rows["faiss"]
     if f["installed"]:
         same = all(abs(t["metrics"][k] - f["metrics"][k]) < 1e-4 for k in t["metrics"])
-        lines.append(f"Ratios graphneg / faiss (same run): time {t['wall_s'] / f['wall_s']:.2f}x, "
+        lines.append(f"Ratios graphneg / faiss (same run): time {t['wall_s'] / f['wall_s']:.2f}x "
+                     f"(CPU time {t['cpu_s'] / f['cpu_s']:.2f}x), "
                      f"peak memory {t['peak_beyond_MiB'] / max(f['peak_beyond_MiB'], 1e-9):.2f}x; "
                      f"metrics {'agree' if same else 'DIFFER'} (|diff| < 1e-4).")
     text = "\n".join(lines)
