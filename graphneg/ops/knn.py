@@ -49,8 +49,8 @@ def _rows_per_block(chunk_size: int, n_ref: int, max_block_elements: int) -> int
 #: the sync-free two-pass selection. Tests of the CUDA code path empty it to run that path on the CPU.
 PREFILTER_DEVICE_TYPES = {"cpu"}
 
-#: The prefilter falls back to the two-pass selection on a block whose candidates exceed this many per
-#: query on average (only with massive ties: random or trained embeddings give about 1.2 k).
+#: The prefilter falls back to the two-pass selection on a block whose candidates exceed this many times
+#: ``k`` per query on average (only with massive ties: random or trained embeddings give about 1.2 k).
 _PREFILTER_MAX_CANDIDATES = 8
 
 
@@ -74,40 +74,68 @@ def _select_twopass(s: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     return val.gather(1, order), idx.gather(1, order)
 
 
-def _select_prefilter(s: Tensor, k: int) -> Optional[Tuple[Tensor, Tensor]]:
-    """:func:`_select_twopass`'s result, computed from a small candidate set (host-side; ``None``
-    when the candidates are too many, the caller then runs :func:`_select_twopass`).
+#: column-tile width of the prefilter's score block (at least ``4 k``): a ``[c, 4096]`` GEMM output
+#: stays in cache, which made the CPU GEMM ~1.45x faster than one ``[c, N_ref]`` product (measured,
+#: 1 thread: ~70 vs ~48 GFLOPS at 277 x 512 x 60,502)
+_TILE = 4096
 
-    The row is split into ``G >= k`` strided groups; the ``k``-th largest group maximum ``t`` is a
-    lower bound of the row's ``k``-th largest value (the ``k`` largest group maxima are ``k``
-    entries ``>= t``), so every entry of the top ``k``, and every entry tied with its ``k``-th value,
-    is ``>= t``. The entries ``>= t`` (about ``1.2 k`` a row for continuous scores with ``G = 4 k``)
-    are gathered in ascending index order and stably sorted by descending score: the first ``k`` are
-    exactly the two-pass result. Costs one max-reduction, one comparison and one ``nonzero`` over the
-    block instead of two ``topk`` and a key pass (reconstructed: the bound is the one of blocked
-    top-k selection, e.g. faiss's ``ResultHandler`` thresholds; not from a paper).
+
+def _tiled_scores(q: Tensor, refs: Tensor, score: str, r_sq: Optional[Tensor], w: int) -> Tensor:
+    """Scores of ``q`` against ``refs`` as ``[T, c, w]`` column tiles (tile ``t`` holds references
+    ``t w ... t w + w - 1``); the last tile's columns past ``N_ref`` are ``-inf``."""
+    c, n = q.size(0), refs.size(0)
+    n_tiles = -(-n // w)
+    buf = torch.empty(n_tiles, c, w, device=q.device, dtype=q.dtype)
+    q_sq = (q * q).sum(-1, keepdim=True) if score == "neg_sqeuclidean" else None
+    for t in range(n_tiles):
+        r = refs[t * w:(t + 1) * w]
+        out = buf[t, :, : r.size(0)]
+        if r.size(0) == w:
+            torch.mm(q, r.t(), out=buf[t])
+        else:
+            out.copy_(q @ r.t())
+            buf[t, :, r.size(0):] = float("-inf")
+        if q_sq is not None:
+            out.mul_(2).sub_(r_sq[t * w:t * w + r.size(0)][None, :]).sub_(q_sq)
+    return buf
+
+
+def _select_prefilter(buf: Tensor, k: int, n: int) -> Optional[Tuple[Tensor, Tensor]]:
+    """:func:`_select_twopass`'s result from the tiled scores ``buf [T, c, w]`` (``w >= 4 k``) through a
+    small candidate set (host-side; ``None`` when the candidates are too many, the caller then runs
+    :func:`_select_twopass`).
+
+    The references of a row form ``w`` groups (one column of every tile, ``{j, j + w, ...}``); the
+    ``k``-th largest group maximum ``t`` is a lower bound of the row's ``k``-th largest value (the ``k``
+    largest group maxima are ``k`` entries ``>= t``), so every entry of the top ``k``, and every entry
+    tied with its ``k``-th value, is ``>= t``. The entries ``>= t`` (about ``1.2 k`` a row for
+    continuous scores with ``w = 4 k``) are gathered in ascending index order and stably sorted by
+    descending score: the first ``k`` are exactly the two-pass result (reconstructed: the bound of
+    blocked top-k selection, as faiss's result handlers keep a running threshold; not from a paper).
     """
-    c, n = s.shape
-    m = max(1, n // (4 * k))  # group size
-    g = n // m
-    gmax = s[:, : g * m].view(c, m, g).amax(1)  # strided groups {j, j + g, ...}: a contiguous reduction
-    if g * m < n:
-        gmax = torch.cat([gmax, s[:, g * m:].amax(1, keepdim=True)], dim=1)
-    t = gmax.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)
-    mask = s >= t
+    n_tiles, c, w = buf.shape
+    gmax = buf.amax(0)  # [c, w]: elementwise maxima of the tiles, a contiguous reduction
+    t = gmax.topk(k, dim=1, sorted=False).values.amin(1)
+    # the comparison written in [c, T, w] order: row-major = ascending reference index within a row
+    mask = torch.empty(c, n_tiles, w, device=buf.device, dtype=torch.bool)
+    torch.ge(buf.permute(1, 0, 2), t[:, None, None], out=mask)
     total = int(torch.count_nonzero(mask))
     if total > _PREFILTER_MAX_CANDIDATES * k * c:
         return None
-    flat = mask.view(-1).nonzero().squeeze(1)  # row-major: ascending index within a row
+    flat = mask.view(-1).nonzero().squeeze(1)
     del mask
-    rows = flat // n
-    counts = torch.bincount(rows, minlength=c)
+    row = flat // (n_tiles * w)
+    ref = flat - row * (n_tiles * w)  # = tile * w + column: the reference index
+    tile = ref // w
+    counts = torch.bincount(row, minlength=c)
     width = int(counts.max())
-    pos = torch.arange(flat.numel(), device=s.device) - (counts.cumsum(0) - counts)[rows]
-    vals = torch.full((c, width), float("-inf"), device=s.device, dtype=s.dtype)
-    idx = torch.full((c, width), n, device=s.device, dtype=torch.long)
-    vals[rows, pos] = s.view(-1)[flat]
-    idx[rows, pos] = flat - rows * n
+    pos = torch.arange(row.numel(), device=buf.device) - (counts.cumsum(0) - counts).index_select(0, row)
+    flat = row * width + pos
+    vals = torch.full((c * width,), float("-inf"), device=buf.device, dtype=buf.dtype)
+    idx = torch.full((c * width,), n, device=buf.device, dtype=torch.long)
+    vals.index_copy_(0, flat, buf[tile, row, ref - tile * w])
+    idx.index_copy_(0, flat, ref)
+    vals, idx = vals.view(c, width), idx.view(c, width)
     order = vals.sort(dim=1, descending=True, stable=True).indices[:, :k]
     return vals.gather(1, order), idx.gather(1, order)
 
@@ -132,7 +160,9 @@ def chunked_topk(
     max_block_elements // N_ref)``, so at most one ``[c, N_ref]`` float32 score block exists at a time
     (64 MiB at the default ``max_block_elements``), plus the selection's work space: about 6 more bytes
     an element for ``"twopass"`` (an int32 key, boolean masks), about 1 for ``"prefilter"`` (one
-    boolean mask; candidates ~ ``1.2 k`` a row).
+    boolean mask; candidates ~ ``1.2 k`` a row; its block is laid out as ``[T, c, w]`` column tiles of
+    ``w = max(4096, 4 k)`` references, each tile one cache-friendly GEMM, padded by fewer than ``w``
+    columns).
 
     Scores (larger = closer): ``score="dot"``: ``<q, r>`` (pass L2-normalised rows for cosine);
     ``score="neg_sqeuclidean"``: ``-||q - r||^2``. Excluded pairs get ``-inf``: the query itself
@@ -144,8 +174,8 @@ def chunked_topk(
     ``-score``), on every device and by both selections (``torch.topk`` alone leaves the order of equal
     values unspecified). ``selection``: ``"twopass"`` (two ``topk`` and an integer key; no host
     synchronisation, the CUDA path), ``"prefilter"`` (a lower bound of the ``k``-th value from
-    strided group maxima, then a stable sort of the few entries above it; reads a count back to the
-    host; about 2x faster on the CPU), or ``"auto"``: ``"prefilter"`` on :data:`PREFILTER_DEVICE_TYPES`
+    group maxima across the tiles, then a stable sort of the few entries above it; reads a count back
+    to the host; ~2.5x faster than ``"twopass"`` on the CPU at SOP size), or ``"auto"``: ``"prefilter"`` on :data:`PREFILTER_DEVICE_TYPES`
     when ``N_ref >= 8 k``, else ``"twopass"``. Both give identical results.
     """
     if score not in ("dot", "neg_sqeuclidean"):
@@ -165,20 +195,33 @@ def chunked_topk(
     if selection == "auto":
         selection = "prefilter" if device.type in PREFILTER_DEVICE_TYPES and n_ref >= 8 * k else "twopass"
     r_sq = (refs * refs).sum(-1) if score == "neg_sqeuclidean" else None
-    refs_t = refs.t()
+    w = min(max(_TILE, 4 * k), n_ref)  # tile width: >= 4 k groups per row
     for start in range(0, n_q, rows_per):
         q = queries[start:start + rows_per]
-        s = q @ refs_t
-        if r_sq is not None:
-            s.mul_(2).sub_(r_sq[None, :]).sub_((q * q).sum(-1, keepdim=True))
-        c = s.size(0)
-        if exclude_self:
-            local = torch.arange(c, device=device)
-            s[local, local + start] = float("-inf")
-        if exclude_same_label:
-            s.masked_fill_(query_labels[start:start + c, None] == ref_labels[None, :], float("-inf"))
-        out = _select_prefilter(s, k) if selection == "prefilter" else None
-        if out is None:
+        c = q.size(0)
+        if selection == "prefilter":  # [T, c, w] column tiles
+            s = _tiled_scores(q, refs, score, r_sq, w)
+            if exclude_self:
+                own = torch.arange(start, start + c, device=device)
+                s[own // w, own - start, own % w] = float("-inf")
+            if exclude_same_label:
+                for t in range(s.size(0)):
+                    rl = ref_labels[t * w:(t + 1) * w]
+                    s[t, :, : rl.numel()].masked_fill_(query_labels[start:start + c, None] == rl[None, :],
+                                                      float("-inf"))
+            out = _select_prefilter(s, k, n_ref)
+            if out is None:  # massive ties: the two-pass selection on the [c, N_ref] layout
+                s = s.permute(1, 0, 2).reshape(c, -1)[:, :n_ref]
+                out = _select_twopass(s, k)
+        else:
+            s = q @ refs.t()
+            if r_sq is not None:
+                s.mul_(2).sub_(r_sq[None, :]).sub_((q * q).sum(-1, keepdim=True))
+            if exclude_self:
+                local = torch.arange(c, device=device)
+                s[local, local + start] = float("-inf")
+            if exclude_same_label:
+                s.masked_fill_(query_labels[start:start + c, None] == ref_labels[None, :], float("-inf"))
             out = _select_twopass(s, k)
         del s
         yield start, out[0], out[1]
