@@ -28,6 +28,7 @@ from torch import Tensor
 __all__ = [
     "value_checks_enabled", "set_value_checks", "value_checks",
     "check_embeddings", "check_labels", "check_multiclass", "check_batch", "check_k", "check_ks",
+    "check_hyperparameter", "check_choice",
 ]
 
 _VALUE_CHECKS = True
@@ -256,3 +257,52 @@ def check_ks(ks: Union[int, Iterable[int]], name: str = "ks") -> Tuple[int, ...]
     if not items:
         raise ValueError(f"{name} is empty; pass at least one K, e.g. {name}=(1, 2, 4, 8)")
     return tuple(sorted({check_k(k, f"each entry of {name}") for k in items}))
+
+
+# ------------------------------------------------------------------ hyper-parameters (constructors)
+def check_hyperparameter(
+    value,
+    name: str,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+    hint: str = "",
+) -> float:
+    """Return a real hyper-parameter as a ``float`` if it is finite and inside its range.
+
+    ``bool``, strings and non-numbers raise ``TypeError``; NaN, +-Inf and values outside
+    ``[minimum, maximum]`` (open ends with ``min_inclusive`` / ``max_inclusive`` ``False``) raise
+    ``ValueError`` naming the argument, the range and ``hint`` (how to fix it). Called once in a
+    constructor, never on a hot path (no tensors involved).
+    """
+    if isinstance(value, Tensor) and value.dim() == 0 and value.is_floating_point() and value.device.type == "cpu":
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})"
+                        + (f"; {hint}" if hint else ""))
+    v = float(value)
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>=' if min_inclusive else '>'} {minimum:g}")
+    if maximum is not None:
+        parts.append(f"{'<=' if max_inclusive else '<'} {maximum:g}")
+    if minimum is not None and maximum is not None:
+        parts = [f"in {'[' if min_inclusive else '('}{minimum:g}, {maximum:g}{']' if max_inclusive else ')'}"]
+    where = parts[0] if parts else ""
+    bad = v != v or v in (float("inf"), float("-inf"))
+    if minimum is not None:
+        bad = bad or (v < minimum if min_inclusive else v <= minimum)
+    if maximum is not None:
+        bad = bad or (v > maximum if max_inclusive else v >= maximum)
+    if bad:
+        rng = f"{where} and finite" if where else "a finite number"
+        raise ValueError(f"{name} must be {rng}, got {value!r}" + (f"; {hint}" if hint else ""))
+    return v
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of the strings ``choices``; else a ``ValueError`` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
