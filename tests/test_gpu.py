@@ -27,6 +27,7 @@ from graphneg.metrics import retrieval_metrics
 from graphneg.metrics.probe import knn_predict
 from graphneg.nn import GCAHNG
 from graphneg.ops.knn import chunked_topk, knn_index
+from test_autocast_backward import XFAIL_REASON, check_gca_autocast_step
 
 pytestmark = pytest.mark.gpu
 
@@ -230,21 +231,7 @@ def test_losses_under_cuda_autocast_within_tolerance(cuda, dtype):
         torch.testing.assert_close(val.cpu(), ref, rtol=tp.RTOL[dtype], atol=0, msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason="graphneg/nn/functional.py _add_rows_ (gather_lerp backward): scatter of "
-                                       "a float32 gradient into a 16-bit buffer under autocast (the same failure "
-                                       "on the CPU: tests/test_autocast_backward.py)")
+@pytest.mark.xfail(strict=True, reason=XFAIL_REASON + " (as on the CPU: tests/test_autocast_backward.py)")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16-mixed", "16-mixed"])
 def test_gcahng_step_under_cuda_autocast_within_tolerance(cuda, dtype):
-    import test_precision as tp
-
-    gen, clf, z, y = _gca_setup()
-    gen, clf, z, y = gen.to(cuda), clf.to(cuda), z.to(cuda), y.to(cuda)
-    ref = gen.loss(gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(0)), clf).total
-    zz = z.clone().requires_grad_(True)
-    with torch.autocast("cuda", dtype=dtype):
-        out = gen(zz, y, j_mean=2.0, generator=torch.Generator().manual_seed(0))
-        val = gen.loss(out, clf).total + 0 * gen.node_loss(out)
-    val.backward()
-    assert val.dtype == torch.float32
-    torch.testing.assert_close(val.detach(), ref.detach(), rtol=tp.RTOL_GCA[dtype], atol=0)
-    assert torch.isfinite(zz.grad).all()
+    check_gca_autocast_step(cuda, dtype)
