@@ -156,7 +156,7 @@ def check_multiclass(labels: Tensor, what: str = "this batch", values: Optional[
     if labels.numel() == 0 or bool((labels == labels[0]).all()):
         raise ValueError(
             f"{what} holds a single class ({labels[:1].tolist()}): negatives need samples of at least "
-            "two classes; use graphneg.data.MPerClassSampler (classes_per_batch >= 2) to build batches"
+            "two classes; use graphneg.data.MPerClassBatchSampler (classes_per_batch >= 2) to build batches"
         )
 
 
@@ -208,7 +208,7 @@ def check_batch(
         raise ValueError(
             f"no sample of {what} has a positive (every class appears once): pair-based losses need "
             "at least two samples of some class; use an m-per-class sampler with m >= 2 "
-            "(e.g. graphneg.data.MPerClassSampler)"
+            "(e.g. graphneg.data.MPerClassBatchSampler)"
         )
     return labels
 

@@ -110,7 +110,8 @@ def gca_loss(seed, x, y):
     """Global generator objective: metric loss with synthetic negatives + node CE + generator loss."""
     net, gen, cls = gca_setup(seed, x.device)
     out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7))
-    ms = MultiSimilarityLoss()(out.graph.x, out.graph.y, out.x, out.labels, out.anchor_index)
+    ms = MultiSimilarityLoss()(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
+                                   anchor_index=out.anchor_index)
     loss = ms + gen.node_loss(out) + gen.loss(out, cls).total
     return loss, [*net.parameters(), *gen.parameters(), *cls.parameters()], out
 

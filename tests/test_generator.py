@@ -552,7 +552,8 @@ def test_pml_indices_tuple_equals_graphneg_losses_with_synthetic_negatives():
     a1, p, a2, n = pairs.indices_tuple
     assert bool((y[a1] == y[p]).all()) and bool((a1 != p).all()) and len(a1) == B * (M - 1)
     assert torch.equal(a2, out.anchor_index) and torch.equal(n, torch.arange(B, B + len(out.x)))
-    ms = MultiSimilarityLoss(mining=False)(z, y, out.x, out.labels, out.anchor_index)
+    ms = MultiSimilarityLoss(mining=False)(z, y, neg_embeddings=out.x, neg_labels=out.labels,
+                                           anchor_index=out.anchor_index)
     torch.testing.assert_close(ms, pml_style_ms(z, y, pairs.indices_tuple, pairs.ref_emb))
 
     trip = synthetic_indices_tuple(z, y, out.x, out.labels, out.anchor_index, kind="triplets")
@@ -560,8 +561,8 @@ def test_pml_indices_tuple_equals_graphneg_losses_with_synthetic_negatives():
     expected = {(ai, pi, B + g) for g, ai in enumerate(out.anchor_index.tolist())
                 for pi in range(B) if pi != ai and y[pi] == y[ai]}
     assert set(zip(a.tolist(), p.tolist(), n.tolist())) == expected and len(a) == len(expected)
-    tl = TripletMarginLoss(margin=0.2, mining="all", reduction="nonzero")(
-        z, y, out.x, out.labels, out.anchor_index)
+    tl = TripletMarginLoss(margin=0.2)(z, y, neg_embeddings=out.x, neg_labels=out.labels,
+                                       anchor_index=out.anchor_index)
     torch.testing.assert_close(tl, pml_style_triplet(z, trip.indices_tuple, trip.ref_emb))
     with pytest.raises(ValueError, match="kind must be 'pairs' or 'triplets'"):
         out.pml_inputs("quadruplets")

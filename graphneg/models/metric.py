@@ -330,7 +330,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         out = gen(emb, y, j_mean=self.j_mean, detach_lam=True, generator=self._rw_generator_for(emb.device))
         e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
         # out.graph.x / out.graph.y: the global batch when the generator gathers (multi-GPU)
-        j_syn_raw = self.loss(out.graph.x, out.graph.y, out.x, out.labels, out.anchor_index)  # synthetic pairs
+        j_syn_raw = self.loss(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
+                               anchor_index=out.anchor_index)  # synthetic pairs
         j_syn = (1.0 - e_bj) * j_syn_raw
         j_gce = hp.node_loss_weight * gen.node_loss(out)
         j_metric = j_m + j_syn + j_gce

@@ -90,9 +90,9 @@ class GeneratedNegatives:
         gnn: the :class:`~graphneg.nn.GCAGNNOutput` on that graph: ``lam`` ``[E, D]``
             (interpolation vectors, never detached here), node ``logits`` ``[B, num_classes]``.
 
-    ``x, labels, anchor_index`` go straight into a graphneg metric loss
-    (``loss(emb, y, neg.x, neg.labels, neg.anchor_index)``); :meth:`pml_inputs` gives the
-    pytorch-metric-learning form.
+    ``x, labels, anchor_index`` go straight into a graphneg metric loss (``loss(emb, y,
+    neg_embeddings=neg.x, neg_labels=neg.labels, anchor_index=neg.anchor_index)``); :meth:`pml_inputs`
+    gives the pytorch-metric-learning form.
     """
 
     x: Tensor

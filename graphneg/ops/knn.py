@@ -175,8 +175,8 @@ def chunked_topk(
     values unspecified). ``selection``: ``"twopass"`` (two ``topk`` and an integer key; no host
     synchronisation, the CUDA path), ``"prefilter"`` (a lower bound of the ``k``-th value from
     group maxima across the tiles, then a stable sort of the few entries above it; reads a count back
-    to the host; ~2.5x faster than ``"twopass"`` on the CPU at SOP size), or ``"auto"``: ``"prefilter"`` on :data:`PREFILTER_DEVICE_TYPES`
-    when ``N_ref >= 8 k``, else ``"twopass"``. Both give identical results.
+    to the host; ~2.5x faster than ``"twopass"`` on the CPU at SOP size), or ``"auto"``: ``"prefilter"``
+    on :data:`PREFILTER_DEVICE_TYPES` when ``N_ref >= 8 k``, else ``"twopass"``. Both give identical results.
     """
     if score not in ("dot", "neg_sqeuclidean"):
         raise ValueError(f"score must be 'dot' or 'neg_sqeuclidean', got {score!r}")
