@@ -18,6 +18,11 @@ records ``VmRSS``; after the evaluation it reads ``VmHWM``. "Peak beyond embeddi
 VmRSS(before)``: every allocation of the evaluation (the normalised copy, similarity blocks, top-k
 buffers, faiss's index copy). Falls back to ``ru_maxrss`` when ``clear_refs`` is not writable (flagged).
 
+Load-matched ratio: the subprocess runs above happen one after the other, so on a shared machine they
+can see different loads; a third subprocess runs both neighbour searches (the part of the evaluation
+that differs between the backends; the metric arithmetic on the ``[c, K]`` neighbour lists costs ~1 %)
+in one process, advanced alternately chunk by chunk, and prints their time ratio.
+
 Time: wall clock and process CPU time of one evaluation (the CPU time is what the load of a shared
 machine changes least; the 1-minute load average at the start and end of each run is printed), single-threaded by default (``--threads``; the reference machine
 has 2 cores shared with other jobs). Usage:
@@ -87,6 +92,45 @@ def child(backend: str, n: int, dim: int, classes: int, seed: int, threads: int)
             "max_class": int(sizes.max()), "min_class": int(sizes.min())}
 
 
+def interleaved(n: int, dim: int, classes: int, seed: int, threads: int) -> dict:
+    """Both backends' neighbour searches in one process, advanced alternately (the one that has
+    covered fewer queries takes the next chunk), so that both see the same load of a shared machine.
+    Times each chunk (wall and process CPU) and sums them per backend."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from graphneg.ops.knn import faiss_available, nearest_neighbours
+
+    if not faiss_available():
+        return {"installed": False}
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    sizes = 2 + rng.multinomial(n - 2 * classes, np.full(classes, 1.0 / classes))
+    emb = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+    k_max = min(max(KS[-1], int(sizes.max()) - 1), n - 1)  # what retrieval_metrics searches
+    gens = {b: nearest_neighbours(emb, emb, k_max, True, backend=b) for b in ("torch", "faiss")}
+    done = {b: 0 for b in gens}
+    wall = {b: 0.0 for b in gens}
+    cpu = {b: 0.0 for b in gens}
+    load = [os.getloadavg()[0]]
+    while gens:
+        b = min(gens, key=lambda name: done[name])
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            _, idx = next(gens[b])
+        except StopIteration:
+            del gens[b]
+            continue
+        wall[b] += time.perf_counter() - t0
+        cpu[b] += time.process_time() - c0
+        done[b] += idx.size(0)
+    load.append(os.getloadavg()[0])
+    return {"installed": True, "wall_s": wall, "cpu_s": cpu, "queries": done, "load": load, "k": k_max}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=60502)
@@ -95,15 +139,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the markdown table here")
-    p.add_argument("--child", choices=("torch", "faiss"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("torch", "faiss", "interleaved"), default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child == "interleaved":
+        print(json.dumps(interleaved(args.n, args.dim, args.classes, args.seed, args.threads)))
+        return
     if args.child:
         print(json.dumps(child(args.child, args.n, args.dim, args.classes, args.seed, args.threads)))
         return
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(args.threads))
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     rows = {}
-    for backend in ("torch", "faiss"):
+    for backend in ("torch", "faiss", "interleaved"):
         cmd = [sys.executable, __file__, "--child", backend, "--n", str(args.n), "--dim", str(args.dim),
                "--classes", str(args.classes), "--threads", str(args.threads), "--seed", str(args.seed)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -138,6 +185,16 @@ def main() -> None:
                      f"(CPU time {t['cpu_s'] / f['cpu_s']:.2f}x), "
                      f"peak memory {t['peak_beyond_MiB'] / max(f['peak_beyond_MiB'], 1e-9):.2f}x; "
                      f"metrics {'agree' if same else 'DIFFER'} (|diff| < 1e-4).")
+    il = rows["interleaved"]
+    if il["installed"]:
+        w, c = il["wall_s"], il["cpu_s"]
+        lines += [
+            "",
+            f"Load-matched (one process, the two searches advanced chunk by chunk in turn, k = {il['k']}, "
+            f"load {il['load'][0]:.1f} -> {il['load'][1]:.1f}): graphneg {w['torch']:.1f} s wall / "
+            f"{c['torch']:.1f} s CPU, faiss {w['faiss']:.1f} s / {c['faiss']:.1f} s; "
+            f"**torch / faiss time ratio {w['torch'] / w['faiss']:.2f}x** (CPU time {c['torch'] / c['faiss']:.2f}x).",
+        ]
     text = "\n".join(lines)
     print(text)
     if args.out:
