@@ -84,10 +84,12 @@ def test_prefilter_falls_back_on_massive_ties(monkeypatch):
     calls = []
     real = knn_mod._select_twopass
     monkeypatch.setattr(knn_mod, "_select_twopass", lambda s, k: calls.append(1) or real(s, k))
-    _, i = run(x, x, 3, exclude_self=True, selection="prefilter")
-    assert calls, "the two-pass fallback did not run"
-    expect = torch.tensor([[j for j in range(64) if j != row][:3] for row in range(64)])
-    assert torch.equal(i, expect)
+    for k in (1, 3):  # k = 1: 63 tied candidates a row > 32 k, the fallback; k = 3: the prefilter sorts them
+        calls.clear()
+        _, i = run(x, x, k, exclude_self=True, selection="prefilter")
+        assert bool(calls) == (k == 1), "the two-pass fallback ran iff the candidates exceed the cap"
+        expect = torch.tensor([[j for j in range(64) if j != row][:k] for row in range(64)])
+        assert torch.equal(i, expect)
 
 
 def test_prefilter_candidate_count_near_k_for_continuous_scores():

@@ -49,9 +49,10 @@ def _rows_per_block(chunk_size: int, n_ref: int, max_block_elements: int) -> int
 #: the sync-free two-pass selection. Tests of the CUDA code path empty it to run that path on the CPU.
 PREFILTER_DEVICE_TYPES = {"cpu"}
 
-#: The prefilter falls back to the two-pass selection on a block whose candidates exceed this many times
-#: ``k`` per query on average (only with massive ties: random or trained embeddings give about 1.2 k).
-_PREFILTER_MAX_CANDIDATES = 8
+#: The prefilter falls back to the two-pass selection on a block whose candidate groups (times the
+#: group size) exceed this many times ``k`` per query on average (only with massive ties: random or
+#: trained embeddings give ~k groups of ``T = ceil(N_ref / w)`` entries, e.g. 15 k at SOP size).
+_PREFILTER_MAX_CANDIDATES = 32
 
 
 def _select_twopass(s: Tensor, k: int) -> Tuple[Tensor, Tensor]:
@@ -80,12 +81,17 @@ def _select_twopass(s: Tensor, k: int) -> Tuple[Tensor, Tensor]:
 _TILE = 4096
 
 
-def _tiled_scores(q: Tensor, refs: Tensor, score: str, r_sq: Optional[Tensor], w: int) -> Tensor:
+def _tiled_scores(q: Tensor, refs: Tensor, score: str, r_sq: Optional[Tensor], w: int,
+                  store: Optional[Tensor] = None) -> Tensor:
     """Scores of ``q`` against ``refs`` as ``[T, c, w]`` column tiles (tile ``t`` holds references
-    ``t w ... t w + w - 1``); the last tile's columns past ``N_ref`` are ``-inf``."""
+    ``t w ... t w + w - 1``); the last tile's columns past ``N_ref`` are ``-inf``. Written into
+    ``store`` (a flat buffer of at least ``T c w`` elements, reused across blocks: a fresh block of
+    this size costs its page faults every time) when given."""
     c, n = q.size(0), refs.size(0)
     n_tiles = -(-n // w)
-    buf = torch.empty(n_tiles, c, w, device=q.device, dtype=q.dtype)
+    if store is None:
+        store = torch.empty(n_tiles * c * w, device=q.device, dtype=q.dtype)
+    buf = store[: n_tiles * c * w].view(n_tiles, c, w)
     q_sq = (q * q).sum(-1, keepdim=True) if score == "neg_sqeuclidean" else None
     for t in range(n_tiles):
         r = refs[t * w:(t + 1) * w]
@@ -100,7 +106,8 @@ def _tiled_scores(q: Tensor, refs: Tensor, score: str, r_sq: Optional[Tensor], w
     return buf
 
 
-def _select_prefilter(buf: Tensor, k: int, n: int) -> Optional[Tuple[Tensor, Tensor]]:
+def _select_prefilter(buf: Tensor, k: int, n: int,
+                      mask_store: Optional[Tensor] = None) -> Optional[Tuple[Tensor, Tensor]]:
     """:func:`_select_twopass`'s result from the tiled scores ``buf [T, c, w]`` (``w >= 4 k``) through a
     small candidate set (host-side; ``None`` when the candidates are too many, the caller then runs
     :func:`_select_twopass`).
@@ -117,10 +124,13 @@ def _select_prefilter(buf: Tensor, k: int, n: int) -> Optional[Tuple[Tensor, Ten
     gmax = buf.amax(0)  # [c, w]: elementwise maxima of the tiles, a contiguous reduction
     t = gmax.topk(k, dim=1, sorted=False).values.amin(1)
     # the comparison written in [c, T, w] order: row-major = ascending reference index within a row
-    mask = torch.empty(c, n_tiles, w, device=buf.device, dtype=torch.bool)
+    if mask_store is None:
+        mask_store = torch.empty(c * n_tiles * w, device=buf.device, dtype=torch.bool)
+    mask = mask_store[: c * n_tiles * w].view(c, n_tiles, w)
     torch.ge(buf.permute(1, 0, 2), t[:, None, None], out=mask)
-    total = int(torch.count_nonzero(mask))
-    if total > _PREFILTER_MAX_CANDIDATES * k * c:
+    # candidates lie in the groups whose maximum is >= t (k of them a row without ties): their count
+    # times T bounds the candidates (and the nonzero output) without a pass over the block
+    if int(torch.count_nonzero(gmax >= t[:, None])) * n_tiles > _PREFILTER_MAX_CANDIDATES * k * c:
         return None
     flat = mask.view(-1).nonzero().squeeze(1)
     del mask
@@ -196,11 +206,16 @@ def chunked_topk(
         selection = "prefilter" if device.type in PREFILTER_DEVICE_TYPES and n_ref >= 8 * k else "twopass"
     r_sq = (refs * refs).sum(-1) if score == "neg_sqeuclidean" else None
     w = min(max(_TILE, 4 * k), n_ref)  # tile width: >= 4 k groups per row
+    store = mask_store = None
+    if selection == "prefilter":  # one score and one mask buffer for all blocks
+        size = -(-n_ref // w) * w * min(rows_per, n_q)
+        store = torch.empty(size, device=device, dtype=queries.dtype)
+        mask_store = torch.empty(size, device=device, dtype=torch.bool)
     for start in range(0, n_q, rows_per):
         q = queries[start:start + rows_per]
         c = q.size(0)
         if selection == "prefilter":  # [T, c, w] column tiles
-            s = _tiled_scores(q, refs, score, r_sq, w)
+            s = _tiled_scores(q, refs, score, r_sq, w, store)
             if exclude_self:
                 own = torch.arange(start, start + c, device=device)
                 s[own // w, own - start, own % w] = float("-inf")
@@ -209,7 +224,7 @@ def chunked_topk(
                     rl = ref_labels[t * w:(t + 1) * w]
                     s[t, :, : rl.numel()].masked_fill_(query_labels[start:start + c, None] == rl[None, :],
                                                       float("-inf"))
-            out = _select_prefilter(s, k, n_ref)
+            out = _select_prefilter(s, k, n_ref, mask_store)
             if out is None:  # massive ties: the two-pass selection on the [c, N_ref] layout
                 s = s.permute(1, 0, 2).reshape(c, -1)[:, :n_ref]
                 out = _select_twopass(s, k)
