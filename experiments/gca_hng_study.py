@@ -163,7 +163,7 @@ def run_one(spec: dict, seed: int, split: str, schedule: dict, logdir: Optional[
         lr=s["lr"], weight_decay=s["weight_decay"], eval_nmi=False, projector_max=100, **module_kw,
     )
     if gen is not None:
-        model.rw_generator.manual_seed(seed)
+        model.objective.rw_generator.manual_seed(seed)
 
     curve: List[dict] = []
 

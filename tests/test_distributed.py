@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 import graphneg.losses as L
 from graphneg.distributed import all_sizes, gather, is_distributed, local_offset
 from graphneg.losses import HCLLoss, InfoNCELoss, MultiSimilarityLoss, UnReMixLoss
+from graphneg.losses.gca_hng import generator_loss, node_loss
 from graphneg.nn import GCAHNG
 
 pytestmark = pytest.mark.distributed
@@ -109,10 +110,11 @@ def gca_setup(seed, device="cpu"):
 def gca_loss(seed, x, y):
     """Global generator objective: metric loss with synthetic negatives + node CE + generator loss."""
     net, gen, cls = gca_setup(seed, x.device)
-    out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7))
+    # detach_lam=False: every gradient path at once (lambda live on live embeddings; warns), to compare them all
+    out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7), detach_lam=False)
     ms = MultiSimilarityLoss()(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
-                                   anchor_index=out.anchor_index)
-    loss = ms + gen.node_loss(out) + gen.loss(out, cls).total
+                               anchor_index=out.anchor_index)
+    loss = ms + node_loss(out) + generator_loss(out, cls, gen.softmax_factor, gen.dot_weight, gen.div_weight).total
     return loss, [*net.parameters(), *gen.parameters(), *cls.parameters()], out
 
 

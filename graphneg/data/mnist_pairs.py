@@ -182,6 +182,11 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
     def num_train_classes(self) -> int:
         return len(self.fit_classes)
 
+    @property
+    def num_classes(self) -> int:
+        """Training classes: the size the CLI links into ``num_classes`` arguments (see :mod:`graphneg.cli`)."""
+        return self.num_train_classes
+
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is not None:
             return

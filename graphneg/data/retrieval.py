@@ -249,10 +249,19 @@ class RetrievalDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise _missing(self.name, self.root, "folder")
 
+    #: image channels (graphneg's size protocol, see graphneg.cli)
+    in_channels = 3
+
     @property
     def num_train_classes(self) -> int:
         self._read()
         return len(set(self.splits["train"][1]))
+
+    @property
+    def num_classes(self) -> int:
+        """Training classes (labels ``0..num_classes-1``), read from the split files: the size the CLI links
+        into a generator's, a loss's and the model's ``num_classes`` (graphneg's size protocol)."""
+        return self.num_train_classes
 
     def _read(self) -> Dict[str, Split]:
         if self.splits is None:

@@ -1,19 +1,15 @@
-r"""Metric-learning losses: the public names in one place, and synthetic negatives in PML form.
+r"""Metric-learning losses: the public names in one place.
 
 The losses live one family a file on the :class:`~graphneg.losses.base.BaseMetricLoss` contract
 (:mod:`graphneg.losses.base`): :class:`~graphneg.losses.npair.NPairLoss`,
 :class:`~graphneg.losses.multi_similarity.MultiSimilarityLoss`,
 :class:`~graphneg.losses.triplet.TripletMarginLoss`, :class:`~graphneg.losses.proxy_anchor.ProxyAnchorLoss`;
 shared distances in :mod:`graphneg.losses.distances`, reductions in :mod:`graphneg.losses.reducers`.
-This module re-exports them (``from graphneg.losses.metric import NPairLoss`` keeps working) and
-holds :func:`synthetic_indices_tuple`, which feeds synthetic negatives to a pytorch-metric-learning loss.
+This module re-exports them (``from graphneg.losses.metric import NPairLoss`` keeps working);
+:func:`~graphneg.losses.pml.synthetic_indices_tuple`, which feeds synthetic negatives to a
+pytorch-metric-learning loss, lives in :mod:`graphneg.losses.pml`.
 """
 from __future__ import annotations
-
-from typing import NamedTuple, Tuple
-
-import torch
-from torch import Tensor
 
 from graphneg.losses.base import (  # noqa: F401  (public here too)
     BaseMetricLoss, PairBlock, SyntheticNegatives, check_synthetic, pair_block,
@@ -23,7 +19,6 @@ from graphneg.losses.npair import NPairLoss
 from graphneg.losses.proxy_anchor import ProxyAnchorLoss
 from graphneg.losses.triplet import TripletMarginLoss
 from graphneg.ops.labels import next_positive_index, rank_in_class  # noqa: F401  (public here too)
-from graphneg.validation import check_embeddings, check_labels
 
 __all__ = [
     "BaseMetricLoss",
@@ -33,77 +28,8 @@ __all__ = [
     "ProxyAnchorLoss",
     "PairBlock",
     "SyntheticNegatives",
-    "PMLInputs",
     "pair_block",
     "next_positive_index",
     "rank_in_class",
-    "synthetic_indices_tuple",
     "check_synthetic",
 ]
-
-
-class PMLInputs(NamedTuple):
-    """Synthetic negatives in pytorch-metric-learning form (see :func:`synthetic_indices_tuple`)."""
-
-    ref_emb: Tensor
-    ref_labels: Tensor
-    indices_tuple: Tuple[Tensor, ...]
-
-
-def synthetic_indices_tuple(
-    embeddings: Tensor,
-    labels: Tensor,
-    neg_embeddings: Tensor,
-    neg_labels: Tensor,
-    anchor_index: Tensor,
-    kind: str = "pairs",
-) -> PMLInputs:
-    r"""Feed synthetic negatives to a pytorch-metric-learning loss: a reference set and an indices tuple.
-
-    The reference set is the real batch followed by the synthetic negatives,
-    ``ref_emb = cat([embeddings, neg_embeddings])`` (``[B + M, D]``), ``ref_labels`` likewise. The
-    indices tuple follows pytorch-metric-learning's convention for ``ref_emb`` (anchors index
-    ``embeddings``, positives and negatives index ``ref_emb``) and encodes the same pair sets as
-    graphneg's losses with synthetic negatives (module docstring): the positives of anchor ``a``
-    are the real same-class samples ``j != a``, its negatives are exactly its synthetic negatives
-    ``B + k`` with ``anchor_index[k] = a``.
-
-    * ``kind="pairs"``: ``(a1, p, a2, n)``, for pair losses (``MultiSimilarityLoss``,
-      ``ContrastiveLoss``, ``NTXentLoss``, ...).
-    * ``kind="triplets"``: ``(a, p, n)``, every positive of ``a`` with every synthetic negative of
-      ``a``, for ``TripletMarginLoss``.
-
-    Usage (``neg`` from :class:`graphneg.nn.GCAHNG`; ``neg.pml_inputs()`` is a shortcut)::
-
-        t = synthetic_indices_tuple(emb, labels, neg.x, neg.labels, neg.anchor_index)
-        loss = pml_losses.MultiSimilarityLoss()(emb, labels, t.indices_tuple, t.ref_emb, t.ref_labels)
-
-    With every anchor having a positive (m-per-class batches, ``m >= 2``) this equals
-    ``graphneg.losses.MultiSimilarityLoss(mining=False)(emb, labels, neg.x, neg.labels,
-    neg.anchor_index)``, and pytorch-metric-learning's ``TripletMarginLoss`` on the triplets equals
-    ``TripletMarginLoss(mining="all", reduction="nonzero")`` (``tests/test_generator.py`` checks this
-    against loops over the tuple). Building the tuple has data-dependent sizes (like a miner).
-    """
-    if kind not in ("pairs", "triplets"):
-        raise ValueError(f"kind must be 'pairs' or 'triplets', got {kind!r}")
-    check_embeddings(embeddings)
-    labels = check_labels(labels, embeddings.size(0)).to(embeddings.device)
-    synth = check_synthetic(embeddings, labels, neg_embeddings, neg_labels, anchor_index)
-    n, device = embeddings.size(0), embeddings.device
-    m = synth.anchor_index.numel()
-    same = labels[:, None] == labels[None, :]
-    pos_a, pos_p = (same & ~torch.eye(n, dtype=torch.bool, device=device)).nonzero(as_tuple=True)
-    neg_n = torch.arange(n, n + m, device=device)
-    if kind == "pairs":
-        tup: Tuple[Tensor, ...] = (pos_a, pos_p, synth.anchor_index, neg_n)
-    else:
-        # every (positive of a, synthetic negative of a): positives are sorted by anchor
-        count = torch.bincount(pos_a, minlength=n)
-        start = torch.cumsum(count, 0) - count
-        reps = count.index_select(0, synth.anchor_index)
-        g = torch.repeat_interleave(torch.arange(m, device=device), reps)
-        offset = torch.arange(g.numel(), device=device) - torch.repeat_interleave(
-            torch.cumsum(reps, 0) - reps, reps)
-        a = synth.anchor_index.index_select(0, g)
-        tup = (a, pos_p.index_select(0, start.index_select(0, a) + offset), neg_n.index_select(0, g))
-    return PMLInputs(torch.cat([embeddings, synth.x]), torch.cat([labels, synth.labels]), tup)
