@@ -51,6 +51,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import atomic_write, markdown_table  # noqa: E402  (experiments/ is not a package)
 
 SECTIONS = ("gpu_tests", "gca_step", "backbones", "retrieval", "losses")
 
@@ -220,7 +222,6 @@ def section_gpu_tests(sec: Section, cfg, device, out_dir: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ 2. GCA-HNG step
 def _bench_gca():
-    sys.path.insert(0, str(HERE))
     import bench_gca  # the dense [B, B, D] reference and the official layouts (reused, not copied)
 
     return bench_gca
@@ -563,10 +564,7 @@ def markdown(report: Dict[str, Any]) -> str:
             cols: List[str] = []
             for r in rows:
                 cols += [c for c in r if c not in cols and c != "message"]
-            lines.append("| " + " | ".join(cols) + " |")
-            lines.append("|" + "---|" * len(cols))
-            for r in rows:
-                lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+            lines += markdown_table(cols, ([_fmt(r.get(c)) for c in cols] for r in rows))
         for note in sec["notes"]:
             lines.append(f"- {note}")
         if sec["skipped"]:
@@ -610,8 +608,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             report["sections"][name] = sec.to_dict()
         report["wall_s"] = time.perf_counter() - t0
         # written after every section: a later crash or timeout keeps what was measured
-        (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
-        (out_dir / "report.md").write_text(markdown(report))
+        atomic_write(out_dir / "report.json", json.dumps(report, indent=1, default=str))
+        atomic_write(out_dir / "report.md", markdown(report))
         print(f"[device_check] {name}: {report['sections'][name]['status']} "
               f"({report['sections'][name]['wall_s']:.1f} s)", flush=True)
     return report
