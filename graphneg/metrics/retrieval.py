@@ -44,7 +44,7 @@ from torch import Tensor
 
 from graphneg.progress import ProgressBar, progress_enabled
 from graphneg.ops.knn import chunked_topk, faiss_available, nearest_neighbours, prepare_features  # noqa: F401
-from graphneg.validation import check_embeddings, check_k, check_ks, check_labels
+from graphneg.validation import check_embeddings, check_ks, check_labels
 
 class UndefinedRecallWarning(UserWarning):
     """Recall@K asked for a K larger than the number of references of a query (reported as nan)."""
