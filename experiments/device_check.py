@@ -11,8 +11,8 @@ a time budget, checked between its items, and items past it are listed as skippe
 1. ``gpu_tests``: ``pytest -m gpu tests/test_gpu.py`` (CUDA equals CPU for the layers, the generator,
    the losses, the kNN kernel and the retrieval metrics; autocast bf16 / fp16 tolerances); the counts
    of passed / failed / skipped tests and the failures' names.
-2. ``gca_step``: one GCA-HNG training step (``out = gen(z, y, j_mean)``; ``gen.loss(out, classifier).total
-   + gen.node_loss(out)``; backward; as ``experiments/bench_gca.py``) with D = 512, 2 blocks, 4 heads,
+2. ``gca_step``: one GCA-HNG training step (``out = gen(z, y, j_mean)``; ``generator_loss(out, classifier,
+   ...).total + node_loss(out)`` of :mod:`graphneg.losses.gca_hng`; backward; as ``experiments/bench_gca.py``) with D = 512, 2 blocks, 4 heads,
    chain random weighting, the official batch layouts (``bench_gca.layout``: 27 x 3 at B = 81, B/4 x 4
    otherwise): complete graph at B = 81, 256, 1024 and class-aware kNN (k = 16) at B = 1024, 4096, 16384;
    float32 and bf16 autocast, eager and ``torch.compile`` (of the generator's forward); the dense
@@ -232,12 +232,15 @@ def gca_train_step(gen, classifier, z0, y, amp_dtype, device, seed: int = 0):
     losses and the node CE, backward. ``amp_dtype``: ``None`` (float32) or an autocast dtype."""
     import torch
 
+    from graphneg.losses.gca_hng import generator_loss, node_loss
+
     gen.zero_grad(set_to_none=True)
     classifier.zero_grad(set_to_none=True)
     z = z0.clone().requires_grad_(True)
     with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
         out = gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(seed))
-        loss = gen.loss(out, classifier).total + gen.node_loss(out)
+        loss = (generator_loss(out, classifier, gen.softmax_factor, gen.dot_weight, gen.div_weight).total
+                + node_loss(out))
     loss.backward()
     return loss.detach()
 

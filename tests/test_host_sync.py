@@ -19,6 +19,7 @@ from graphneg.losses import (  # noqa: E402
     DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, MultiSimilarityLoss, NPairLoss, ProxyAnchorLoss,
     TripletMarginLoss, UnReMixLoss,
 )
+from graphneg.losses.gca_hng import generator_loss, node_loss  # noqa: E402
 from graphneg.nn import GCAHNG  # noqa: E402
 from graphneg.ops import knn as knn_mod  # noqa: E402
 from graphneg.ops.knn import chunked_topk, knn_index  # noqa: E402
@@ -136,9 +137,9 @@ def test_contrastive_losses_are_sync_free(name, cuda_path):
 
 # ------------------------------------------------------------------------------------------ GCA-HNG
 GCA_SITES = (
-    "graphneg/graph.py batch_graph: nonzero of the complete/positive mask; graphneg/nn/generator.py forward: "
-    "nonzero, two unique; graphneg/nn/generator.py _rank_within_groups: bincount; graphneg/nn/generator.py "
-    "chain_weights: two .item(); graphneg/nn/node_attention.py forward: boolean-mask indexing"
+    "graphneg/graph.py batch_graph: nonzero of the complete/positive mask; graphneg/nn/generator.py _generate: "
+    "nonzero, two unique; graphneg/nn/generation.py rank_within_groups: bincount; graphneg/nn/generation.py "
+    "chain_weights: two .item()"
 )
 
 #: sites whose output size is data-dependent by nature in the sparse (kNN) graph (edge counts): allowed
@@ -153,7 +154,7 @@ def _gca_step(edges, k):
     clf = torch.nn.Linear(16, 6)
     with value_checks(False), count_syncs() as rep:
         out = gen(z, y, j_mean=2.0)
-        loss = gen.loss(out, clf).total + gen.node_loss(out)
+        loss = generator_loss(out, clf, gen.softmax_factor, gen.dot_weight, gen.div_weight).total + node_loss(out)
         loss.backward()
     return rep
 
