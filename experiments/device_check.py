@@ -377,17 +377,19 @@ def section_backbones(sec: Section, cfg, device, out_dir: Path) -> None:
             model_args["warmup_epochs"] = 0  # the whole encoder trains (the warm-up trains the head only)
             data = conf["data"]["init_args"]
             c, m = cfg["layout_override"] or (data["classes_per_batch"], data["samples_per_class"])
-            if cfg["layout_override"]:
-                for key in ("num_classes",):
-                    model_args[key] = c
-                if model_args.get("generator"):
-                    gen_spec = dict(model_args["generator"])
-                    gen_spec["init_args"] = dict(gen_spec["init_args"], num_classes=c)
-                    model_args["generator"] = gen_spec
-                if "num_classes" in (model_args["loss"].get("init_args") or {}):
-                    loss_spec = dict(model_args["loss"])
-                    loss_spec["init_args"] = dict(loss_spec["init_args"], num_classes=c)
-                    model_args["loss"] = loss_spec
+            # the sizes graphneg's CLI links from the encoder and the data module (not in the YAML):
+            # the embedding size, and the number of classes (the synthetic batch's labels are 0..c-1)
+            dim = (enc["init_args"] or {}).get("embedding_dim", 512)
+            n_cls = c if cfg["layout_override"] else model_args.get("num_classes") or c
+            model_args["num_classes"] = n_cls
+            if model_args.get("generator"):
+                gen_spec = dict(model_args["generator"])
+                gen_spec["init_args"] = dict(gen_spec.get("init_args") or {}, dim=dim, num_classes=n_cls)
+                model_args["generator"] = gen_spec
+            if "num_classes" in (model_args["loss"].get("init_args") or {}):
+                loss_spec = dict(model_args["loss"])
+                loss_spec["init_args"] = dict(loss_spec["init_args"], num_classes=n_cls, embedding_size=dim)
+                model_args["loss"] = loss_spec
             import warnings
 
             with warnings.catch_warnings():

@@ -45,7 +45,7 @@ def tied_embeddings(n, seed):
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_ties_lowest_index_first_equal_to_brute_force(selection, chunk):
     x = tied_embeddings(90, 0)
-    for k in (1, 5, 11):  # 90 >= 8 * 11: "auto" takes the prefilter on the CPU
+    for k in (1, 5, 11):  # 90 < 4096: "auto" takes the two-pass selection
         v, i = run(x, x, k, exclude_self=True, chunk_size=chunk, selection=selection)
         bv, bi = brute_topk(x, x, k, exclude_self=True)
         assert torch.equal(i, bi), (selection, k)
@@ -140,11 +140,18 @@ def test_knn_index_equals_brute_force(negatives_only, loop):
 
 
 def test_knn_index_cuda_path_on_cpu(monkeypatch):
-    """The sync-free selection (what CUDA runs) gives the same edges as the CPU's prefilter."""
+    """The sync-free selection (what CUDA runs) gives the same edges as the CPU's prefilter, which "auto"
+    takes on the CPU from N = 4096 references on (counted)."""
     g = torch.Generator().manual_seed(6)
-    x = torch.randn(300, 8, generator=g)
-    a = knn_index(x, 16)
+    x = torch.randn(4100, 8, generator=g)
+    calls = []
+    real = knn_mod._select_prefilter
+    monkeypatch.setattr(knn_mod, "_select_prefilter", lambda *a: calls.append(1) or real(*a))
+    a = knn_index(x, 16, chunk_size=2048)
+    assert len(calls) == 3  # 4100 queries in blocks of 2048: the prefilter ran on each
     monkeypatch.setattr(knn_mod, "PREFILTER_DEVICE_TYPES", set())
-    b = knn_index(x, 16)
+    b = knn_index(x, 16, chunk_size=2048)
+    assert len(calls) == 3  # the CUDA selection: no prefilter
     assert torch.equal(a, b)
-    assert torch.equal(a, brute_knn_edges(x, 16))
+    small = x[:300]
+    assert torch.equal(knn_index(small, 16), brute_knn_edges(small, 16))

@@ -186,7 +186,8 @@ def chunked_topk(
     synchronisation, the CUDA path), ``"prefilter"`` (a lower bound of the ``k``-th value from
     group maxima across the tiles, then a stable sort of the few entries above it; reads a count back
     to the host; ~2.5x faster than ``"twopass"`` on the CPU at SOP size), or ``"auto"``: ``"prefilter"``
-    on :data:`PREFILTER_DEVICE_TYPES` when ``N_ref >= 8 k``, else ``"twopass"``. Both give identical results.
+    on :data:`PREFILTER_DEVICE_TYPES` when ``N_ref >= max(8 k, 4096)`` (where it pays: evaluation-size
+    galleries; a training batch's kNN graph stays sync-free), else ``"twopass"``. Both give identical results.
     """
     if score not in ("dot", "neg_sqeuclidean"):
         raise ValueError(f"score must be 'dot' or 'neg_sqeuclidean', got {score!r}")
@@ -203,7 +204,8 @@ def chunked_topk(
     rows_per = _rows_per_block(chunk_size, n_ref, max_block_elements)
     device = queries.device
     if selection == "auto":
-        selection = "prefilter" if device.type in PREFILTER_DEVICE_TYPES and n_ref >= 8 * k else "twopass"
+        prefilter = device.type in PREFILTER_DEVICE_TYPES and n_ref >= max(8 * k, _TILE)
+        selection = "prefilter" if prefilter else "twopass"
     r_sq = (refs * refs).sum(-1) if score == "neg_sqeuclidean" else None
     w = min(max(_TILE, 4 * k), n_ref)  # tile width: >= 4 k groups per row
     store = mask_store = None
