@@ -153,7 +153,7 @@ def run_one(spec: dict, seed: int, split: str, schedule: dict, logdir: Optional[
         samples_per_class=s["samples_per_class"], augment=s["augment"], seed=seed, eval_batch_size=500,
     )
     num_classes = dm.num_train_classes
-    loss = NPairLoss() if spec["loss"] == "npair" else MultiSimilarityLoss()
+    loss = NPairLoss() if spec["loss"] == "npair" else MultiSimilarityLoss(mining=True)
     gen = None
     if spec.get("gen") is not None:
         gen = GCAHNG(s["embedding_dim"], num_classes, **{**GCA_DEFAULT, **spec["gen"]})

@@ -69,7 +69,7 @@ def test_fit_logs_checkpoints_and_resumes_last_run(tmp_path, caplog):
     # the saved module reloads
     last = os.path.join(resumed.trainer.logger.log_dir, "checkpoints", "last.ckpt")
     mod = MetricLearningModule.load_from_checkpoint(
-        last, encoder=SmallCNN(1, 64, width=8), loss=MultiSimilarityLoss(), weights_only=False
+        last, encoder=SmallCNN(1, 64, width=8), loss=MultiSimilarityLoss(mining=True), weights_only=False
     )
     assert torch.equal(mod.encoder.fc.weight, straight.model.encoder.fc.weight)
 
@@ -143,7 +143,7 @@ def test_missing_data_root_is_reported(tmp_path):
 
 
 def test_single_class_batch_and_bad_labels_are_reported():
-    mod = MetricLearningModule(SmallCNN(1, 8, width=4), MultiSimilarityLoss())
+    mod = MetricLearningModule(SmallCNN(1, 8, width=4), MultiSimilarityLoss(mining=True))
     emb = torch.randn(6, 8)
     with pytest.raises(ValueError, match="single class"):
         mod._check_batch(emb, torch.zeros(6, dtype=torch.long))

@@ -112,7 +112,7 @@ def gca_loss(seed, x, y):
     net, gen, cls = gca_setup(seed, x.device)
     # detach_lam=False: every gradient path at once (lambda live on live embeddings; warns), to compare them all
     out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7), detach_lam=False)
-    ms = MultiSimilarityLoss()(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
+    ms = MultiSimilarityLoss(mining=True)(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
                                anchor_index=out.anchor_index)
     loss = ms + node_loss(out) + generator_loss(out, cls, gen.softmax_factor, gen.dot_weight, gen.div_weight).total
     return loss, [*net.parameters(), *gen.parameters(), *cls.parameters()], out

@@ -99,10 +99,11 @@ def _synthetic(seed=0):
     return z, y, out.x.detach(), out.labels, out.anchor_index
 
 
-METRIC_LOSSES = {"ms": MultiSimilarityLoss, "npair": NPairLoss, "triplet": TripletMarginLoss}
+METRIC_LOSSES = {"ms": MultiSimilarityLoss, "ms_mined": lambda: MultiSimilarityLoss(mining=True), "npair": NPairLoss,
+                 "triplet": TripletMarginLoss}
 
 
-@pytest.mark.parametrize("name", ["ms", "npair", "triplet", "proxy_anchor"])
+@pytest.mark.parametrize("name", ["ms", "ms_mined", "npair", "triplet", "proxy_anchor"])
 def test_metric_losses_are_sync_free(name):
     z, y, _, _, _ = _synthetic()
     loss = ProxyAnchorLoss(6, 16) if name == "proxy_anchor" else METRIC_LOSSES[name]()
@@ -114,7 +115,7 @@ def test_metric_losses_are_sync_free(name):
 
 @xfail_sync(reason="graphneg/losses/base.py pair_block: bincount and .item() (the widest "
                    "class / synthetic block size read on the host)")
-@pytest.mark.parametrize("name", ["ms", "npair", "triplet"])
+@pytest.mark.parametrize("name", ["ms", "ms_mined", "npair", "triplet"])
 def test_metric_losses_with_synthetic_negatives_are_sync_free(name):
     z, y, neg, neg_y, anchor = _synthetic()
     z = z.clone().requires_grad_(True)

@@ -162,7 +162,7 @@ def test_public_entry_points_reject_bool_and_float_labels(batch):
     bool_y, float_y = y > 1, y.float()
     calls = [
         lambda lab: batch_graph(z, lab, edges="negative"),
-        lambda lab: MultiSimilarityLoss()(z, lab),
+        lambda lab: MultiSimilarityLoss(mining=True)(z, lab),
         lambda lab: GCAHNG(8, 4, num_layers=1, heads=2)(z, lab),
         lambda lab: retrieval_metrics(z, lab, nmi=False),
         lambda lab: InfoNCELoss()(z, z, lab),
@@ -230,7 +230,7 @@ def test_generator_makes_no_validation_sync_when_value_checks_are_off(batch, rw,
         assert off == []  # GCAHNG.forward, complete graph: no host sync at all
 
 
-@pytest.mark.parametrize("loss", [MultiSimilarityLoss(), NPairLoss(), TripletMarginLoss(),
+@pytest.mark.parametrize("loss", [MultiSimilarityLoss(mining=True), NPairLoss(), TripletMarginLoss(),
                                   ProxyAnchorLoss(4, 8)], ids=lambda m: type(m).__name__)
 def test_metric_losses_make_no_host_sync_when_value_checks_are_off(batch, loss):
     z, y = batch
@@ -310,7 +310,7 @@ def test_module_checks_values_once_at_the_boundary(with_generator):
     assert loss.seen == ([False, False] if with_generator else [False])
     assert value_checks_enabled()  # ... and the switch is back on after the step
     # NaN encoder output: a clear error from the boundary, although the building blocks skip values
-    bad = MetricLearningModule(_Encoder(poison=True), MultiSimilarityLoss(), generator=gen(), num_classes=4,
+    bad = MetricLearningModule(_Encoder(poison=True), MultiSimilarityLoss(mining=True), generator=gen(), num_classes=4,
                                eval_nmi=False)
     with pytest.raises(ValueError, match="encoder output contain NaN or Inf"):
         _fit(bad, y)
@@ -318,18 +318,18 @@ def test_module_checks_values_once_at_the_boundary(with_generator):
     # labels outside the generator's / proxies' classes are caught at the boundary too
     if with_generator:
         with pytest.raises(ValueError, match=r"batch labels must lie in \[0, num_classes=4\)"):
-            _fit(MetricLearningModule(_Encoder(), MultiSimilarityLoss(), generator=gen(), num_classes=4,
+            _fit(MetricLearningModule(_Encoder(), MultiSimilarityLoss(mining=True), generator=gen(), num_classes=4,
                                       eval_nmi=False), y + 1)
     else:
         with pytest.raises(ValueError, match=r"batch labels must lie in \[0, num_classes=4\)"):
             _fit(MetricLearningModule(_Encoder(), ProxyAnchorLoss(4, 8), eval_nmi=False), y + 1)
         with pytest.raises(ValueError, match="has a positive"):
-            _fit(MetricLearningModule(_Encoder(), MultiSimilarityLoss(), eval_nmi=False), torch.arange(4))
+            _fit(MetricLearningModule(_Encoder(), MultiSimilarityLoss(mining=True), eval_nmi=False), torch.arange(4))
 
 
 def test_module_rejects_fractional_ks_at_construction():
     with pytest.raises(TypeError, match="each entry of ks must be a positive integer, got 1.5"):
-        MetricLearningModule(_Encoder(), MultiSimilarityLoss(), ks=(1, 1.5))
+        MetricLearningModule(_Encoder(), MultiSimilarityLoss(mining=True), ks=(1, 1.5))
 
 
 def test_knn_index_rejects_fractional_k(batch):
@@ -381,7 +381,7 @@ def test_float64_into_float32_generator_is_refused_naming_dtype_and_fix():
         gen(x, y)
     out = gen(x.float(), y)  # the fix works
     assert out.x.dtype == torch.float32
-    loss = MultiSimilarityLoss()
+    loss = MultiSimilarityLoss(mining=True)
     torch.testing.assert_close(loss(x, y).float(), loss(x.float(), y), rtol=1e-5, atol=1e-6)
 
 
@@ -395,4 +395,4 @@ def test_meta_tensors_are_refused_clearly():
     with pytest.raises(ValueError, match=r"labels is a 'meta' tensor"):
         check_labels(torch.empty(6, dtype=torch.long, device="meta"), 6)
     with pytest.raises(ValueError, match=r"'meta' tensor"):  # was: "Tensor.item() cannot be called on meta tensors"
-        MultiSimilarityLoss()(x, torch.arange(6) % 2)
+        MultiSimilarityLoss(mining=True)(x, torch.arange(6) % 2)

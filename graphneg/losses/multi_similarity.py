@@ -31,23 +31,23 @@ class MultiSimilarityLoss(BaseMetricLoss):
     :math:`\hat{\mathcal P}_i = \{p : S_{ip} - \epsilon < \max_{n} S_{in}\}`.
 
     Contract vs pytorch-metric-learning: ``alpha, beta, base`` are PML's positional arguments and
-    defaults. The one difference: ``mining=True`` (default, the paper's loss) applies the MS miner
-    inside the loss, so ``MultiSimilarityLoss()(z, y)`` equals PML's
-    ``MultiSimilarityLoss()(z, y, MultiSimilarityMiner(0.1)(z, y))``; ``mining=False`` equals PML's
-    ``MultiSimilarityLoss()(z, y)`` (all pairs). With an ``indices_tuple`` the tuple's pairs are used
+    defaults, and the default (``mining=False``) is PML's: ``MultiSimilarityLoss()(z, y)`` equals PML's
+    ``MultiSimilarityLoss()(z, y)`` (all pairs). ``mining=True`` (the paper's loss with its pair mining,
+    what graphneg's MS configs use) applies the MS miner inside the loss and equals PML's
+    ``MultiSimilarityLoss()(z, y, MultiSimilarityMiner(0.1)(z, y))``. With an ``indices_tuple`` the tuple's pairs are used
     as they are (no further mining), as PML. With synthetic negatives, :math:`\mathcal N_i` is the set
     of anchor ``i``'s synthetic negatives (in mining and in the loss).
 
     Args:
         alpha (float): positive scale (> 0). beta (float): negative scale (> 0).
         base (float): :math:`\lambda`. epsilon (float): mining margin (>= 0).
-        mining (bool): MS mining inside the loss (see above).
+        mining (bool): MS mining inside the loss (see above; default ``False`` as PML).
         distance: a :mod:`graphneg.losses.distances` object (default ``CosineSimilarity()``).
         reducer: a :mod:`graphneg.losses.reducers` object (default ``MeanReducer()``).
     """
 
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, *, epsilon: float = 0.1,
-                 mining: bool = True, distance: Optional[BaseDistance] = None,
+                 mining: bool = False, distance: Optional[BaseDistance] = None,
                  reducer: Optional[BaseReducer] = None):
         super().__init__()
         name = type(self).__name__
