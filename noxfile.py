@@ -1,5 +1,5 @@
 """Sessions: `nox -s demo`, `nox -s tests` (the CI command), `nox -s slow`, `nox -s scatter`,
-`nox -s bench`, `nox -s gpu`.
+`nox -s bench`, `nox -s gpu`, `nox -s device`.
 
 Installs follow constraints.txt (the torch / torchvision pair measured to import together on the
 reference machine); edit that file for another platform.
@@ -63,3 +63,12 @@ def gpu(session):
     """Tests marked `gpu` (run on a CUDA machine)."""
     _install(session, "dev")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", *session.posargs, env=ENV)
+
+
+@nox.session
+def device(session):
+    """The prepared accelerator check (experiments/device_check.py): `nox -s device -- --out DIR` on a CUDA
+    machine (under 8 minutes on one GPU; report.json + report.md in DIR); `-- --out DIR --small` on the CPU."""
+    _install(session, "dev")
+    args = session.posargs or ["--out", "experiments/results/device_check"]
+    session.run("python", "experiments/device_check.py", *args, env=ENV)

@@ -121,7 +121,8 @@ def dense_step(gen, z, y, num_chunks, j_mean, u, classifier):
     lam = torch.sigmoid(gnn.lin_lam(gnn.edge_bn(w.reshape(b * b, d)))).view(b, b, d)
     logits = gnn.classifier(gnn.node_bn(h))
     # GeneralPulling: positive = same class in the next chunk
-    pos = (torch.arange(b) + n_cls) % b
+    dev = z.device  # the reference runs on any device (experiments/device_check.py uses it on CUDA)
+    pos = (torch.arange(b, device=dev) + n_cls) % b
     d_pos = F.pairwise_distance(z, z[pos])
     d_neg = torch.linalg.vector_norm(z[:, None, :] - z[None, :, :] + 1e-6, dim=-1)
     hard = d_pos[:, None] < d_neg
@@ -138,13 +139,13 @@ def dense_step(gen, z, y, num_chunks, j_mean, u, classifier):
                 wt *= float(u[c, s_ - 1])
             table[c, t] = wt
     chunk = torch.arange(b) // n_cls
-    wmat = table[chunk][:, chunk]
+    wmat = table[chunk][:, chunk].to(dev)
     onehot = F.one_hot(y, n_cls).to(z.dtype)
     mixed = torch.einsum("an,nc,and->acd", wmat, onehot, zt)  # [B, C, D]
     keep = ~F.one_hot(y, n_cls).bool()
     x = mixed[keep]  # rows (anchor, other class), classes ascending
-    labels = torch.arange(n_cls).expand(b, n_cls)[keep]
-    anchors = torch.arange(b)[:, None].expand(b, n_cls)[keep]
+    labels = torch.arange(n_cls, device=dev).expand(b, n_cls)[keep]
+    anchors = torch.arange(b, device=dev)[:, None].expand(b, n_cls)[keep]
     jsoft = gen.softmax_factor * F.cross_entropy(classifier(x), labels)
     jsim = (1 - F.cosine_similarity(z[anchors], x, dim=1)).mean()
     jdiv = 1e-2 * (1 - torch.sqrt(((lam - lam.mean(dim=1, keepdim=True)) ** 2).sum() / (b * b)))

@@ -46,7 +46,7 @@ def test_inshop_query_against_gallery(tmp_path):
     want = retrieval_metrics(q, ql, ks=RECALL_KS["inshop"], ref_embeddings=g, ref_labels=gl, nmi=False)
     same_set = retrieval_metrics(torch.cat([q, g]), torch.cat([ql, gl]), ks=RECALL_KS["inshop"], nmi=False)
     for key in ("recall@1", "recall@10", "recall@50", "map@r", "r_precision"):
-        assert logged[key] == pytest.approx(want[key], abs=1e-6), key
+        assert logged[key] == pytest.approx(want[key], abs=1e-6, nan_ok=True), key  # K > gallery: nan
     assert want["map@r"] != pytest.approx(same_set["map@r"])  # the two protocols differ on this fixture
 
 
@@ -60,7 +60,7 @@ def test_same_set_protocol(tmp_path):
     x, y = _embed(enc, dm.datasets["test"])
     want = retrieval_metrics(x, y, ks=RECALL_KS["cub200"], nmi=False)
     for key in ("recall@1", "recall@8", "map@r", "r_precision"):
-        assert logged[key] == pytest.approx(want[key], abs=1e-6), key
+        assert logged[key] == pytest.approx(want[key], abs=1e-6, nan_ok=True), key  # K > gallery: nan
 
 
 def test_official_step_schedule():

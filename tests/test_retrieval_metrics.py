@@ -98,3 +98,34 @@ def test_errors():
         retrieval_metrics(emb, torch.arange(6))
     with pytest.raises(ValueError, match="NaN"):
         retrieval_metrics(emb * float("nan"), torch.zeros(6, dtype=torch.long))
+
+
+def test_recall_at_k_above_the_reference_count_is_nan_with_a_warning():
+    """Issue 20: ks=(1, 100) on 12 samples reported recall@100 = 1.0. K <= N - 1 (same set) or <= the
+    gallery size is required; a larger K is nan with a warning naming the limit; the rest is unchanged."""
+    from graphneg.metrics.retrieval import UndefinedRecallWarning
+
+    g = torch.Generator().manual_seed(3)
+    emb, lab = torch.randn(12, 5, generator=g), torch.arange(4).repeat(3)
+    with pytest.warns(UndefinedRecallWarning, match=r"K = \[100\].*only 11 references"):
+        got = retrieval_metrics(emb, lab, ks=(1, 11, 100), nmi=False)
+    assert math.isnan(got["recall@100"])
+    ref = brute(emb, lab, (1, 11))
+    for key, val in ref.items():
+        assert math.isclose(got[key], val, abs_tol=1e-9), key
+    assert got["recall@11"] == 1.0  # K = N - 1 ranks every reference: allowed, trivially 1
+    # a gallery: the limit is its size (no query excluded)
+    with pytest.warns(UndefinedRecallWarning, match=r"K = \[8\].*only 7 references.*gallery of 7"):
+        got = retrieval_metrics(emb[:5], lab[:5], ks=(1, 7, 8), ref_embeddings=emb[5:], ref_labels=lab[5:], nmi=False)
+    assert math.isnan(got["recall@8"]) and not math.isnan(got["recall@7"])
+    ref = brute(emb[:5], lab[:5], (1, 7), emb[5:], lab[5:])
+    assert math.isclose(got["recall@1"], ref["recall@1"], abs_tol=1e-9)
+
+
+def test_no_warning_when_every_k_fits():
+    import warnings
+
+    emb, lab = torch.randn(12, 5), torch.arange(4).repeat(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        retrieval_metrics(emb, lab, ks=(1, 11), nmi=False)

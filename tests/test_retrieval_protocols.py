@@ -35,7 +35,8 @@ def brute_force(q, ql, r=None, rl=None, ks=(1,)):
                 correct += 1
                 s += correct / (pos + 1)
         ap += s / R
-    out = {f"recall@{k}": hits[k] / n for k in ks}
+    n_ref = len(ri) - (1 if same else 0)  # Recall@K needs K <= the references a query has (issue 20)
+    out = {f"recall@{k}": hits[k] / n if k <= n_ref else float("nan") for k in ks}
     out.update({"map@r": ap / n, "r_precision": rp / n, "num_queries": float(n)})
     return out
 
@@ -51,7 +52,7 @@ def _tied_set(n, dim, classes, seed):
 
 def _compare(got, want):
     for key, v in want.items():
-        assert got[key] == pytest.approx(v, abs=1e-12), key
+        assert got[key] == pytest.approx(v, abs=1e-12, nan_ok=True), key
 
 
 @pytest.mark.parametrize("protocol", ["cub200", "cars196", "sop"])
@@ -133,7 +134,7 @@ def test_faiss_backend_equals_torch():
     a = retrieval_metrics(x, y, ks=(1, 10, 100), nmi=False, backend="torch")
     b = retrieval_metrics(x, y, ks=(1, 10, 100), nmi=False, backend="faiss")
     for key in a:
-        assert a[key] == pytest.approx(b[key], abs=1e-9)
+        assert a[key] == pytest.approx(b[key], abs=1e-9, nan_ok=True)  # recall@100 of 80 samples: nan
     i1 = torch.cat([i for _, i in nearest_neighbours(x, x, 5, True, backend="torch")])
     i2 = torch.cat([i for _, i in nearest_neighbours(x, x, 5, True, backend="faiss")])
     assert torch.equal(i1, i2)
@@ -161,7 +162,7 @@ def test_cuda_equals_cpu_with_ties():
         a = retrieval_metrics(x, y, ks=RECALL_KS["sop"], metric=metric, chunk_size=64, nmi=False)
         b = retrieval_metrics(x.cuda(), y.cuda(), ks=RECALL_KS["sop"], metric=metric, chunk_size=64, nmi=False)
         for key in a:
-            assert a[key] == pytest.approx(b[key], abs=1e-12), (metric, key)
+            assert a[key] == pytest.approx(b[key], abs=1e-12, nan_ok=True), (metric, key)  # @1000: nan
     i_cpu = torch.cat([i for _, _, i in chunked_topk(x, x, 17, score="neg_sqeuclidean", exclude_self=True)])
     i_gpu = torch.cat([i for _, _, i in chunked_topk(x.cuda(), x.cuda(), 17, score="neg_sqeuclidean",
                                                        exclude_self=True)])

@@ -7,7 +7,8 @@
   ``argmax_c w_c``. This is the online monitor of SimCLR-CIFAR implementations and of HCL (official
   code ``image/main.py`` ``test()``: ``k = 200``, ``t`` = the training temperature ``0.5``; Wu et al.
   use ``t = 0.07``; we default to ``0.1``). Queries are processed in chunks so memory stays
-  ``O(chunk_size * N_train)``.
+  ``O(chunk_size * N_train)``; the neighbours come from graphneg's one kNN kernel
+  (:func:`graphneg.ops.knn.chunked_topk`, ties lowest bank index first).
 * :func:`linear_probe`: the linear evaluation protocol (SimCLR Sec. 4 / appendix B.6; HCL
   ``image/linear.py``: a ``Linear`` layer on the frozen encoder trained with Adam, cross-entropy, 100
   epochs, lr 1e-3, weight decay 1e-6, batch 512). Here the layer is trained on *pre-computed*
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphneg.ops.knn import chunked_topk
 from graphneg.validation import check_embeddings, check_k, check_labels
 
 __all__ = ["knn_predict", "knn_accuracy", "knn_loo_accuracy", "linear_probe", "logistic_probe"]
@@ -125,15 +127,11 @@ def knn_predict(
     bank = F.normalize(train_emb.float(), dim=1)
     queries = F.normalize(test_emb.float().to(device), dim=1)
     preds = []
-    for start in range(0, queries.size(0), chunk_size):  # chunks of queries
-        q = queries[start:start + chunk_size]
-        sim = q @ bank.t()
-        if exclude_self:  # query j is bank row j: never its own neighbour
-            own = torch.arange(q.size(0), device=device)
-            sim[own, own + start] = float("-inf")
-        top_sim, top_idx = sim.topk(k, dim=1)                   # [B, k]
-        weights = (top_sim / temperature).exp()
-        scores = torch.zeros(q.size(0), c, device=device)
+    for _, top_sim, top_idx in chunked_topk(  # the one kNN kernel (ties: lowest bank index first)
+        queries, bank, k, score="dot", exclude_self=exclude_self, chunk_size=chunk_size
+    ):
+        weights = (top_sim / temperature).exp()                 # [B, k]
+        scores = torch.zeros(top_idx.size(0), c, device=device)
         scores.scatter_add_(1, train_labels[top_idx], weights)  # [B, C]
         preds.append(scores.argmax(dim=1))
     if not preds:

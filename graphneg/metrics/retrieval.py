@@ -13,6 +13,11 @@ the protocol pytorch-metric-learning's ``AccuracyCalculator`` implements:
 * NMI: normalised mutual information between the labels and k-means clusters (``n_clusters`` = number of
   query classes) of the query embeddings.
 
+Recall@K needs ``K <= N_ref`` references a query (``N - 1`` in the same-set protocol, the gallery size
+otherwise): a larger K would count every reference and report 1.0 whatever the embeddings are (e.g.
+``ks=(1, 100)`` on 12 samples). Such a K is reported as ``nan`` with an :class:`UndefinedRecallWarning`
+naming the limit (as scikit-learn reports an ill-defined metric); the other metrics are unaffected.
+
 Queries with ``R = 0`` (their class has no other member among the references) have no defined
 R-Precision/MAP@R; they are left out of every metric, and the number left out is reported.
 
@@ -30,7 +35,8 @@ searched against the gallery split (``ref_embeddings`` / ``ref_labels``).
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+import warnings
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,7 +44,11 @@ from torch import Tensor
 
 from graphneg.progress import ProgressBar, progress_enabled
 from graphneg.ops.knn import chunked_topk, faiss_available, nearest_neighbours, prepare_features  # noqa: F401
-from graphneg.validation import check_embeddings, check_k, check_ks, check_labels
+from graphneg.validation import check_embeddings, check_ks, check_labels
+
+class UndefinedRecallWarning(UserWarning):
+    """Recall@K asked for a K larger than the number of references of a query (reported as nan)."""
+
 
 #: Recall@K values of each benchmark's published protocol (official GCA-HNG ``train.py``).
 RECALL_KS: Dict[str, Tuple[int, ...]] = {
@@ -68,7 +78,8 @@ def retrieval_metrics(
     Args:
         embeddings: queries ``[N, D]``.
         labels: query classes ``[N]``.
-        ks: the K of Recall@K.
+        ks: the K of Recall@K; a K above the number of references a query has (``N - 1``, or the
+            gallery size) is reported as ``nan`` with an :class:`UndefinedRecallWarning`.
         ref_embeddings / ref_labels: the gallery; when omitted the queries are their own gallery and each
             query is excluded from its own neighbours (CUB/Cars/SOP protocol). In-Shop passes a gallery.
         metric: ``"cosine"`` (default) or ``"euclidean"``.
@@ -116,6 +127,16 @@ def retrieval_metrics(
             "at least two samples of a class (or a gallery holding the query classes)"
         )
     n_ref_avail = ref_embeddings.size(0) - (1 if same_set else 0)
+    too_large = [k for k in ks if k > n_ref_avail]
+    if too_large:
+        where = (f"{ref_embeddings.size(0)} samples, the query itself excluded" if same_set
+                 else f"a gallery of {ref_embeddings.size(0)}")
+        warnings.warn(
+            f"ks: Recall@K is undefined for K = {too_large}: each query has only {n_ref_avail} references "
+            f"({where}), fewer than K to rank; reported as nan. Use "
+            f"ks <= {n_ref_avail} or a larger evaluation set",
+            UndefinedRecallWarning, stacklevel=2,
+        )
     k_max = min(max(ks[-1], int(r_per_query.max())), n_ref_avail)
 
     recall_hits = torch.zeros(len(ks), dtype=torch.float64, device=embeddings.device)
@@ -141,7 +162,10 @@ def retrieval_metrics(
             bar.advance(idx.size(0))
 
     n_valid = valid.sum().to(torch.float64)
-    out: Dict[str, float] = {f"recall@{k}": float(recall_hits[j] / n_valid) for j, k in enumerate(ks)}
+    out: Dict[str, float] = {
+        f"recall@{k}": float(recall_hits[j] / n_valid) if k <= n_ref_avail else float("nan")
+        for j, k in enumerate(ks)
+    }
     out["map@r"] = float(ap_sum / n_valid)
     out["r_precision"] = float(rp_sum / n_valid)
     out["num_queries"] = float(n_valid)
@@ -169,4 +193,6 @@ def nmi_score(embeddings: Tensor, labels: Tensor, metric: str = "cosine", seed: 
     return float(normalized_mutual_info_score(y, pred))
 
 
-__all__ = ["retrieval_metrics", "nmi_score", "nearest_neighbours", "chunked_topk", "RECALL_KS"]
+__all__ = [
+    "retrieval_metrics", "nmi_score", "nearest_neighbours", "chunked_topk", "RECALL_KS", "UndefinedRecallWarning",
+]
