@@ -113,8 +113,6 @@ def test_metric_losses_are_sync_free(name):
     assert len(rep) == 0, rep.message()
 
 
-@xfail_sync(reason="graphneg/losses/base.py pair_block: bincount and .item() (the widest "
-                   "class / synthetic block size read on the host)")
 @pytest.mark.parametrize("name", ["ms", "ms_mined", "npair", "triplet"])
 def test_metric_losses_with_synthetic_negatives_are_sync_free(name):
     z, y, neg, neg_y, anchor = _synthetic()
@@ -207,8 +205,6 @@ def _module_step_syncs(generator: bool):
     return reports[-1]
 
 
-@xfail_sync(reason="graphneg/validation.py check_batch (called by graphneg/models/metric.py _check_batch) "
-                  "always reads its flags back with .tolist(): one sync a step")
 def test_metric_module_training_step_is_sync_free():
     rep = _module_step_syncs(generator=False)
     assert len(rep) == 0, rep.message()

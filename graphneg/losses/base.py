@@ -143,9 +143,10 @@ def pair_block(
 
     Without synthetic negatives: ``distance(embeddings, ref_emb)`` with :func:`pair_masks`. With
     ``synthetic`` the candidates of anchor ``a`` are the rows ``k`` with ``anchor_index[k] == a``, packed
-    into ``K = max_a |{k : anchor_index[k] = a}|`` columns (at least one; one host sync for this width);
-    their values ``distance.pairwise(z_a, n_k)`` are computed row-wise, ``O(M D)``, so memory is
-    ``O(B^2 + B K)`` rather than ``O(B M)``.
+    into the first columns of a padded block of ``max(M, 1)`` columns (a static bound on the widest
+    anchor, read from the shape, so no host sync, issue 21; the padding is masked out, so the losses
+    are those of the tight ``K = max_a |{k : anchor_index[k] = a}|`` packing); their values
+    ``distance.pairwise(z_a, n_k)`` are computed row-wise, ``O(M D)``; the block takes ``O(B M)`` memory.
     """
     mat = distance(embeddings, ref_emb)
     pos_mask, neg_mask = pair_masks(indices_tuple, labels, ref_labels)
@@ -155,8 +156,8 @@ def pair_block(
         return PairBlock(mat, pos_mask, mat, neg_mask, index)
     anchor = synthetic.anchor_index
     m = anchor.numel()
-    counts = torch.bincount(anchor, minlength=n)
-    width = max(int(counts.max()), 1) if m else 1  # one host sync: the block width
+    counts = torch.zeros(n, dtype=torch.long, device=device).index_add_(0, anchor, torch.ones_like(anchor))
+    width = max(m, 1)  # static bound on the widest anchor (no host sync)
     order = torch.argsort(anchor, stable=True)
     a_sorted = anchor[order]
     slot = torch.arange(m, device=device) - (torch.cumsum(counts, 0) - counts)[a_sorted]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from graphneg.distributed import gather_layout, gather_rows
 from graphneg.losses.gca_hng import GCAHNGObjective, generator_diagnostics  # noqa: F401  (public here too)
 from graphneg.metrics.retrieval import retrieval_metrics
-from graphneg.validation import check_batch, check_ks, value_checks
+from graphneg.validation import check_batch, check_ks, value_checks, value_checks_enabled
 
 
 class EmbeddingEvalMixin:
@@ -241,14 +241,23 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.encoder(x)
 
-    def _check_batch(self, emb: Tensor, y: Tensor) -> Tensor:
-        """The step's value checks, once, with one host sync (the building blocks skip theirs). What the
-        loss needs is read from its ``requires_positives`` attribute (graphneg's metric-loss contract;
-        a loss without it, e.g. a pytorch-metric-learning loss, skips anchors without positives)."""
+    def _check_batch(self, emb: Tensor, y: Tensor, batch_idx: int = 0, checks_on: Optional[bool] = None) -> Tensor:
+        """The step's checks, once (the building blocks skip theirs). What the loss needs is read from its
+        ``requires_positives`` attribute (graphneg's metric-loss contract; a loss without it, e.g. a
+        pytorch-metric-learning loss, skips anchors without positives).
+
+        Policy for the value checks (finite embeddings, two classes, label range, a positive), which cost
+        one host sync: they run on the first batch of each epoch (``batch_idx == 0``) always, and on every
+        other batch only while :func:`graphneg.validation.value_checks_enabled` is on and the step runs on
+        the CPU (where reading a flag costs no device sync). A CUDA step after the first of its epoch is
+        sync-free (issue 21); structure checks (shapes, dtypes) always run. ``checks_on``: the global
+        switch as read before the step turned it off for the building blocks (default: read now)."""
+        checks_on = value_checks_enabled() if checks_on is None else checks_on
+        values = batch_idx == 0 or (checks_on and emb.device.type == "cpu")
         limits = [getattr(m, "num_classes", None) for m in (self.generator, self.loss)]
         limits = [c for c in limits if isinstance(c, int)]
         return check_batch(emb, y, min(limits) if limits else None, "encoder output", "this training batch",
-                           need_positive=bool(getattr(self.loss, "requires_positives", False)))
+                           need_positive=bool(getattr(self.loss, "requires_positives", False)), values=values)
 
     def _set_warmup(self) -> None:
         if self.hparams.warmup_epochs <= 0:
@@ -280,10 +289,11 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx: int) -> Tensor:
         # the batch is validated once (_check_batch); losses / generator / graph skip value checks
+        checks_on = value_checks_enabled()
         with value_checks(False):
             x, y = batch
             emb = self.encoder(x)
-            y = self._check_batch(emb, y)
+            y = self._check_batch(emb, y, batch_idx, checks_on)
             if self.objective is not None:
                 return self._gca_hng_step(emb, y)
             loss = self.loss(emb, y)

@@ -195,31 +195,39 @@ def check_batch(
     what: str = "this training batch",
     need_positive: bool = False,
     others: Sequence[Tuple[str, Tensor]] = (),
+    values: bool = True,
 ) -> Optional[Tensor]:
     """All checks of a training batch with **one** host sync, for a module boundary.
 
     Structure as :func:`check_embeddings` / :func:`check_labels`. Values: finite ``embeddings``
     (and finite ``others``, ``(name, tensor)`` pairs such as a second view); with ``labels``: at
     least two classes, ids in ``[0, num_classes)`` (when given) and, with ``need_positive``, some
-    class with two or more samples (pair-based losses need a positive). Always checks values,
-    whatever the switch says; the errors are those of the single checks. Returns the labels (on
-    the embeddings' device), or ``None`` without labels.
+    class with two or more samples (pair-based losses need a positive). Checks values whenever
+    ``values`` is true (the default), whatever the global switch says; ``values=False`` runs the
+    structure checks only, with no host sync (the caller's policy decides when values are read, e.g.
+    :class:`graphneg.models.MetricLearningModule` on the first batch of each epoch on CUDA). The
+    errors are those of the single checks. Returns the labels (on the embeddings' device), or
+    ``None`` without labels.
     """
     check_embeddings(embeddings, name, values=False)
     for other_name, other in others:
         check_embeddings(other, other_name, values=False)
-    flags = [torch.isfinite(embeddings).all()] + [torch.isfinite(o).all() for _, o in others]
+    flags = ([torch.isfinite(embeddings).all()] + [torch.isfinite(o).all() for _, o in others]) if values else []
     n_finite = len(flags)
     if labels is not None:
         labels = check_labels(labels, embeddings.size(0), "batch labels", values=False)
         labels = labels.to(embeddings.device)
         if labels.numel() == 0:
             raise ValueError(f"{what} is empty")
+        if not values:
+            return labels
         flags.append((labels != labels[0]).any())
         if num_classes is not None:
             flags.append(((labels >= 0) & (labels < num_classes)).all())
         if need_positive:
             flags.append((torch.sort(labels).values.diff() == 0).any())
+    if not values:
+        return labels
     ok = torch.stack(flags).tolist()  # the one host sync
     for (bad_name, _), good in zip([(name, embeddings), *others], ok[:n_finite]):
         if not good:
