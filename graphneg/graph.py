@@ -63,6 +63,19 @@ def _sorted_unique_edges(src: Tensor, tgt: Tensor, n: int) -> Tensor:
     return torch.stack([key % n, key // n])
 
 
+def complete_edge_index(n: int, loop: bool = True, device=None) -> Tensor:
+    """``edge_index`` ``[2, n * n]`` (``[2, n * (n - 1)]`` without ``loop``) of the complete graph on ``n``
+    nodes, sorted by target, then source: exactly ``dense_edge_mask(n, edges="complete", loop=loop)``'s
+    ``nonzero`` read as ``(target, source)``, built arithmetically from ``n`` so it needs no host sync
+    (issue 21). Without loops, position ``p`` of row ``i`` holds source ``p + (p >= i)``."""
+    rows = torch.arange(n, device=device)
+    width = n if loop else max(n - 1, 0)
+    tgt = rows.view(n, 1).expand(n, width)
+    pos = torch.arange(width, device=device).view(1, width).expand(n, width)
+    src = pos if loop else pos + (pos >= tgt).long()
+    return torch.stack([src.reshape(-1), tgt.reshape(-1)])
+
+
 def batch_graph(
     x: Tensor,
     labels: Optional[Tensor] = None,
@@ -120,7 +133,10 @@ def batch_graph(
             x, k, labels=labels, negatives_only=edges == "knn_negative", loop=loop,
             metric=metric, chunk_size=chunk_size,
         )
+    elif edges == "complete":
+        edge_index = complete_edge_index(n, loop, device=x.device)  # no host sync
     else:
+        # "positive" / "negative": the edge count depends on the labels (one host sync, by nature)
         mask = dense_edge_mask(n, labels, edges, loop, device=x.device)
         tgt, src = mask.nonzero(as_tuple=True)
         edge_index = torch.stack([src, tgt])
@@ -128,6 +144,6 @@ def batch_graph(
 
 
 __all__ = [
-    "EDGE_MODES", "batch_graph", "knn_index", "dense_edge_mask", "check_edge_mode", "check_embeddings", "check_labels",
+    "EDGE_MODES", "batch_graph", "complete_edge_index", "knn_index", "dense_edge_mask", "check_edge_mode", "check_embeddings", "check_labels",
     "check_multiclass",
 ]

@@ -22,7 +22,8 @@ def rank_within_groups(group: Tensor, key: Tensor, num_groups: int, key_range: i
     """Rank of each element within its group ordered by ``key`` (``key < key_range``), and the group sizes
     ``[num_groups]``; no Python loop (one sort)."""
     perm = torch.argsort(group * key_range + key)
-    counts = torch.bincount(group, minlength=num_groups)
+    counts = torch.zeros(num_groups, dtype=group.dtype, device=group.device).index_add_(
+        0, group, torch.ones_like(group))  # bincount without its host sync (num_groups is given)
     starts = counts.cumsum(0) - counts
     rank = torch.empty_like(group)
     rank[perm] = torch.arange(group.numel(), device=group.device) - starts.index_select(
@@ -62,10 +63,14 @@ def chain_weights(
     Returns:
         weights ``[P]``.
     """
-    num_steps = int(size.max()) - 1 if size.numel() else 0
+    if not size.numel():
+        return torch.ones(step.shape, dtype=dtype, device=step.device)
+    # the draw layout (R, T) is data-dependent and fixes which draw each pair gets: one host sync for both
+    max_size, max_chunk = torch.stack([size.max(), chunk.max().to(size.dtype)]).tolist()
+    num_steps = int(max_size) - 1
     if num_steps <= 0:
         return torch.ones(step.shape, dtype=dtype, device=step.device)
-    num_chunks = int(chunk.max()) + 1
+    num_chunks = int(max_chunk) + 1
     u = _uniform((num_chunks, num_steps), generator, step.device, dtype)
     log_u = u.clamp_min(torch.finfo(dtype).tiny).log()
     cum = torch.cat([torch.zeros(num_chunks, 1, dtype=dtype, device=step.device),

@@ -412,11 +412,13 @@ class GCAHNG(nn.Module):
             pair_group = torch.arange(num_pairs, device=embeddings.device)
             weights = torch.ones(num_pairs, dtype=embeddings.dtype, device=embeddings.device)
         else:
-            classes, cls = torch.unique(labels, return_inverse=True)
-            num_cls = classes.numel()
-            uniq, pair_group = torch.unique(a * num_cls + cls.index_select(0, n), return_inverse=True)
+            # groups = (anchor, negative class), sorted by anchor, then class; keyed with the static
+            # num_classes (labels lie in [0, num_classes)), so only the group count itself needs the host
+            # (the number of output rows, data-dependent by nature)
+            num_cls = self.num_classes
+            uniq, pair_group = torch.unique(a * num_cls + labels.index_select(0, n), return_inverse=True)
             num_groups = uniq.numel()
-            out_anchor, out_labels = uniq // num_cls, classes.index_select(0, uniq % num_cls)
+            out_anchor, out_labels = uniq // num_cls, uniq % num_cls
             if self.rw == "chain":
                 step, size = rank_within_groups(pair_group, n, num_groups, b)
                 weights = chain_weights(step, size.index_select(0, pair_group),
