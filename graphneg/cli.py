@@ -72,8 +72,11 @@ def _num_train_classes(train_classes: Sequence[int], split: str) -> int:
     """Training classes of the MNIST DataModules: all 10 digits for ``MNIST5kDataModule``'s stratified
     split, else ``len(train_classes)`` (``MNIST5kDataModule`` zero-shot, ``MNIST5kPairsDataModule`` test
     split; its ``split="validation"`` trains on the subset ``val_train_classes`` of ``train_classes``,
-    whose labels stay below this count)."""
-    return 10 if split == "stratified" else len(train_classes)
+    whose labels stay below this count). ``train_classes=None``: ``MNIST5kPairsDataModule``'s named
+    ``class_split`` (both named splits train 50 classes)."""
+    if split == "stratified":
+        return 10
+    return 50 if train_classes is None else len(train_classes)
 
 
 # (source, target, apply_on, compute_fn): see the module docstring
