@@ -50,12 +50,13 @@ E = "--model.init_args.encoder.init_args."
 G = "--model.init_args.generator.init_args."
 
 # ------------------------------------------------------------------------------------ phase 1: the regime
-# The CPU budget: one N-pair baseline run (train + per-epoch evaluation) must fit in BUDGET_S seconds on one
-# thread, so that a GCA-HNG run (2-3x the baseline) stays near 2 minutes and the 8-row x 5-seed grid plus
-# the alpha / beta search fit in about one hour on the shared 2-core machine.
-BUDGET_S = 60.0
+# The CPU budget: one N-pair baseline run (train + per-epoch evaluation) must fit in BUDGET_S CPU seconds on
+# one thread, so that a GCA-HNG run (about 3x the baseline) stays near 75 CPU s and the 8-row x 5-seed grid
+# plus the alpha search (~45 CPU minutes) finish in two hours on the 2-core machine shared with 7 other jobs
+# (one process got 10-30% of a core there).
+BUDGET_S = 25.0  # CPU seconds (process time: the machine is shared, wall time is not a measure)
 REGIME_GRID = dict(images_per_class=(20, 40), width=(8, 16), embedding_dim=(32, 64), epochs=(10, 20))
-REGIME_SEEDS = (100, 101)
+REGIME_SEEDS = (100,)  # one seed per candidate: 16 runs is what the shared CPU allows
 # context runs at the smallest setting (not candidates): what the pooling and the class split do
 CONTEXT = {
     "global average pooling (pool 1x1)": [E + "pool=[1, 1]"],
@@ -78,8 +79,8 @@ def regime_name(r: dict) -> str:
 
 # ------------------------------------------------------------------------------------ phase 2: alpha / beta
 ALPHAS = (4.0, 1.0, 0.25)  # official 4
-BETAS = (30.0, 10.0)  # official 30
-AB_SEEDS = (100, 101)
+BETAS = (30.0,)  # official 30 (kept: the budget allows one factor)
+AB_SEEDS = (100,)
 ALIVE = 0.1  # exp(-alpha / J_m), mean over the epochs after the first (J_m = 1e6 in the first), must reach this
 
 
@@ -142,11 +143,12 @@ def run(config: Path, overrides: Sequence[str], seed: int, split: str, run_dir: 
                                                          datamodule=dm, verbose=False)[0])
     curve: List[dict] = []
     trainer.callbacks.append(curve_callback(curve))
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     with quiet_lightning():
         trainer.fit(model, datamodule=dm)
     out.update(final={k: v for k, v in curve[-1].items() if k.startswith("val/")}, curve=curve,
-               seconds=time.time() - t0, logdir=getattr(trainer.logger, "log_dir", None))
+               seconds=time.time() - t0, cpu_seconds=time.process_time() - c0,
+               logdir=getattr(trainer.logger, "log_dir", None))
     return out
 
 
@@ -154,21 +156,36 @@ def _scores(res: dict) -> dict:
     return {k: float(v) for k, v in res.items() if k.startswith("val/")}
 
 
-def execute(jsonl: Path, phase: str, todo: List[tuple], split: str, logroot: Path) -> None:
-    """Run each ``(name, config, overrides, seed, extra_record, reference)`` not yet in ``jsonl``."""
+def _one(job: tuple) -> dict:
+    """Run one job in a worker process (``--workers``) or in this one; return its JSONL record."""
+    phase, name, config, overrides, seed, extra, reference, split, logroot = job
+    quiet_study(threads=1)
+    print(f"[{time.strftime('%H:%M:%S')}] {phase}: {name}, seed {seed}", flush=True)
+    slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+    res = run(config, overrides, seed, split, logroot / phase / slug / f"seed{seed}", reference)
+    f = res["final"]
+    print(f"    {phase}: {name}, seed {seed}: MAP@R {f.get('val/map@r', float('nan')):.4f}  "
+          f"R@1 {f.get('val/recall@1', float('nan')):.4f}  {res['seconds']:.0f} s ({res['cpu_seconds']:.0f} CPU s)",
+          flush=True)
+    return {"phase": phase, "name": name, "seed": seed, "split": split,
+            "config": str(Path(config).relative_to(ROOT)), "overrides": list(overrides), **extra, **res}
+
+
+def execute(jsonl: Path, phase: str, todo: List[tuple], split: str, logroot: Path, workers: int = 1) -> None:
+    """Run each ``(name, config, overrides, seed, extra_record, reference)`` not yet in ``jsonl`` (in
+    ``workers`` processes, one torch thread each); the parent appends each record as its run finishes."""
     done = {(r["phase"], r["name"], r["seed"]) for r in read_jsonl(jsonl)}
-    for name, config, overrides, seed, extra, reference in todo:
-        if (phase, name, seed) in done:
-            continue
-        print(f"[{time.strftime('%H:%M:%S')}] {phase}: {name}, seed {seed}", flush=True)
-        slug = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
-        res = run(config, overrides, seed, split, logroot / phase / slug / f"seed{seed}", reference)
-        append_jsonl(jsonl, {"phase": phase, "name": name, "seed": seed, "split": split,
-                             "config": str(Path(config).relative_to(ROOT)), "overrides": list(overrides),
-                             **extra, **res})
-        f = res["final"]
-        print(f"    MAP@R {f.get('val/map@r', float('nan')):.4f}  R@1 {f.get('val/recall@1', float('nan')):.4f}  "
-              f"{res['seconds']:.0f} s", flush=True)
+    jobs = [(phase, *t[:6], split, logroot) for t in todo if (phase, t[0], t[3]) not in done]
+    if workers <= 1:
+        for job in jobs:
+            append_jsonl(jsonl, _one(job))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for fut in as_completed([pool.submit(_one, job) for job in jobs]):
+            append_jsonl(jsonl, fut.result())
 
 
 # ------------------------------------------------------------------------------------ selections
@@ -191,7 +208,7 @@ def choose_regime(records: List[dict]) -> Optional[dict]:
             by.setdefault(r["name"], []).append(r)
     best, best_score = None, -1.0
     for name, rs in by.items():
-        ok = statistics.fmean(r["seconds"] for r in rs) <= BUDGET_S and all(
+        ok = statistics.fmean(r["cpu_seconds"] for r in rs) <= BUDGET_S and all(
             r["final"]["val/map@r"] > max(r["raw pixels"]["val/map@r"], r["untrained"]["val/map@r"]) for r in rs)
         if ok and _mean(rs, "val/map@r") > best_score:
             best, best_score = rs[0]["regime"], _mean(rs, "val/map@r")
@@ -230,8 +247,9 @@ def phase_regime(args) -> None:
             todo.append((f"context: {name}", CONFIG["npair"], regime_overrides(smallest) + extra, seed,
                          {"regime": smallest, "context": name}, True))
     # candidates first (both seeds), context runs last
-    execute(args.regime_jsonl, "regime", [t for t in todo if "context" not in t[4]], "val", args.logroot)
-    execute(args.regime_jsonl, "regime-context", [t for t in todo if "context" in t[4]], "val", args.logroot)
+    execute(args.regime_jsonl, "regime", [t for t in todo if "context" not in t[4]], "val", args.logroot, args.workers)
+    execute(args.regime_jsonl, "regime-context", [t for t in todo if "context" in t[4]], "val", args.logroot,
+            args.workers)
     print("chosen:", choose_regime(read_jsonl(args.regime_jsonl)))
 
 
@@ -243,7 +261,7 @@ def phase_alphabeta(args) -> None:
                 todo.append((f"{loss}: alpha {a:g}, beta {b:g}", CONFIG[cfg],
                              [f"{G}alpha={a}", f"--model.init_args.synthetic_beta={b}"], seed,
                              {"loss": loss, "alpha": a, "beta": b}, False))
-    execute(args.jsonl, "alphabeta", todo, "val", args.logroot)
+    execute(args.jsonl, "alphabeta", todo, "val", args.logroot, args.workers)
     recs = read_jsonl(args.jsonl)
     print("chosen:", {loss: choose_alphabeta(recs, loss) for loss in ("npair", "ms")})
 
@@ -254,7 +272,7 @@ def phase_test(args) -> None:
         for name in args.rows or ROWS:
             spec = ROWS[name]
             todo.append((name, CONFIG[spec["config"]], list(spec.get("extra", [])), seed, {}, name == "N-pair"))
-    execute(args.jsonl, "test", todo, "test", args.logroot)
+    execute(args.jsonl, "test", todo, "test", args.logroot, args.workers)
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -266,13 +284,13 @@ def report_regime(args) -> str:
     recs = read_jsonl(args.regime_jsonl)
     chosen = choose_regime(recs)
     header = ["setting (validation split)", "seeds", "R@1", "MAP@R", "raw pixels R@1 / MAP@R", "untrained R@1 / MAP@R",
-              "fit s (1 thread)", "within budget, beats both"]
+              "fit CPU s (1 thread)", "within budget, beats both"]
     rows = []
     by: Dict[str, List[dict]] = {}
     for r in recs:
         by.setdefault(r["name"], []).append(r)
     for name, rs in by.items():
-        secs = statistics.fmean(r["seconds"] for r in rs)
+        secs = statistics.fmean(r["cpu_seconds"] for r in rs)
         ok = secs <= BUDGET_S and all(r["final"]["val/map@r"] > max(r["raw pixels"]["val/map@r"],
                                                                     r["untrained"]["val/map@r"]) for r in rs)
         mark = " **(chosen)**" if "context" not in rs[0] and rs[0]["regime"] == chosen else ""
@@ -299,8 +317,9 @@ what the pooling, the class split and the head do at the smallest setting.
 
 {table}
 
-Mean ± half-width of the 95% t interval over the seeds (2 seeds: t = 12.7, wide); fit seconds measured on
-the 2-core machine shared with other jobs (noisy).
+One seed per candidate (the shared 2-core CPU allowed 16 + 4 runs); the chosen regime's spread over
+seeds is in the test table below. Fit CPU seconds: process time of training plus the per-epoch
+evaluation on one thread (wall time on the shared machine is 2-4x that).
 
 ## On the test classes (the study's 5 seeds, chosen regime)
 
@@ -449,6 +468,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(TEST_SEEDS))
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=None, help="test rows (default: all)")
     p.add_argument("--logroot", type=Path, default=Path("runs/gca_study"), help="TensorBoard root")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel (one torch thread each)")
     args = p.parse_args()
     quiet_study(threads=1)
     if args.phase == "regime":
