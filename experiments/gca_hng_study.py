@@ -309,7 +309,7 @@ def report_regime(args) -> str:
                      fmt_ci([r["final"]["val/map@r"] for r in rs]),
                      " / ".join(fmt_ci([r["raw pixels"][k] for r in rs]) for k in ("val/recall@1", "val/map@r")),
                      " / ".join(fmt_ci([r["untrained"][k] for r in rs]) for k in ("val/recall@1", "val/map@r")),
-                     f"{secs:.0f}",
+                     f"{secs:.1f}",
                      "-" if "context" in rs[0] else ("yes" if ok else "no")])
     for r in regime_candidates():
         if regime_name(r) not in by:
@@ -372,9 +372,9 @@ def report_study(args) -> str:
         if spec["base"] and by.get(spec["base"]):
             diff = _paired(runs, by[spec["base"]], spec["base"])
         rows.append([name, len(runs), *_fmt_scores([r["final"] for r in runs.values()]), diff,
-                     f"{statistics.fmean(r['seconds'] for r in runs.values()):.0f}"])
+                     f"{statistics.fmean(r['cpu_seconds'] for r in runs.values()):.0f}"])
     table = "\n".join(markdown_table(["row", "seeds", "R@1", "R@2", "R@4", "R@8", "MAP@R",
-                                      "MAP@R − baseline, paired (wins)", "s / run"], rows))
+                                      "MAP@R − baseline, paired (wins)", "CPU s / run"], rows))
     extra = []
     for a, b in EXTRA_PAIRS:
         if by.get(a) and by.get(b):
