@@ -10,7 +10,7 @@ Statistics
     :func:`fmt_ci`, :func:`paired_differences` / :func:`paired_summary` / :func:`fmt_paired` (per-seed
     differences of two rows that share seeds, i.e. initialisation, data order and augmentations).
 Tables and files
-    :func:`markdown_table`, :func:`read_jsonl`, :func:`append_jsonl`, :func:`atomic_write_text`.
+    :func:`markdown_table`, :func:`read_jsonl`, :func:`append_jsonl`, :func:`atomic_write`.
 Memory
     :func:`proc_status_bytes`, :func:`reset_peak_rss`, :class:`PeakRSS` (Linux ``/proc/self``).
 Training
@@ -19,6 +19,7 @@ Training
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -137,13 +138,22 @@ def append_jsonl(path: PathLike, row: Mapping[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (parents created)."""
+def atomic_write(path: PathLike, data: Union[str, bytes]) -> None:
+    """Write ``data`` (text or bytes) to ``path`` through a temporary file in the same folder and
+    ``os.replace``, so a reader never sees a half-written file (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_bytes(data.encode() if isinstance(data, str) else bytes(data))
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Deprecated name of :func:`atomic_write` (the first version of this module wrote text only)."""
+    import warnings
+
+    warnings.warn("atomic_write_text is deprecated; use atomic_write", DeprecationWarning, stacklevel=2)
+    atomic_write(path, text)
 
 
 # ------------------------------------------------------------------------------------ memory
@@ -253,15 +263,50 @@ def final_metrics(trainer) -> Dict[str, float]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _metrics_curve_class():
+    import lightning as L
+
+    class MetricsCurve(L.Callback):
+        """A Lightning callback recording, at the end of every training epoch, the trainer's logged scalars
+        whose name starts with one of ``prefixes`` (``None``: all) as ``{"epoch": e, name: value, ...}`` rows
+        in ``self.rows`` (``_epoch`` suffixes dropped): the learning curve of a run, for a study's record."""
+
+        def __init__(self, prefixes: Optional[Sequence[str]] = None):
+            self.rows: List[Dict[str, float]] = []
+            self.prefixes = None if prefixes is None else tuple(prefixes)
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            row: Dict[str, float] = {"epoch": trainer.current_epoch + 1}
+            for k, v in final_metrics(trainer).items():
+                name = k[: -len("_epoch")] if k.endswith("_epoch") else k
+                if self.prefixes is None or name.startswith(self.prefixes):
+                    row[name] = v
+            self.rows.append(row)
+
+    return MetricsCurve
+
+
+def __getattr__(name: str):
+    # MetricsCurve subclasses lightning's Callback: built on first use so that the benchmarks' child
+    # processes, which import this module for PeakRSS, do not import Lightning
+    if name == "MetricsCurve":
+        return _metrics_curve_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run_config(config: Union[PathLike, Sequence[PathLike]], overrides: Sequence[str] = (),
-               run_dir: Optional[PathLike] = None, test: bool = False, return_cli: bool = False):
+               run_dir: Optional[PathLike] = None, test: bool = False, return_cli: bool = False,
+               callbacks: Sequence[Any] = ()):
     """Train one run as ``graphneg fit --config CONFIG [--trainer.default_root_dir RUN_DIR] OVERRIDES`` does,
     in this process, and return its final metrics (``{"val/...": x, "probe/...": y, "fit_s": seconds}``;
-    with ``test=True`` also ``trainer.test`` on the trained model, ``test/...``). ``return_cli=True``
+    with ``test=True`` also ``trainer.test`` on the trained model, ``test/...``). ``callbacks`` (Lightning
+    callback objects, e.g. :class:`MetricsCurve`) are added to the configured ones. ``return_cli=True``
     returns ``(metrics, cli)`` to evaluate the trained model further."""
     from graphneg.cli import quiet_lightning
 
     cli = build_cli(config, overrides, run_dir)
+    cli.trainer.callbacks.extend(callbacks)
     t0 = time.time()
     with quiet_lightning():
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -276,6 +321,24 @@ def run_config(config: Union[PathLike, Sequence[PathLike]], overrides: Sequence[
 
 __all__ = [
     "mean_ci", "fmt_ci", "paired_differences", "paired_summary", "fmt_paired", "by_seed", "markdown_table",
-    "read_jsonl", "append_jsonl", "atomic_write_text", "proc_status_bytes", "reset_peak_rss", "PeakRSS",
-    "quiet_study", "cli_args", "build_cli", "final_metrics", "run_config",
+    "read_jsonl", "append_jsonl", "atomic_write", "atomic_write_text", "proc_status_bytes", "reset_peak_rss", "PeakRSS",
+    "quiet_study", "cli_args", "build_cli", "final_metrics", "MetricsCurve", "run_config",
 ]
+
+#: Trainer overrides of a study run: no progress bar, summary, sanity or validation loop and no configured
+#: callbacks (the studies evaluate the trained model themselves), on the CPU. The logger stays (TensorBoard
+#: under the run's folder; the CLI's learning-rate monitor needs one).
+STUDY_TRAINER = (
+    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=0", "--trainer.callbacks=[]",
+    "--trainer.accelerator=cpu", "--trainer.devices=1",
+)
+
+
+def class_arg(key: str, class_path: str, **init_args: Any) -> str:
+    """The override ``--KEY={"class_path": ..., "init_args": {...}}`` that replaces the whole object at
+    ``KEY`` (e.g. ``model.init_args.loss``): no init argument of the config's class is carried over."""
+    return f"--{key}=" + json.dumps({"class_path": class_path, "init_args": init_args})
+
+
+__all__ += ["STUDY_TRAINER", "class_arg"]

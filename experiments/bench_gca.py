@@ -1,7 +1,7 @@
 """Benchmark: GCAHNG (complete and sparse kNN graphs) against a dense [B, B, D] reference.
 
 What is measured: one training step of the generator, forward + backward, on CPU:
-``out = gen(z, y, j_mean)``; ``loss = gen.loss(out, classifier).total + gen.node_loss(out)``;
+``out = gen(z, y, j_mean, detach_lam=False)``; ``loss = generator_loss(out, classifier, ...).total + node_loss(out)``;
 ``loss.backward()``, with ``z`` a leaf that requires grad (so every gradient path of the
 official update, GNN parameters and embeddings, is exercised). The dense reference computes the
 same quantities in the official formulation (github PWenJay/GCA-HNG ``scripts/models.py``:
@@ -56,10 +56,13 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import PeakRSS, proc_status_bytes  # noqa: E402
 
 DIM = 512
 K = 16
@@ -152,27 +155,13 @@ def dense_step(gen, z, y, num_chunks, j_mean, u, classifier):
 # --------------------------------------------------------------------------------------------
 # child: one configuration
 # --------------------------------------------------------------------------------------------
-def _status_kb(field):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def child(cfg):
+    import warnings
+
     import torch
     from torch import nn
 
+    from graphneg.losses.gca_hng import generator_loss, node_loss
     from graphneg.nn import GCAHNG
 
     b, modes, reps = cfg["B"], cfg["modes"], cfg["reps"]
@@ -184,7 +173,7 @@ def child(cfg):
         sparse = mode.startswith("sparse")
         gens[mode] = GCAHNG(DIM, num_classes=n_cls, num_layers=2, heads=4, dropout=0.0, rw="chain",
                             edges="knn" if sparse else "complete", k=K if sparse else None,
-                            checkpoint=mode.endswith("_ckpt"))
+                            recompute_hidden=mode.endswith("_ckpt"))
     torch.manual_seed(1)
     classifier = nn.Linear(DIM, n_cls)
     y = torch.arange(n_cls).repeat(m)
@@ -201,8 +190,11 @@ def child(cfg):
             loss = dense_step(gen, z, y, m, j_mean, u, classifier)
             edges = z.size(0) ** 2
         else:
-            out = gen(z, y, j_mean=j_mean, generator=torch.Generator().manual_seed(0))
-            loss = gen.loss(out, classifier).total + gen.node_loss(out)
+            with warnings.catch_warnings():  # every gradient path at once, as the dense reference
+                warnings.filterwarnings("ignore", message="GCAHNG called with detach_lam=False")
+                out = gen(z, y, j_mean=j_mean, generator=torch.Generator().manual_seed(0), detach_lam=False)
+            loss = (generator_loss(out, classifier, gen.softmax_factor, gen.dot_weight, gen.div_weight).total
+                    + node_loss(out))
             edges = out.graph.edge_index.size(1)
         loss.backward()
         return float(loss.detach()), edges
@@ -214,18 +206,12 @@ def child(cfg):
     res = {}
     for mode in modes:  # memory (and first timing) run of each mode
         gc.collect()
-        exact = _reset_peak()
-        rss0 = _status_kb("VmRSS")
-        maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0, c0 = time.perf_counter(), time.process_time()
-        loss, edges = step(mode, z0, y)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if exact:
-            peak_kb = _status_kb("VmHWM") - rss0
-        else:
-            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - maxrss0
+        with PeakRSS() as peak:  # VmHWM - VmRSS before (ru_maxrss growth where clear_refs is not writable)
+            t0, c0 = time.perf_counter(), time.process_time()
+            loss, edges = step(mode, z0, y)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         res[mode] = {"B": b, "mode": mode, "E": edges, "times": [wall], "cpu_times": [cpu],
-                     "peak_mb": peak_kb / 1024, "loss": loss, "exact_peak": exact}
+                     "peak_mb": peak.bytes / 2**20, "loss": loss, "exact_peak": peak.exact}
     for _ in range(reps - 1):  # interleaved repetitions: all modes see the same machine load
         for mode in modes:
             gc.collect()
@@ -242,11 +228,10 @@ def child(cfg):
 # parent: schedule, skip, table
 # --------------------------------------------------------------------------------------------
 def mem_available_mb():
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return float("inf")
+    try:
+        return proc_status_bytes("MemAvailable", "/proc/meminfo") / 2**20
+    except (OSError, RuntimeError):
+        return float("inf")
 
 
 def run_child(b, modes, reps, timeout, threads, mmap=True):
@@ -395,7 +380,7 @@ def write_table(results, args, total, load):
         "",
         "Modes: `dense` = the official formulation with [B, B, D] tensors (reference); `complete` = "
         "GCAHNG(edges='complete'); `sparse` = GCAHNG(edges='knn', k=16); `_ckpt` = with "
-        "`checkpoint=True` (each block's [E, 4D] edge-MLP hidden layer recomputed in backward). All "
+        "`recompute_hidden=True` (each block's [E, 4D] edge-MLP hidden layer recomputed in backward). All "
         "GCAHNG modes use the fused, row-chunked edge-level functions of `graphneg.nn.functional` "
         "(edge MLP, interpolation, BatchNorm folded into the lambda and node heads).",
         "",

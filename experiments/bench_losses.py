@@ -32,7 +32,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import atomic_write, markdown_table  # noqa: E402
 from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
 
 
@@ -41,7 +43,8 @@ def make_losses():
         "InfoNCELoss": InfoNCELoss(temperature=0.5),
         "DCLLoss": DebiasedContrastiveLoss(temperature=0.5, tau_plus=0.1),
         "HCLLoss": HCLLoss(temperature=0.5, tau_plus=0.1, beta=1.0),
-        "UnReMixLoss": UnReMixLoss(temperature=0.5, tau_plus=0.1, beta=1.0, weights=(1, 1, 1), k=10),
+        "UnReMixLoss": UnReMixLoss(temperature=0.5, tau_plus=0.1, beta=1.0, weights=(1, 1, 1), k=10,
+                                   representativeness="density"),
     }
 
 
@@ -136,7 +139,7 @@ def to_markdown(rows, args, device, total_s):
         f"interleaved repetitions per loss after one warm-up ({args.reps} by default, more for small B "
         f"until each loss ran about {args.min_time:g} s, fewer (>= 3) for large B to stay within "
         f"{args.budget:g} s per size; column 'reps'), median time. "
-        "UnReMixLoss: weights=(1, 1, 1), k=10, detach_scores=True; all losses temperature 0.5, "
+        "UnReMixLoss: weights=(1, 1, 1), k=10, representativeness density, detach_scores=True; all losses temperature 0.5, "
         "tau_plus 0.1, beta 1.",
         "Peak memory: " + (
             "`torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, minus memory allocated "
@@ -145,26 +148,19 @@ def to_markdown(rows, args, device, total_s):
             "order, maximum of the running total (inputs excluded, their gradients included)."
         ),
         "",
-        "| B | loss | reps | time (ms) | time / InfoNCE | peak mem (MiB) | mem / InfoNCE "
-        "| bytes per (2B)^2 entry |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for b in sizes:
-        for n in names:
-            r = by[(b, n)]
-            lines.append(
-                f"| {b} | {n} | {r['reps']} | {r['time_s'] * 1e3:.1f} | {r['time_ratio']:.2f} "
-                f"| {r['mem'] / 2**20:.1f} | {r['mem_ratio']:.2f} | {r['bytes_per_entry']:.1f} |"
-            )
+    lines += markdown_table(
+        ["B", "loss", "reps", "time (ms)", "time / InfoNCE", "peak mem (MiB)", "mem / InfoNCE",
+         "bytes per (2B)^2 entry"],
+        [[b, n, r["reps"], f"{r['time_s'] * 1e3:.1f}", f"{r['time_ratio']:.2f}", f"{r['mem'] / 2**20:.1f}",
+          f"{r['mem_ratio']:.2f}", f"{r['bytes_per_entry']:.1f}"]
+         for b in sizes for n in names for r in [by[(b, n)]]], align="rlrrrrrr")
     lines += ["", "## Memory growth (O(B^2) check)", "",
-              "Peak memory ratio between consecutive batch sizes; O(B^2) means (B2/B1)^2.", "",
-              "| loss | " + " | ".join(f"{a} -> {b}" for a, b in zip(sizes, sizes[1:])) + " |",
-              "|---|" + "---:|" * (len(sizes) - 1)]
-    for n in names:
-        cells = []
-        for a, b in zip(sizes, sizes[1:]):
-            cells.append(f"{by[(b, n)]['mem'] / max(by[(a, n)]['mem'], 1):.2f} (B^2: {(b / a) ** 2:.0f})")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+              "Peak memory ratio between consecutive batch sizes; O(B^2) means (B2/B1)^2.", ""]
+    lines += markdown_table(
+        ["loss"] + [f"{a} -> {b}" for a, b in zip(sizes, sizes[1:])],
+        [[n] + [f"{by[(b, n)]['mem'] / max(by[(a, n)]['mem'], 1):.2f} (B^2: {(b / a) ** 2:.0f})"
+                for a, b in zip(sizes, sizes[1:])] for n in names], align="l" + "r" * (len(sizes) - 1))
     lines += ["", "## Target", ""]
     ref_b = 1024 if 1024 in sizes else sizes[len(sizes) // 2]
     ratio = by[(ref_b, "UnReMixLoss")]["time_s"] / by[(ref_b, "HCLLoss")]["time_s"]
@@ -210,8 +206,7 @@ def main(argv=None):
     rows = run(args.sizes, args.dim, args.reps, device, args.seed, args.min_time, budget=args.budget)
     md = to_markdown(rows, args, device, time.perf_counter() - t0)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(md)
+    atomic_write(out, md)
     print(md)
     print(f"written to {out}")
 

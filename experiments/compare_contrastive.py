@@ -1,8 +1,9 @@
 """Compare InfoNCE, DCL, HCL, UnReMix and the UnReMix ablation on MNIST-5k, MUTAG and Cuneiform.
 
-Every (dataset, loss, seed) run trains a fresh encoder with :class:`graphneg.models.ContrastiveModule`
-(MNIST-5k) or :class:`graphneg.models.GraphContrastiveModule` (MUTAG, Cuneiform) under Lightning and
-then measures the downstream accuracy of the frozen encoder with the probes of :mod:`graphneg.callbacks`
+Every (dataset, loss, seed) run trains a fresh encoder through the ``graphneg`` CLI, as
+``graphneg fit --config experiments/mnist5k_views.yaml`` (MNIST-5k) or ``--config
+experiments/unremix/mutag.yaml`` (MUTAG, Cuneiform) with the run's loss, seed and recipe as overrides
+(``experiments/_common.py`` ``run_config``), and then measures the downstream accuracy of the frozen encoder with the probes of :mod:`graphneg.callbacks`
 (``KNNProbe`` / ``LinearProbe`` / ``SVCProbe``, their ``evaluate(model, datamodule)``):
 
 * MNIST-5k (stratified split of the 5,000 digits: 400 train / 100 test per class): weighted kNN
@@ -30,32 +31,33 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import logging
 import math
-import os
 import platform
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
-import lightning as L
 import torch
 import yaml
-from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
 
+from _common import (  # noqa: E402
+    STUDY_TRAINER, append_jsonl, atomic_write, build_cli, class_arg, markdown_table, quiet_study, read_jsonl, run_config,
+)
 from graphneg.callbacks import KNNProbe, LinearProbe, SVCProbe  # noqa: E402
-from graphneg.data import MNIST5kDataModule, TUDataModule  # noqa: E402
-from graphneg.data.image_augment import digit_views  # noqa: E402
-from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
-from graphneg.models import ContrastiveModule, GINEncoder, GraphContrastiveModule, SmallCNN  # noqa: E402
+from graphneg.data import TUDataModule  # noqa: E402
 
 T, TAU_PLUS, BETA = 0.5, 0.1, 1.0
 DATASETS = {"mnist5k": None, "mutag": "MUTAG", "cuneiform": "Cuneiform"}
+#: the configs the runs train through (``graphneg fit --config ...``), with per-run overrides
+MNIST_CONFIG = ROOT / "experiments" / "mnist5k_views.yaml"
+TU_CONFIG = ROOT / "experiments" / "unremix" / "mutag.yaml"
+RUNS = ROOT / "runs" / "studies"
 
 
 def ablation_weights() -> Dict[str, tuple]:
@@ -72,17 +74,26 @@ ABLATION = ablation_weights()
 LOSSES = ["infonce", "dcl", "hcl", "unremix"] + [f"unremix_{k}" for k in ABLATION if k != "sim_unc_rep"]
 
 
-def make_loss(name: str) -> torch.nn.Module:
+def loss_spec(class_name: str, **init_args) -> dict:
+    """A loss as the config's ``model.init_args.loss``: ``{"class_path": "graphneg.losses.<class_name>",
+    "init_args": init_args}``."""
+    return {"class_path": f"graphneg.losses.{class_name}", "init_args": init_args}
+
+
+def make_loss(name: str) -> dict:
+    """The config entry of loss ``name`` (:func:`loss_spec`)."""
     if name == "infonce":
-        return InfoNCELoss(T)
+        return loss_spec("InfoNCELoss", temperature=T)
     if name == "dcl":
-        return DebiasedContrastiveLoss(T, TAU_PLUS)
+        return loss_spec("DebiasedContrastiveLoss", temperature=T, tau_plus=TAU_PLUS)
     if name == "hcl":
-        return HCLLoss(T, TAU_PLUS, BETA)
+        return loss_spec("HCLLoss", temperature=T, tau_plus=TAU_PLUS, beta=BETA)
+    # density: the representativeness UnReMixLoss defaulted to when contrastive_comparison.md was measured
+    ur = dict(temperature=T, tau_plus=TAU_PLUS, beta=BETA, k=10, representativeness="density")
     if name == "unremix":
-        return UnReMixLoss(T, TAU_PLUS, BETA, weights=ABLATION.get("sim_unc_rep", (1.0, 1.0, 1.0)))
+        return loss_spec("UnReMixLoss", **ur, weights=list(ABLATION.get("sim_unc_rep", (1.0, 1.0, 1.0))))
     if name.startswith("unremix_") and name[len("unremix_"):] in ABLATION:
-        return UnReMixLoss(T, TAU_PLUS, BETA, weights=ABLATION[name[len("unremix_"):]])
+        return loss_spec("UnReMixLoss", **ur, weights=list(ABLATION[name[len("unremix_"):]]))
     raise SystemExit(f"unknown loss {name!r}; choose from {LOSSES}")
 
 
@@ -93,98 +104,81 @@ def loss_label(name: str) -> str:
     return {"infonce": "InfoNCE", "dcl": "DCL", "hcl": "HCL", "unremix": "UnReMix (sim+unc+rep)"}[name]
 
 
-def trainer(epochs: int, **kw) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                     accelerator="cpu", devices=1, **kw)
+def study_cli(config: Path, loss: dict, seed: int, epochs: int, overrides: Sequence[str], run_dir: Path,
+              train: bool):
+    """``graphneg fit --config CONFIG`` with the study's trainer settings (:data:`_common.STUDY_TRAINER`),
+    ``seed`` for the initialisation and the data, ``loss`` as the model's loss and ``overrides``; trained
+    (``train=True``) or at its initialisation. Returns ``(cli, fit_s)``."""
+    args = [*STUDY_TRAINER, f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
+            f"--trainer.max_epochs={epochs}", class_arg("model.init_args.loss", loss["class_path"], **loss["init_args"]), *overrides]
+    if not train:
+        return build_cli(config, args, run_dir), 0.0
+    metrics, cli = run_config(config, args, run_dir, return_cli=True)
+    return cli, metrics["fit_s"]
 
 
 # ------------------------------------------------------------------------------------ MNIST-5k
-class CachedViewsMNIST(L.LightningDataModule):
-    """MNIST-5k stratified split; training views pre-computed per epoch (same for every loss).
-
-    ``train_dataloader`` serves epoch ``e``'s cached pair of views (the Trainer reloads it every
-    epoch); ``train_eval_dataloader`` / ``test_dataloader`` are the base DataModule's (all 4,000
-    training digits un-augmented / the 1,000 test digits).
-    """
-
-    def __init__(self, train_per_class: int, epochs: int, seed: int, batch_size: int = 64):
-        super().__init__()
-        self.base = MNIST5kDataModule(mode="contrastive", split="stratified", eval_batch_size=1000)
-        self.base.setup()
-        labels = self.base.train_set.labels
-        keep = torch.cat([(labels == c).nonzero(as_tuple=True)[0][:train_per_class] for c in range(10)])
-        keep = keep.sort().values
-        images = self.base.train_set.images[keep]
-        self.labels = labels[keep]
-        self.batch_size, self.seed = batch_size, seed
-        # stronger than the DataModule's default digit views (crop 0.6-1, no jitter): crop 0.3-1 and
-        # brightness/contrast jitter; SimCLRViews normalises, so the images are used as [0, 1] floats
-        views = digit_views(crop_scale=(0.3, 1.0), strength=0.5)
-        gen_state = torch.get_rng_state()
-        torch.manual_seed(10_000 + seed)
-        self.cache = []
-        for _ in range(epochs):
-            pairs = [views(img.float() / 255.0) for img in images]
-            self.cache.append((torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])))
-        torch.set_rng_state(gen_state)
-
-    def train_dataloader(self):
-        e = self.trainer.current_epoch if self.trainer is not None else 0
-        v1, v2 = self.cache[e % len(self.cache)]
-        g = torch.Generator().manual_seed(self.seed * 1000 + e)
-        return DataLoader(TensorDataset(v1, v2, self.labels), batch_size=self.batch_size, shuffle=True,
-                          drop_last=True, generator=g)
-
-    def train_eval_dataloader(self):
-        return self.base.train_eval_dataloader()
-
-    def test_dataloader(self):
-        return self.base.test_dataloader()
-
-    val_dataloader = test_dataloader
-
-
-def mnist_module(loss: torch.nn.Module, seed: int) -> ContrastiveModule:
-    L.seed_everything(seed, verbose=False)
-    return ContrastiveModule(SmallCNN(1, 64, width=16), loss, projector_dims=(128, 64), lr=2e-3,
-                             weight_decay=1e-6, log_histograms=False)
-
-
-def mnist_probe_run(loss, seed: int, epochs: int, dm: CachedViewsMNIST, train: bool = True) -> Dict[str, float]:
-    """Train the MNIST-5k module with ``loss`` (``train=False``: the encoder at its initialisation) and
-    probe it: weighted kNN (k=20) and linear top-1; ``{"knn", "linear", "fit_s"}``."""
-    model = mnist_module(loss, seed)
-    t0 = time.time()
-    if train:
-        trainer(epochs, reload_dataloaders_every_n_epochs=1).fit(model, dm)
-    fit_s = time.time() - t0
+def mnist_probe_run(loss: dict, seed: int, epochs: int, train_per_class: int, train: bool = True,
+                    run_dir: Optional[Path] = None) -> Dict[str, float]:
+    """Train the MNIST-5k recipe (``experiments/mnist5k_views.yaml``) with ``loss`` (a config entry,
+    :func:`loss_spec`; ``train=False``: the encoder at its initialisation) and probe it: weighted kNN
+    (k=20, t=0.1) and linear (50 epochs, seeded with ``seed``) top-1 on the 1,000 test digits;
+    ``{"knn", "linear", "fit_s"}``."""
+    run_dir = run_dir or RUNS / "mnist5k" / f"seed{seed}"
+    cli, fit_s = study_cli(MNIST_CONFIG, loss, seed, epochs, [
+        f"--data.init_args.epochs={epochs}", f"--data.init_args.train_per_class={train_per_class}"], run_dir, train)
+    model, dm = cli.model, cli.datamodule
+    dm.setup()
     knn = KNNProbe(k=20, temperature=0.1).evaluate(model, dm)["knn_top1"]
     linear = LinearProbe(epochs=50, seed=seed).evaluate(model, dm)["linear_top1"]
     return {"knn": knn, "linear": linear, "fit_s": fit_s}
 
 
-def run_mnist(loss_name: str, seed: int, epochs: int, dm: CachedViewsMNIST) -> Dict[str, float]:
+def run_mnist(loss_name: str, seed: int, epochs: int, train_per_class: int) -> Dict[str, float]:
     untrained = loss_name == "untrained"
-    return mnist_probe_run(InfoNCELoss(T) if untrained else make_loss(loss_name), seed, epochs, dm,
+    return mnist_probe_run(make_loss("infonce" if untrained else loss_name), seed, epochs, train_per_class,
                            train=not untrained)
 
 
 # ------------------------------------------------------------------------------------ graphs
-def run_graph(name: str, loss_name: str, seed: int, epochs: int, root: str) -> Dict[str, float]:
-    dm = TUDataModule(name, root=root, batch_size=128, augment="random4", aug_ratio=0.2, seed=seed)
+def tu_num_features(name: str, root: str, use_node_attr: bool = False) -> int:
+    """Node feature width of TU dataset ``name``: passed to the GIN as ``in_channels`` so that its layers are
+    initialised right after seeding, before the projection head (as ``GINEncoder(num_features, ...)``)."""
+    dm = TUDataModule(name, root=root, use_node_attr=use_node_attr)
     dm.setup()
-    L.seed_everything(seed, verbose=False)
-    loss = make_loss(loss_name) if loss_name != "untrained" else InfoNCELoss(T)
-    model = GraphContrastiveModule(GINEncoder(dm.num_features, 32, 3), loss, lr=1e-3,
-                                   log_histograms=False)
-    t0 = time.time()
-    if loss_name != "untrained":
-        trainer(epochs).fit(model, dm)
-    fit_s = time.time() - t0
+    return dm.num_features
+
+
+def graph_cli(name: str, loss: dict, seed: int, epochs: int, root: str, train: bool, lr: float = 1e-3,
+              augment: str = "random4", hidden: int = 32, pooling: str = "sum", scheduler: str = "none",
+              node_attr: bool = False, std_attr: bool = False, run_dir: Optional[Path] = None):
+    """``experiments/unremix/mutag.yaml`` on TU dataset ``name`` with a graph training recipe (GIN 3 x
+    ``hidden``, ``pooling``, Adam ``lr``, ``scheduler``, GraphCL ``augment`` of ratio 0.2, batch 128, node
+    attributes): ``(cli, fit_s)``, trained unless ``train=False``."""
+    run_dir = run_dir or RUNS / name.lower() / f"seed{seed}"
+    overrides = [
+        f"--data.init_args.name={name}", f"--data.init_args.root={root}", "--data.init_args.batch_size=128",
+        f"--data.init_args.augment={augment}", "--data.init_args.aug_ratio=0.2",
+        f"--data.init_args.use_node_attr={str(node_attr).lower()}",
+        f"--data.init_args.standardize_node_attr={str(std_attr).lower()}",
+        f"--model.init_args.encoder.init_args.in_channels={tu_num_features(name, root, node_attr)}",
+        f"--model.init_args.encoder.init_args.hidden_channels={hidden}",
+        "--model.init_args.encoder.init_args.num_layers=3",
+        f"--model.init_args.encoder.init_args.pooling={pooling}",
+        f"--model.init_args.lr={lr}", "--model.init_args.weight_decay=0.0",
+        f"--model.init_args.scheduler={scheduler}", "--model.init_args.log_histograms=false",
+    ]
+    return study_cli(TU_CONFIG, loss, seed, epochs, overrides, run_dir, train)
+
+
+def run_graph(name: str, loss_name: str, seed: int, epochs: int, root: str) -> Dict[str, float]:
+    untrained = loss_name == "untrained"
+    cli, fit_s = graph_cli(name, make_loss("infonce" if untrained else loss_name), seed, epochs, root,
+                           train=not untrained)
+    cli.datamodule.setup()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="svc_protocol: the smallest class")
-        res = SVCProbe(seed=seed).evaluate(model, dm)
+        res = SVCProbe(seed=seed).evaluate(cli.model, cli.datamodule)
     return {"svc": res["svc_acc"], "svc_fold_std": res["svc_std"], "fit_s": fit_s}
 
 
@@ -195,6 +189,18 @@ def mean_std(xs: List[float]) -> str:
     m = sum(xs) / len(xs)
     s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
     return f"{100 * m:.1f} ± {100 * s:.1f}"
+
+
+def loss_table(sub: List[dict], losses: List[str], header: List[str], cells) -> List[str]:
+    """Markdown table of one dataset: a row per loss with runs (``untrained`` first), the ``cells(rows)``
+    of its runs under ``header``, the number of runs and the mean fit time."""
+    rows = []
+    for name in ["untrained"] + losses:
+        rs = [r for r in sub if r["loss"] == name]
+        if rs:
+            label = "untrained encoder" if name == "untrained" else loss_label(name)
+            rows.append([label, *cells(rs), len(rs), f"{sum(r['fit_s'] for r in rs) / len(rs):.0f}"])
+    return markdown_table(["loss", *header, "runs", "fit s/run"], rows)
 
 
 def write_report(rows: List[dict], args, out: Path, meta: dict, epochs: Dict[str, int]) -> str:
@@ -223,16 +229,9 @@ def write_report(rows: List[dict], args, out: Path, meta: dict, epochs: Dict[str
                 "pre-computed per seed. Evaluation: 4,000 un-augmented training digits as kNN bank / probe "
                 "set, 1,000 test digits; kNN k = 20, t = 0.1; linear probe 50 epochs (Adam, lr 1e-2).",
                 "",
-                "| loss | kNN top-1 | linear top-1 | runs | fit s/run |",
-                "|---|---|---|---|---|",
             ]
-            for name in ["untrained"] + args.losses:
-                rs = [r for r in sub if r["loss"] == name]
-                if rs:
-                    label = "untrained encoder" if name == "untrained" else loss_label(name)
-                    fit = sum(r["fit_s"] for r in rs) / len(rs)
-                    lines.append(f"| {label} | {mean_std([r['knn'] for r in rs])} | "
-                                 f"{mean_std([r['linear'] for r in rs])} | {len(rs)} | {fit:.0f} |")
+            lines += loss_table(sub, args.losses, ["kNN top-1", "linear top-1"],
+                                lambda rs: [mean_std([r["knn"] for r in rs]), mean_std([r["linear"] for r in rs])])
         else:
             title = {"mutag": "MUTAG (188 graphs, 2 classes, 10 folds)",
                      "cuneiform": "Cuneiform (267 graphs, 30 classes, 8 folds)"}[ds]
@@ -243,17 +242,10 @@ def write_report(rows: List[dict], args, out: Path, meta: dict, epochs: Dict[str
                 "Evaluation: SVC (RBF) on the embeddings of all graphs, stratified CV with an inner grid over "
                 "C in 1e-3..1e3 (InfoGraph / HCL protocol); the fold std is averaged over seeds.",
                 "",
-                "| loss | SVC accuracy | mean fold std | runs | fit s/run |",
-                "|---|---|---|---|---|",
             ]
-            for name in ["untrained"] + args.losses:
-                rs = [r for r in sub if r["loss"] == name]
-                if rs:
-                    label = "untrained encoder" if name == "untrained" else loss_label(name)
-                    fold = 100 * sum(r["svc_fold_std"] for r in rs) / len(rs)
-                    fit = sum(r["fit_s"] for r in rs) / len(rs)
-                    lines.append(f"| {label} | {mean_std([r['svc'] for r in rs])} | {fold:.1f} | {len(rs)} | "
-                                 f"{fit:.0f} |")
+            lines += loss_table(sub, args.losses, ["SVC accuracy", "mean fold std"],
+                                lambda rs: [mean_std([r["svc"] for r in rs]),
+                                            f"{100 * sum(r['svc_fold_std'] for r in rs) / len(rs):.1f}"])
         lines.append("")
     lines += [
         "## Notes",
@@ -268,10 +260,7 @@ def write_report(rows: List[dict], args, out: Path, meta: dict, epochs: Dict[str
         "",
     ]
     text = "\n".join(lines)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    atomic_write(out, text)
     return text
 
 
@@ -301,14 +290,10 @@ def main(argv=None) -> None:
     default_out = "contrastive_comparison_quick.md" if args.quick else "contrastive_comparison.md"
     out = Path(args.out) if args.out else ROOT / "experiments" / "results" / default_out
     jsonl = out.with_suffix(".jsonl")
-    torch.set_num_threads(args.threads)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_study(args.threads)
 
     if args.report_only:
-        lines = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+        lines = read_jsonl(jsonl)
         meta = next(r["_meta"] for r in lines if "_meta" in r)
         rows = [r for r in lines if "_meta" not in r]
         args.seeds = meta["seeds"]
@@ -332,22 +317,16 @@ def main(argv=None) -> None:
     for ds in args.datasets:
         ds_start = time.time()
         for seed in args.seeds:
-            cache = None
-            if ds == "mnist5k":
-                t0 = time.time()
-                cache = CachedViewsMNIST(args.train_per_class, epochs[ds], seed)
-                print(f"[mnist5k] seed {seed}: views cached in {time.time() - t0:.0f}s", flush=True)
             for loss_name in ["untrained"] + args.losses:
                 t0 = time.time()
                 if ds == "mnist5k":
-                    res = run_mnist(loss_name, seed, epochs[ds], cache)
+                    res = run_mnist(loss_name, seed, epochs[ds], args.train_per_class)
                 else:
                     res = run_graph(DATASETS[ds], loss_name, seed, epochs[ds], args.tu_root)
                 row = {"dataset": ds, "loss": loss_name, "seed": seed, "epochs": epochs[ds], **res,
                        "total_s": time.time() - t0}
                 rows.append(row)
-                with open(jsonl, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_jsonl(jsonl, row)
                 done += 1
                 per_run = (time.time() - start) / done
                 print(f"[{ds}] seed {seed} {loss_name:>16}: " + ", ".join(
@@ -356,8 +335,7 @@ def main(argv=None) -> None:
         print(f"[{ds}] done in {(time.time() - ds_start) / 60:.1f} min", flush=True)
         write_report(rows, args, out, meta(), epochs)
     text = write_report(rows, args, out, meta(), epochs)
-    with open(jsonl, "a") as f:
-        f.write(json.dumps({"_meta": meta()}) + "\n")
+    append_jsonl(jsonl, {"_meta": meta()})
     print(text)
     print(f"wrote {out} and {jsonl}")
 

@@ -57,8 +57,10 @@ def run(name: str, seed: int, root: str, references: bool) -> Dict[str, Dict[str
                              "--trainer.check_val_every_n_epoch=1000", *extra],
                     Path(root) / name.split(",")[0].replace(" ", "_").replace("+", "") / f"seed{seed}")
     model, dm, trainer = cli.model, cli.datamodule, cli.trainer
-    if isinstance(getattr(model, "rw_generator", None), torch.Generator):
-        model.rw_generator.manual_seed(seed)
+    # the random-weighting draws of GCA-HNG's training object, seeded per run
+    rw = getattr(getattr(model, "objective", None), "rw_generator", None)
+    if isinstance(rw, torch.Generator):
+        rw.manual_seed(seed)
     out = {}
     with quiet_lightning():
         if references:

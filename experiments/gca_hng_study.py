@@ -135,9 +135,10 @@ def run(config: Path, overrides: Sequence[str], seed: int, split: str, run_dir: 
             "--trainer.enable_progress_bar=false", *overrides]
     cli = build_cli(config, args, run_dir)
     model, dm, trainer = cli.model, cli.datamodule, cli.trainer
-    gen_state = getattr(model, "rw_generator", None)
-    if isinstance(gen_state, torch.Generator):
-        gen_state.manual_seed(seed)
+    # the random-weighting draws of GCA-HNG's training object, seeded per run
+    rw = getattr(getattr(model, "objective", None), "rw_generator", None)
+    if isinstance(rw, torch.Generator):
+        rw.manual_seed(seed)
     out: dict = {}
     if reference:
         with quiet_lightning():

@@ -18,16 +18,19 @@ extras) has one panel per dataset with Recall@K against K. Existing output files
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-RECALL_KS = {
-    "cub200": (1, 2, 4, 8), "cars196": (1, 2, 4, 8), "sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import atomic_write, markdown_table  # noqa: E402
+from graphneg.metrics.retrieval import RECALL_KS  # noqa: E402  (the K of each benchmark's protocol)
+
 TITLES = {"cub200": "CUB-200-2011", "cars196": "Cars196", "sop": "Stanford Online Products", "inshop": "In-Shop"}
 
 
@@ -86,12 +89,10 @@ def markdown(table: Dict[str, Dict[str, Dict[str, float]]], select: str) -> str:
         ks = RECALL_KS.get(ds) or sorted({int(m[7:]) for r in table[ds].values() for m in r if m.startswith("recall@")})
         lines += [f"## {TITLES.get(ds, ds)}", ""]
         head = ["run"] + [f"R@{k}" for k in ks] + ["MAP@R", "RP", "step"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for name, m in table[ds].items():
-            cells = [name] + [_pct(m.get(f"recall@{k}")) for k in ks]
-            cells += [_pct(m.get("map@r")), _pct(m.get("r_precision")), str(int(m["step"]))]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [[name] + [_pct(m.get(f"recall@{k}")) for k in ks]
+                + [_pct(m.get("map@r")), _pct(m.get("r_precision")), str(int(m["step"]))]
+                for name, m in table[ds].items()]
+        lines += markdown_table(head, rows) + [""]
     return "\n".join(lines)
 
 
@@ -120,15 +121,10 @@ def plot(table: Dict[str, Dict[str, Dict[str, float]]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -154,7 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: no run under {root} has logged val/recall@1 or test/recall@1", file=sys.stderr)
         return 1
     text = markdown(table, args.select)
-    _atomic(out, lambda f: f.write(text.encode()))
+    atomic_write(out, text)
     plot(table, png)
     print(text)
     print(f"wrote {out} and {png}")

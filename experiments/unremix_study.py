@@ -18,6 +18,13 @@ there (resumable; an interrupted run keeps its numbers):
   ``experiments/results/unremix_study.md`` (mean, 95% t-interval over seeds, paired per-seed
   difference to HCL with its 95% t-interval, and to the untrained encoder).
 
+Every run trains through the ``graphneg`` CLI and a YAML config, as a user would: the graph runs are
+``graphneg fit --config experiments/unremix/mutag.yaml`` with the recipe, dataset, loss and seed as
+overrides (``compare_contrastive.graph_cli``), the MNIST-5k runs ``--config
+experiments/mnist5k_views.yaml`` (``compare_contrastive.mnist_probe_run``); the statistics and
+JSONL records are ``experiments/_common.py``'s, the WL features ``graphneg.metrics.wl``'s and the
+validation half ``graphneg.metrics.graph_protocol.stratified_half``.
+
 Run single-threaded and niced, in the background::
 
     nohup nice -n 10 python experiments/unremix_study.py --phase select > select.log 2>&1 &
@@ -28,29 +35,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import math
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import lightning as L
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from compare_contrastive import CachedViewsMNIST, mnist_probe_run, trainer  # noqa: E402
-from graphneg.data import TUDataModule  # noqa: E402
+from _common import (  # noqa: E402
+    append_jsonl, atomic_write, by_seed, fmt_ci, fmt_paired, markdown_table, quiet_study, read_jsonl,
+)
+from compare_contrastive import graph_cli, loss_spec, mnist_probe_run  # noqa: E402
 from graphneg.callbacks import embed_loader  # noqa: E402
-from graphneg.losses import DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, UnReMixLoss  # noqa: E402
-from graphneg.metrics.graph_protocol import svc_protocol  # noqa: E402
-from graphneg.models import GINEncoder, GraphContrastiveModule  # noqa: E402
+from graphneg.data import TUDataModule  # noqa: E402
+from graphneg.metrics.graph_protocol import layer_readout, stratified_half, svc_protocol  # noqa: E402
+from graphneg.metrics.wl import wl_features, wl_graphs  # noqa: E402
 
 T, TAU_PLUS, BETA = 0.5, 0.1, 1.0
 RESULTS = ROOT / "experiments" / "results"
@@ -134,30 +138,34 @@ def study_recipe(ds: str) -> str:
 
 
 UR = dict(temperature=T, tau_plus=TAU_PLUS, beta=BETA)
+ALL = dict(weights=[1, 1, 1])
+# the losses as config entries (model.init_args.loss of the run's YAML config, compare_contrastive.loss_spec)
 STUDY_LOSSES = {
-    "infonce": lambda: InfoNCELoss(T),
-    "dcl": lambda: DebiasedContrastiveLoss(T, TAU_PLUS),
-    "hcl": lambda: HCLLoss(T, TAU_PLUS, BETA),
+    "infonce": loss_spec("InfoNCELoss", temperature=T),
+    "dcl": loss_spec("DebiasedContrastiveLoss", temperature=T, tau_plus=TAU_PLUS),
+    "hcl": loss_spec("HCLLoss", **UR),
     # full mixes (sim + unc + rep): both representativeness directions x both uncertainty variants
-    "ur_density": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=10, representativeness="density"),
-    "ur_diversity": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=None, representativeness="diversity"),
-    "ur_diversity_pl": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=None, representativeness="diversity",
-                                           uncertainty="pseudo_label"),
+    "ur_density": loss_spec("UnReMixLoss", **UR, **ALL, k=10, representativeness="density"),
+    "ur_diversity": loss_spec("UnReMixLoss", **UR, **ALL, k=None, representativeness="diversity"),
+    "ur_diversity_pl": loss_spec("UnReMixLoss", **UR, **ALL, k=None, representativeness="diversity",
+                                 uncertainty="pseudo_label"),
     # single scores
-    "ur_sim": lambda: UnReMixLoss(**UR, weights=(1, 0, 0)),
-    "ur_unc": lambda: UnReMixLoss(**UR, weights=(0, 1, 0)),
-    "ur_unc_pl": lambda: UnReMixLoss(**UR, weights=(0, 1, 0), uncertainty="pseudo_label"),
-    "ur_rep_density": lambda: UnReMixLoss(**UR, weights=(0, 0, 1), k=10, representativeness="density"),
-    "ur_rep_diversity": lambda: UnReMixLoss(**UR, weights=(0, 0, 1), k=None, representativeness="diversity"),
+    # (representativeness weight 0: its kind is pinned to the default of the time the rows were measured)
+    "ur_sim": loss_spec("UnReMixLoss", **UR, weights=[1, 0, 0], k=10, representativeness="density"),
+    "ur_unc": loss_spec("UnReMixLoss", **UR, weights=[0, 1, 0], k=10, representativeness="density"),
+    "ur_unc_pl": loss_spec("UnReMixLoss", **UR, weights=[0, 1, 0], k=10, representativeness="density",
+                           uncertainty="pseudo_label"),
+    "ur_rep_density": loss_spec("UnReMixLoss", **UR, weights=[0, 0, 1], k=10, representativeness="density"),
+    "ur_rep_diversity": loss_spec("UnReMixLoss", **UR, weights=[0, 0, 1], k=None, representativeness="diversity"),
     # last: run only when the budget allows (the pseudo-label mix is also measured with diversity)
-    "ur_density_pl": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=10, representativeness="density",
-                                         uncertainty="pseudo_label"),
+    "ur_density_pl": loss_spec("UnReMixLoss", **UR, **ALL, k=10, representativeness="density",
+                               uncertainty="pseudo_label"),
     # full mixes with the scores computed from the live (not detached) embeddings: gradients flow
     # through the weights, as through HCL's importance weight in joshr17/HCL (issue 10 follow-up)
-    "ur_density_bp": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=10, representativeness="density",
-                                         detach_scores=False),
-    "ur_diversity_bp": lambda: UnReMixLoss(**UR, weights=(1, 1, 1), k=None, representativeness="diversity",
-                                           detach_scores=False),
+    "ur_density_bp": loss_spec("UnReMixLoss", **UR, **ALL, k=10, representativeness="density",
+                               detach_scores=False),
+    "ur_diversity_bp": loss_spec("UnReMixLoss", **UR, **ALL, k=None, representativeness="diversity",
+                                 detach_scores=False),
 }
 LABELS = {
     "untrained": "untrained encoder", "infonce": "InfoNCE", "dcl": "DCL", "hcl": "HCL",
@@ -176,44 +184,29 @@ GRAPH_EPOCHS, MNIST_EPOCHS, TRAIN_PER_CLASS = 20, 4, 150
 
 
 # ------------------------------------------------------------------------------------ runs
-def val_half(labels: torch.Tensor) -> torch.Tensor:
-    """Fixed stratified half of the graphs (indices), the validation split of the select phase."""
-    g = torch.Generator().manual_seed(VAL_SPLIT_SEED)
-    idx = []
-    for c in labels.unique():
-        members = (labels == c).nonzero(as_tuple=True)[0]
-        members = members[torch.randperm(members.numel(), generator=g)]
-        idx.append(members[: (members.numel() + 1) // 2])
-    return torch.cat(idx).sort().values
-
-
 def run_graph(ds: str, recipe_name: str, loss_name: str, seed: int, validation: bool,
               evals: List[str]) -> Dict[str, Dict]:
-    """Train (unless ``untrained``) one encoder and score it under every evaluation of ``evals``:
-    ``{eval: {"acc", "fold_std", "fit_s"}}``."""
+    """Train (unless ``untrained``) one encoder through ``experiments/unremix/mutag.yaml`` with recipe
+    ``recipe_name`` (``compare_contrastive.graph_cli``) and score it under every evaluation of ``evals``:
+    ``{eval: {"acc", "fold_std", "fit_s"}}``; ``validation``: on the fixed stratified half of the graphs
+    (``stratified_half``, split seed ``VAL_SPLIT_SEED``)."""
     rc = recipe(recipe_name)
-    dm = TUDataModule(TU_NAMES[ds], root=str(ROOT / "datasets" / "tu"), batch_size=128,
-                      augment=rc["augment"], aug_ratio=0.2, seed=seed,
-                      use_node_attr=rc["node_attr"], standardize_node_attr=rc["std_attr"])
-    dm.setup()
-    L.seed_everything(seed, verbose=False)
-    loss = STUDY_LOSSES["infonce" if loss_name == "untrained" else loss_name]()
-    enc = GINEncoder(dm.num_features, rc["hidden"], 3, pooling=rc["pooling"])
-    model = GraphContrastiveModule(enc, loss, lr=rc["lr"], scheduler=rc["scheduler"], log_histograms=False)
-    t0 = time.time()
-    if loss_name != "untrained":
-        trainer(rc["epochs"]).fit(model, dm)
-    fit_s = time.time() - t0
-    emb, lab = embed_loader(model, dm.test_dataloader())
+    loss = STUDY_LOSSES["infonce" if loss_name == "untrained" else loss_name]
+    cli, fit_s = graph_cli(TU_NAMES[ds], loss, seed, rc["epochs"], str(ROOT / "datasets" / "tu"),
+                           train=loss_name != "untrained", lr=rc["lr"], augment=rc["augment"], hidden=rc["hidden"],
+                           pooling=rc["pooling"], scheduler=rc["scheduler"], node_attr=rc["node_attr"],
+                           std_attr=rc["std_attr"])
+    cli.datamodule.setup()
+    emb, lab = embed_loader(cli.model, cli.datamodule.test_dataloader())
     emb, lab = emb.float().cpu(), lab.cpu()
     out = {}
     for ev in evals:
         e = EVALS[ev]
-        x = emb[:, -rc["hidden"]:] if e["readout"] == "last" else emb
+        x = layer_readout(emb, 3, e["readout"])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="svc_protocol: the smallest class")
             if validation:
-                idx = val_half(lab)
+                idx = stratified_half(lab, VAL_SPLIT_SEED)
                 res = svc_protocol(x[idx], lab[idx], folds=10, seed=seed, scale=e["scale"])
             else:
                 res = svc_protocol(x, lab, folds=10, seed=seed, scale=e["scale"])
@@ -221,27 +214,14 @@ def run_graph(ds: str, recipe_name: str, loss_name: str, seed: int, validation: 
     return out
 
 
-def run_mnist(loss_name: str, seed: int, dm: CachedViewsMNIST) -> Dict:
-    loss = STUDY_LOSSES["infonce" if loss_name == "untrained" else loss_name]()
-    r = mnist_probe_run(loss, seed, MNIST_EPOCHS, dm, train=loss_name != "untrained")
+def run_mnist(loss_name: str, seed: int) -> Dict:
+    loss = STUDY_LOSSES["infonce" if loss_name == "untrained" else loss_name]
+    r = mnist_probe_run(loss, seed, MNIST_EPOCHS, TRAIN_PER_CLASS, train=loss_name != "untrained")
     return {"acc": r["knn"], "linear": r["linear"], "fit_s": r["fit_s"]}
-
-
-def load(path: Path) -> List[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def key(r: dict) -> tuple:
     return (r["dataset"], r.get("recipe", ""), r["loss"], r["seed"], r.get("eval", "concat"))
-
-
-def append(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ------------------------------------------------------------------------------------ phases
@@ -250,7 +230,7 @@ def phase_select(args) -> None:
     evaluation of ``EVALS`` (one training run scored four ways); plus the untrained encoder of each encoder
     configuration (``encoder_tag``) under the same evaluations."""
     out = RESULTS / "unremix_select.jsonl"
-    done = {key(r) for r in load(out)}
+    done = {key(r) for r in read_jsonl(out)}
     names = args.recipes or list(SELECT_RECIPES)
     for ds in args.datasets:
         if ds == "mnist5k":
@@ -271,7 +251,7 @@ def phase_select(args) -> None:
                     for ev, r in res.items():
                         row = {"dataset": ds, "recipe": rec, "loss": loss_name, "seed": seed, "eval": ev, **r,
                                "total_s": time.time() - t0}
-                        append(out, row)
+                        append_jsonl(out, row)
                         done.add(key(row))
                         print(json.dumps(row), flush=True)
 
@@ -295,7 +275,7 @@ PLAN = [
 
 def phase_study(args) -> None:
     out = RESULTS / "unremix_study.jsonl"
-    done = {key(r) for r in load(out)}
+    done = {key(r) for r in read_jsonl(out)}
     for ds, block in PLAN:
         if ds not in args.datasets:
             continue
@@ -305,85 +285,32 @@ def phase_study(args) -> None:
             todo = [n for n in losses if (ds, rec, n, seed, "concat") not in done]
             if not todo:
                 continue
-            cache = CachedViewsMNIST(TRAIN_PER_CLASS, MNIST_EPOCHS, seed) if ds == "mnist5k" else None
             for loss_name in todo:
                 t0 = time.time()
                 if ds == "mnist5k":
-                    res = run_mnist(loss_name, seed, cache)
+                    res = run_mnist(loss_name, seed)
                 else:
                     ev = RECIPES[ds][1]
                     res = run_graph(ds, RECIPES[ds][0], loss_name, seed, validation=False, evals=[ev])[ev]
                 row = {"dataset": ds, "recipe": rec, "loss": loss_name, "seed": seed,
                        **res, "total_s": time.time() - t0}
-                append(out, row)
+                append_jsonl(out, row)
                 done.add(key(row))
                 print(json.dumps(row), flush=True)
 
 
 # ------------------------------------------------------------------------------------ report
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def ci(xs: List[float]) -> str:
     """``mean ± half-width`` of the 95% t-interval over seeds, in %."""
-    n = len(xs)
-    if n == 0:
-        return "-"
-    m = sum(xs) / n
-    if n == 1:
-        return f"{100 * m:.1f}"
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    return f"{100 * m:.1f} ± {100 * T975[n - 1] * s / math.sqrt(n):.1f}"
+    return fmt_ci(xs, scale=100, digits=1)
 
 
 def paired(rows: List[dict], name: str, ref: str, field: str = "acc") -> str:
-    a = {r["seed"]: r[field] for r in rows if r["loss"] == name}
-    b = {r["seed"]: r[field] for r in rows if r["loss"] == ref}
-    seeds = sorted(set(a) & set(b))
-    if not seeds or name == ref:
+    """Per-seed difference ``name - ref`` with its 95% t-interval, in % (``(n=k)`` when not all 5 seeds)."""
+    if name == ref:
         return "-"
-    d = [a[s] - b[s] for s in seeds]
-    return ci(d) + ("" if len(seeds) == 5 else f" (n={len(seeds)})")
-
-
-def wl_features(graphs: List[tuple], rounds: int) -> np.ndarray:
-    """Explicit Weisfeiler-Lehman subtree feature map (Shervashidze et al., JMLR 2011, Sec. 3.1): every
-    node starts with its label; round ``r`` relabels a node by the pair (its label, the sorted multiset of
-    its neighbours' labels), with one dictionary shared by all graphs; the feature vector of a graph
-    counts every label of rounds ``0..rounds`` (the WL subtree kernel is the dot product of these counts).
-
-    ``graphs``: ``(node_labels, edges)`` with ``node_labels`` a list of hashables and ``edges`` a list of
-    ``(i, j)`` pairs (either direction; both are used as undirected). Returns ``[G, #labels]`` counts.
-    """
-    if rounds < 0:
-        raise ValueError(f"rounds must be >= 0, got {rounds}")
-    vocab: Dict = {}
-    counts: List[Dict[int, int]] = [dict() for _ in graphs]
-    labels = [list(nl) for nl, _ in graphs]
-    nbrs = []
-    for nl, edges in graphs:
-        adj = [set() for _ in nl]
-        for i, j in edges:
-            if i != j:
-                adj[i].add(j)
-                adj[j].add(i)
-        nbrs.append(adj)
-    for r in range(rounds + 1):
-        if r > 0:
-            labels = [[(lab[v], tuple(sorted(lab[u] for u in adj[v]))) for v in range(len(lab))]
-                      for lab, adj in zip(labels, nbrs)]
-        new = []
-        for g, lab in enumerate(labels):
-            ids = [vocab.setdefault((r, lv), len(vocab)) for lv in lab]
-            for i in ids:
-                counts[g][i] = counts[g].get(i, 0) + 1
-            new.append(ids)
-        labels = new
-    x = np.zeros((len(graphs), len(vocab)))
-    for g, c in enumerate(counts):
-        for i, n in c.items():
-            x[g, i] = n
-    return x
+    return fmt_paired(by_seed(rows, field, loss=name), by_seed(rows, field, loss=ref), scale=100, digits=1,
+                      expect_n=len(STUDY_SEEDS))
 
 
 def wl_baseline(ds: str, rounds: int = 3) -> Dict[str, float]:
@@ -397,8 +324,7 @@ def wl_baseline(ds: str, rounds: int = 3) -> Dict[str, float]:
         return stored[f"{ds}/{rounds}"]
     dm = TUDataModule(TU_NAMES[ds], root=str(ROOT / "datasets" / "tu"))
     dm.setup()
-    graphs = [(g.x.argmax(1).tolist(), g.edge_index.t().tolist()) for g in dm.dataset]
-    x = wl_features(graphs, rounds)
+    x = wl_features(wl_graphs(dm.dataset), rounds)
     y = np.array([int(g.y) for g in dm.dataset])
     out = {}
     for scale in (False, True):
@@ -508,19 +434,23 @@ def graph_section(ds: str, rec: str, sub: List[dict], title: str) -> List[str]:
     sub = [r for r in sub if r["recipe"] == rec]
     lines = [f"### {TU_NAMES[ds]}{title}: {describe(name)}; SVC on the "
              f"{'concatenated per-layer' if e['readout'] == 'concat' else 'last-layer'} readout"
-             f"{', z-scored per dimension on each training split' if e['scale'] else ''} of all graphs", "",
-             "| loss | SVC accuracy | Δ HCL | Δ untrained | mean fold std | seeds | fit s |",
-             "|---|---|---|---|---|---|---|"]
-    for n in ["untrained"] + list(STUDY_LOSSES):
-        rs = [r for r in sub if r["loss"] == n]
-        if not rs:
-            continue
-        fit = sum(r["fit_s"] for r in rs) / len(rs)
-        fold = 100 * sum(r["fold_std"] for r in rs) / len(rs)
-        lines.append(f"| {LABELS[n]} | {ci([r['acc'] for r in rs])} | {paired(sub, n, 'hcl')} | "
-                     f"{paired(sub, n, 'untrained')} | {fold:.1f} | {len(rs)} | {fit:.0f} |")
+             f"{', z-scored per dimension on each training split' if e['scale'] else ''} of all graphs", ""]
+    lines += loss_table(sub, ["SVC accuracy", "Δ HCL", "Δ untrained", "mean fold std"], lambda n, rs: [
+        ci([r["acc"] for r in rs]), paired(sub, n, "hcl"), paired(sub, n, "untrained"),
+        f"{100 * sum(r['fold_std'] for r in rs) / len(rs):.1f}"])
     lines += contrast_lines(sub, ds)
     return lines
+
+
+def loss_table(sub: List[dict], header: List[str], cells) -> List[str]:
+    """Markdown table of the study's losses with records in ``sub`` (``untrained`` first): label,
+    ``cells(name, records)`` under ``header``, the number of seeds and the mean fit time."""
+    rows = []
+    for n in ["untrained"] + list(STUDY_LOSSES):
+        rs = [r for r in sub if r["loss"] == n]
+        if rs:
+            rows.append([LABELS[n], *cells(n, rs), len(rs), f"{sum(r['fit_s'] for r in rs) / len(rs):.0f}"])
+    return markdown_table(["loss", *header, "seeds", "fit s"], rows)
 
 
 def contrast_lines(sub: List[dict], ds: str) -> List[str]:
@@ -545,8 +475,8 @@ def missing_line(sub: List[dict]) -> List[str]:
 
 
 def report(args) -> str:
-    rows = load(RESULTS / "unremix_study.jsonl")
-    sel = load(RESULTS / "unremix_select.jsonl")
+    rows = read_jsonl(RESULTS / "unremix_study.jsonl")
+    sel = read_jsonl(RESULTS / "unremix_select.jsonl")
     lines = ["# UnReMix study (issue 10): representativeness direction, uncertainty variants, graph recipe", "",
              "Produced by `experiments/unremix_study.py` (`--phase select`, `--phase study`, `--report`); "
              "per-run numbers in `unremix_study.jsonl` / `unremix_select.jsonl` next to this file. CPU, "
@@ -579,16 +509,10 @@ def report(args) -> str:
         if ds == "mnist5k":
             lines += [f"### MNIST-5k (contrastive): SmallCNN, {MNIST_EPOCHS} epochs on {10 * TRAIN_PER_CLASS} digits, "
                       "batch 64, lr 2e-3 (the recipe of compare_contrastive.py); weighted kNN (k=20) top-1 on "
-                      "the 1,000 test digits and linear probe", "",
-                      "| loss | kNN top-1 | Δ HCL (kNN) | Δ untrained (kNN) | linear top-1 | seeds | fit s |",
-                      "|---|---|---|---|---|---|---|"]
-            for name in ["untrained"] + list(STUDY_LOSSES):
-                rs = [r for r in sub if r["loss"] == name]
-                if not rs:
-                    continue
-                fit = sum(r["fit_s"] for r in rs) / len(rs)
-                lines.append(f"| {LABELS[name]} | {ci([r['acc'] for r in rs])} | {paired(sub, name, 'hcl')} | "
-                             f"{paired(sub, name, 'untrained')} | {ci([r['linear'] for r in rs])} | {len(rs)} | {fit:.0f} |")
+                      "the 1,000 test digits and linear probe", ""]
+            lines += loss_table(sub, ["kNN top-1", "Δ HCL (kNN)", "Δ untrained (kNN)", "linear top-1"],
+                                lambda n, rs: [ci([r["acc"] for r in rs]), paired(sub, n, "hcl"),
+                                               paired(sub, n, "untrained"), ci([r["linear"] for r in rs])])
             lines += contrast_lines(sub, ds) + missing_line(sub) + [""]
             continue
         chosen = study_recipe(ds)
@@ -641,11 +565,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             raise SystemExit(f"--study-recipe {spec!r}: expected DATASET=RECIPE[/EVAL] with DATASET in "
                              f"{list(TU_NAMES)}, RECIPE in SELECT_RECIPES and EVAL in {list(EVALS)}")
         RECIPES[ds] = (name, ev or "concat")
-    torch.set_num_threads(1)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_study(1)
     if args.phase == "select":
         phase_select(args)
     elif args.phase == "study":
@@ -654,10 +574,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         text = report(args)
         if args.notes:
             text += "\n" + Path(args.notes).read_text()
-        out = RESULTS / "unremix_study.md"
-        tmp = out.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        atomic_write(RESULTS / "unremix_study.md", text)
         print(text)
 
 

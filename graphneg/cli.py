@@ -10,14 +10,27 @@ Examples::
 
 What the CLI adds to Lightning's:
 
+* **Run folders that cannot collide**: before anything is written, each run claims its own
+  ``<root>/version_N`` with ``os.mkdir`` of the next free number, retried on ``FileExistsError``
+  (:func:`graphneg.runs.claim_version_dir`), so runs started at the same moment (a seed sweep) each get
+  their own folder, config and checkpoints; ``config.yaml`` is never overwritten (created exclusively). A
+  start that fails before its first training step and checkpoint leaves no folder behind.
 * **Resuming** (``--ckpt_path last``): Lightning looks for ``last.ckpt`` only in the new run's own
   folder, so it never resumes when each run gets a new ``lightning_logs/version_N``. graphneg resolves
-  ``last`` itself (:func:`find_last_checkpoint`): the ``checkpoints/last.ckpt`` of the highest-numbered
-  ``version_N`` under the logger's folder (``<trainer.default_root_dir>/lightning_logs`` by default) that
-  has one; with an explicit ``ModelCheckpoint(dirpath=...)`` the ``last.ckpt`` there; without a logger
-  ``<default_root_dir>/checkpoints/last.ckpt``. No such file is an error (``FileNotFoundError``), not a
-  silent fresh start. The resumed run logs to a new ``version_N`` and continues the epoch and global
-  step of the checkpoint.
+  ``last`` itself (:func:`choose_last_checkpoint`): among the ``version_N/checkpoints`` folders under the
+  logger's folder (``<trainer.default_root_dir>/lightning_logs`` by default), newest run first, the first
+  that holds a checkpoint that loads (``torch.load(weights_only=True)``), and in it the checkpoint with the
+  highest global step (``last.ckpt`` on a tie). So a corrupt or missing ``last.ckpt`` beside an intact
+  ``epoch=N`` checkpoint resumes the intact one; the log line names the file taken and every file or run
+  skipped, with the reason. With an explicit ``ModelCheckpoint(dirpath=...)`` that folder is searched;
+  without a logger ``<default_root_dir>/checkpoints``. Nothing usable is an error (``FileNotFoundError``),
+  not a silent fresh start. The resumed run logs to a new ``version_N`` and continues the epoch and
+  global step of the checkpoint.
+* **Configs that mean one thing**: the ``config.yaml`` of a resumed run names the checkpoint it resumed
+  from as an absolute path (``ckpt_path: /.../version_2/checkpoints/epoch=3-step=120.ckpt``, never
+  ``last``), so ``graphneg fit --config <that config.yaml>`` resumes the same state again, whatever runs
+  were added since. An explicit ``--ckpt_path`` is checked first: a missing, empty, truncated or
+  non-checkpoint file is an error naming the file and what is wrong with it.
 * **Atomic checkpoints** on top of whatever ``trainer.plugins`` choose
   (:func:`graphneg.checkpoint.use_atomic_checkpoints`); orphaned temporary files of killed runs are
   removed at start-up. Nothing unserialisable is put into the config, so a run's saved ``config.yaml``
@@ -25,15 +38,20 @@ What the CLI adds to Lightning's:
 * ``--detect_nan`` (default ``true``): a :class:`graphneg.checkpoint.DetectNaN` callback stops training
   on a NaN/inf loss, naming the epoch, batch index and global step, before a checkpoint of that state is
   written. ``--detect_nan false`` turns it off.
-* Linked arguments (set once, copied by :meth:`GraphnegCLI.add_arguments_to_parser`): the number of
-  training classes of ``MNIST5kDataModule`` -> the generator's and the loss's ``num_classes``; the
-  encoder's ``embedding_dim`` -> the generator's ``dim`` and the loss's ``embedding_size``. A link applies
-  when both ends exist in the chosen classes; a linked target's value then always comes from its source
-  (set the source instead). The TU DataModule's ``num_features`` reaches the GIN encoder's
-  ``in_channels`` without a link: a ``link_arguments`` into ``model.init_args.encoder.init_args`` makes
-  jsonargparse 4.53 reject every config whose encoder ``class_path`` is a function
-  (``graphneg.models.resnet18``: "add_function_arguments() got an unexpected keyword argument
-  'linked_targets'"), so the TU configs leave ``in_channels`` out, ``GINEncoder(in_channels=None)`` has no
+* **Sizes stated once** (the size protocol, :data:`SIZE_LINKS`): a DataModule that exposes a ``num_classes``
+  attribute (the classes of its training labels, ``0..num_classes-1``) has it copied, after the DataModule
+  is built, into the generator's, the loss's and the model's ``num_classes`` wherever the chosen classes
+  have that parameter (jsonargparse ``link_arguments(..., apply_on="instantiate")``); the encoder's
+  ``embedding_dim`` init argument is copied into the generator's ``dim`` and the loss's ``embedding_size``.
+  Any DataModule works, graphneg's own (``MNIST5kDataModule``, ``MNIST5kPairsDataModule``, the retrieval
+  DataModules, ``TUDataModule``) expose ``num_classes``. A value the config states for a target wins (the
+  attribute is then not read); a DataModule without the attribute leaves the config's values, and a size
+  still missing is a one-line error naming the argument. Image
+  DataModules also expose ``in_channels``, but the encoder's ``in_channels`` is stated in the encoder: a
+  link into ``model.init_args.encoder.init_args`` makes jsonargparse 4.53 reject every config whose encoder
+  ``class_path`` is a function (``graphneg.models.resnet18``: "add_function_arguments() got an unexpected
+  keyword argument 'linked_targets'"). The TU DataModule's ``num_features`` reaches the GIN encoder
+  without a link: the TU configs leave ``in_channels`` out, ``GINEncoder(in_channels=None)`` has no
   layers yet and ``GraphContrastiveModule.setup()`` builds them from ``datamodule.num_features`` (a given
   ``in_channels`` is checked against it instead).
 * Default callbacks: ``last.ckpt`` + best checkpoint, learning-rate monitor, RNG state for exact resume,
@@ -45,12 +63,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional
 
+import fsspec
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.fabric.utilities.cloud_io import get_filesystem
@@ -58,6 +78,9 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
+from graphneg.runs import (
+    checkpoint_folders, check_ckpt_path, choose_last_checkpoint, claim_version_dir, find_last_checkpoint,
+)
 
 
 def default_callbacks() -> list:
@@ -68,71 +91,17 @@ def default_callbacks() -> list:
     ]
 
 
-def _num_train_classes(train_classes: Sequence[int], split: str) -> int:
-    """Training classes of the MNIST DataModules: all 10 digits for ``MNIST5kDataModule``'s stratified
-    split, else ``len(train_classes)`` (``MNIST5kDataModule`` zero-shot, ``MNIST5kPairsDataModule`` test
-    split; its ``split="validation"`` trains on the subset ``val_train_classes`` of ``train_classes``,
-    whose labels stay below this count). ``train_classes=None``: ``MNIST5kPairsDataModule``'s named
-    ``class_split`` (both named splits train 50 classes)."""
-    if split == "stratified":
-        return 10
-    return 50 if train_classes is None else len(train_classes)
-
-
-# (source, target, apply_on, compute_fn): see the module docstring
-LINKS = (
-    (("data.init_args.train_classes", "data.init_args.split"), "model.init_args.generator.init_args.num_classes",
-     "parse", _num_train_classes),
-    (("data.init_args.train_classes", "data.init_args.split"), "model.init_args.loss.init_args.num_classes",
-     "parse", _num_train_classes),
-    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.generator.init_args.dim", "parse", None),
-    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.loss.init_args.embedding_size", "parse",
-     None),
+# The size protocol (see the module docstring). (source, target, apply_on): "instantiate" links read an attribute
+# of the instantiated DataModule (ignored when it has none), "parse" links copy a config value.
+SIZE_LINKS = (
+    ("data.num_classes", "model.init_args.generator.init_args.num_classes", "instantiate"),
+    ("data.num_classes", "model.init_args.loss.init_args.num_classes", "instantiate"),
+    ("data.num_classes", "model.init_args.num_classes", "instantiate"),
+    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.generator.init_args.dim", "parse"),
+    ("model.init_args.encoder.init_args.embedding_dim", "model.init_args.loss.init_args.embedding_size", "parse"),
 )
-
-
-def _version_number(path: Path) -> Optional[int]:
-    m = re.fullmatch(r"version_(\d+)", path.name)
-    return int(m.group(1)) if m else None
-
-
-def _checkpoint_folders(trainer: L.Trainer) -> tuple:
-    """``(explicit ModelCheckpoint folders, versioned run folders' checkpoint folders (newest first),
-    the folder searched)`` for ``trainer``."""
-    explicit = []
-    for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None:
-            explicit.append(Path(cb.dirpath))
-    logger = trainer.logger
-    root = getattr(logger, "root_dir", None) if logger is not None else None
-    if logger is None or root is None:
-        return explicit, [Path(trainer.default_root_dir) / "checkpoints"], Path(trainer.default_root_dir)
-    root = Path(root)
-    runs = sorted(
-        ((n, p) for p in (root.iterdir() if root.is_dir() else ()) if (n := _version_number(p)) is not None),
-        reverse=True,
-    )
-    return explicit, [p / "checkpoints" for _, p in runs], root
-
-
-def find_last_checkpoint(trainer: L.Trainer) -> Path:
-    """The ``last.ckpt`` that ``--ckpt_path last`` resumes (see the module docstring for the search order).
-
-    Raises:
-        FileNotFoundError: no earlier run has a ``last.ckpt``.
-    """
-    explicit, versioned, root = _checkpoint_folders(trainer)
-    folders = explicit if explicit else versioned
-    for folder in folders:
-        last = folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-        if last.is_file():
-            return last
-    where = ", ".join(str(f) for f in explicit) if explicit else f"{root}/version_*/checkpoints/"
-    raise FileNotFoundError(
-        f"--ckpt_path last: no earlier run has a last.ckpt (looked in {where}). Start without --ckpt_path, pass "
-        f"--ckpt_path <file.ckpt>, or set --trainer.default_root_dir to the folder of the run to resume "
-        f"(now {trainer.default_root_dir!s})"
-    )
+#: (source, target, apply_on, compute_fn), kept for callers of the earlier 4-tuple form
+LINKS = tuple((src, tgt, how, None) for src, tgt, how in SIZE_LINKS)
 
 
 class SaveFullConfig(SaveConfigCallback):
@@ -156,11 +125,21 @@ class SaveFullConfig(SaveConfigCallback):
         log_dir = str(log_dir or trainer.default_root_dir)
         fs = get_filesystem(log_dir)
         path = os.path.join(log_dir, self.config_filename)
+        exists = RuntimeError(f"{path} exists; graphneg does not overwrite the config of an earlier run (give "
+                              "this run its own folder: leave trainer.logger's version unset)")
         if not self.overwrite and fs.isfile(path):
-            raise RuntimeError(f"{path} exists; graphneg does not overwrite the config of an earlier run")
+            raise exists
         fs.makedirs(log_dir, exist_ok=True)
+        text = self.dump()
+        if fsspec.utils.get_protocol(path) in ("file", "local") and not self.overwrite:
+            try:  # exclusive create: of two runs sharing a folder, one fails here instead of overwriting
+                with open(path[len("file://"):] if path.startswith("file://") else path, "x") as f:
+                    f.write(text)
+            except FileExistsError:
+                raise exists from None
+            return
         with fs.open(path, "w") as f:
-            f.write(self.dump())
+            f.write(text)
 
     def dump(self) -> str:
         """The config as YAML, with the link targets that hold a value put back (jsonargparse's dump drops
@@ -170,7 +149,7 @@ class SaveFullConfig(SaveConfigCallback):
         text = self.parser.dump(self.config, skip_none=False)
         header = [line for line in text.splitlines() if line.startswith("#")]
         data = yaml.safe_load(text)
-        for _, target, _, _ in LINKS:
+        for _, target, _ in SIZE_LINKS:
             value = _lookup(self.config, target)
             if value is None:
                 continue
@@ -208,8 +187,53 @@ class GraphnegCLI(LightningCLI):
             help="Stop training on a NaN or inf training loss (graphneg.checkpoint.DetectNaN), before a "
                  "checkpoint of that state is written.",
         )
-        for source, target, apply_on, compute_fn in LINKS:
-            parser.link_arguments(source, target, compute_fn=compute_fn, apply_on=apply_on)
+        for source, target, apply_on in SIZE_LINKS:
+            if target not in self._unused_links:
+                parser.link_arguments(source, target, apply_on=apply_on)
+
+    # size links that this run does not need: read by add_arguments_to_parser
+    _unused_links: frozenset = frozenset()
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        self._parser_setup = (add_subcommands, main_kwargs, subparser_kwargs)
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse; then drop the instantiation links (:data:`SIZE_LINKS`) whose target the chosen classes lack
+        (no generator, a loss without ``num_classes``) or the config already sets, and parse again. So a
+        DataModule's ``num_classes`` is read only when a target needs it (a ``TUDataModule`` would load its
+        dataset to answer), a value stated in the config wins, and Lightning does not record links into
+        parameters that do not exist ("Expected key ... to be in data")."""
+        super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        unused = frozenset(target for _, target, how in SIZE_LINKS
+                           if how == "instantiate" and (target not in config or config[target] is not None))
+        if unused - self._unused_links:
+            self._unused_links = self._unused_links | unused
+            super().setup_parser(*self._parser_setup)
+            super().parse_arguments(self.parser, args)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (TypeError, ValueError) as err:
+            missing = self._missing_sizes(str(err))
+            if missing:
+                target, leaf = missing
+                raise ValueError(
+                    f"{target} is not set: the DataModule has no `{leaf}` attribute to link it from (graphneg's size "
+                    f"protocol); give the DataModule a `{leaf}` attribute, or set --{target}"
+                ) from None
+            raise
+
+    def _missing_sizes(self, message: str) -> Optional[tuple]:
+        """The first size-link target left unset when instantiation failed mentioning its name."""
+        config = self._subconfig(self.config)
+        for _, target, apply_on in SIZE_LINKS:
+            leaf = target.rsplit(".", 1)[-1]
+            if apply_on == "instantiate" and leaf in message and target in config and config[target] is None:
+                return target, leaf
+        return None
 
     def _subconfig(self, config) -> Any:
         return config.get(str(self.subcommand), config) if self.subcommand else config
@@ -239,16 +263,69 @@ class GraphnegCLI(LightningCLI):
         use_atomic_checkpoints(trainer)
         return trainer
 
-    # ------------------------------------------------------------------ --ckpt_path last
+    # ------------------------------------------------------------------ run folder, --ckpt_path
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads an explicit --ckpt_path here (its hyper-parameters) with a bare torch.load: a bad file
+        # is reported first, naming the file and what is wrong with it
+        sub = self.config.get("subcommand")
+        if sub:
+            check_ckpt_path(self.config[sub].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
     def _prepare_run(self) -> None:
-        explicit, versioned, _ = _checkpoint_folders(self.trainer)
+        trainer = self.trainer
+        explicit, versioned, _ = checkpoint_folders(trainer)
         for folder in explicit + versioned:
             remove_orphaned_temp_files(folder)
-        config = self._subconfig(self.config_init)
-        if config.get("ckpt_path") == "last":
-            path = find_last_checkpoint(self.trainer)
-            rank_zero_info(f"graphneg: resuming from {path}")
-            config["ckpt_path"] = str(path)
+        sub = str(self.subcommand)
+        config, parsed = self._subconfig(self.config_init), self._subconfig(self.config)
+        ckpt = config.get("ckpt_path")
+        if ckpt == "last":
+            choice = choose_last_checkpoint(trainer)
+            rank_zero_info(f"graphneg: {choice.message}")
+            resolved: Optional[Path] = choice.path.absolute()
+        else:
+            resolved = check_ckpt_path(ckpt)
+        if resolved is not None:
+            # the saved config.yaml names the file itself, so re-running it resumes the same state
+            for cfg in (config, parsed):
+                cfg["ckpt_path"] = str(resolved)
+        self._claimed = self._claim_run_dirs(trainer) if sub in ("fit", "validate", "test", "predict") else []
+
+    @staticmethod
+    def _claim_run_dirs(trainer: L.Trainer) -> List[Path]:
+        """Give each logger without a fixed version a folder of its own, claimed atomically
+        (:func:`graphneg.runs.claim_version_dir`) before anything is written (rank zero only; Lightning
+        broadcasts the checkpoint folder to the other ranks). Loggers sharing a root share the number."""
+        if not trainer.is_global_zero:
+            return []
+        claimed: dict = {}
+        for logger in trainer.loggers:
+            root = getattr(logger, "root_dir", None)
+            if root is None or not hasattr(logger, "_version") or logger._version is not None:
+                continue
+            root = str(Path(root).absolute())
+            if root not in claimed:
+                claimed[root] = claim_version_dir(root)
+            logger._version = claimed[root][0]
+        return [path for _, path in claimed.values()]
+
+    def _release_run_dirs(self) -> None:
+        """After a failed start: remove the claimed folders of a run that wrote no checkpoint and trained no
+        step (only the config, hparams and an empty event file would be left)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.global_step > 0:
+            return
+        for path in getattr(self, "_claimed", []):
+            if path.is_dir() and not any(path.rglob("*.ckpt")):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._release_run_dirs()
+            raise
 
     def before_fit(self) -> None:
         self._prepare_run()
@@ -304,7 +381,6 @@ def cli_main(args: Optional[List[str]] = None, run: bool = True) -> GraphnegCLI:
             subclass_mode_data=True,
             trainer_defaults={"callbacks": default_callbacks()},
             save_config_callback=SaveFullConfig,
-            save_config_kwargs={"overwrite": True},
             args=args,
             run=run,
             auto_configure_optimizers=False,
@@ -316,4 +392,9 @@ def main() -> None:
     cli_main()
 
 
-__all__ = ["GraphnegCLI", "SaveFullConfig", "quiet_lightning", "cli_main", "find_last_checkpoint", "main", "LINKS"]
+__all__ = ["GraphnegCLI", "SaveFullConfig", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
+           "check_ckpt_path", "main", "LINKS", "SIZE_LINKS"]
+
+
+if __name__ == "__main__":
+    main()

@@ -31,12 +31,20 @@ Reductions (what a loss must return so that DDP reproduces one process on the wh
 Every process must call :func:`gather` the same number of times in the same order (collectives), and
 every gathered tensor must take part in every rank's backward (or in none).
 
+Where gathering is decided. :func:`gather_layout` is the one place that decides whether rows are
+gathered (``enabled`` and :func:`is_distributed`) and describes the result as a :class:`GatherLayout`
+(every process's row count, this process's offset and slice); :func:`gather_rows` gathers tensors
+with a layout (no second size exchange). Consumers read the layout instead of testing a sentinel:
+the contrastive losses (:func:`graphneg.losses.contrastive.contrastive_pairs` stores it in
+``ContrastivePairs.layout``) and their UnReMix score logging. :func:`gather` (one call: layout +
+rows) stays for the other callers.
+
 Without an initialised process group (or with one process) :func:`gather` returns its inputs unchanged
-(offset 0).
+(offset 0), and :func:`gather_layout` a one-process layout (``gathered`` is ``False``).
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import List, NamedTuple, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -67,6 +75,98 @@ def local_offset(n_local: int, device: Union[torch.device, str, None] = None) ->
     if not is_distributed():
         return 0
     return sum(all_sizes(n_local, device)[: dist.get_rank()])
+
+
+class GatherLayout(NamedTuple):
+    """Where this process's rows sit among the rows of all processes (the result of a gather).
+
+    ``sizes`` are the row counts of all processes in rank order (one entry without a process
+    group); ``rank`` is this process's index into them. Built by :func:`gather_layout`.
+    """
+
+    sizes: Tuple[int, ...]
+    rank: int = 0
+
+    @classmethod
+    def single(cls, n_local: int) -> "GatherLayout":
+        """The layout of rows that are not gathered: this process's ``n_local`` rows only."""
+        return cls((int(n_local),), 0)
+
+    @property
+    def local_rows(self) -> int:
+        """This process's number of rows ``B_r``."""
+        return self.sizes[self.rank]
+
+    @property
+    def global_rows(self) -> int:
+        """Rows after gathering, ``sum_r B_r`` (``local_rows`` when not gathered)."""
+        return sum(self.sizes)
+
+    @property
+    def offset(self) -> int:
+        """Row of this process's first row among the gathered rows (``0`` when not gathered)."""
+        return sum(self.sizes[: self.rank])
+
+    @property
+    def local_slice(self) -> slice:
+        """This process's rows among the gathered rows: ``slice(offset, offset + local_rows)``."""
+        return slice(self.offset, self.offset + self.local_rows)
+
+    @property
+    def gathered(self) -> bool:
+        """``True`` when the rows span more than one process."""
+        return len(self.sizes) > 1
+
+    @property
+    def world_size(self) -> int:
+        return len(self.sizes)
+
+
+def gather_layout(n_local: int, enabled: bool = True,
+                  device: Union[torch.device, str, None] = None) -> GatherLayout:
+    """The one decision whether rows are gathered, and their layout.
+
+    Rows are gathered when ``enabled`` (a module's ``gather_distributed`` flag) and inside a process
+    group of more than one process (:func:`is_distributed`); then every process's row count is
+    exchanged once (:func:`all_sizes`: one ``all_gather`` of a one-element tensor on ``device`` and
+    one host read, the only host synchronisation of gathering: the gathered shape depends on it).
+    Otherwise the layout of this process's rows alone (:meth:`GatherLayout.single`, no
+    communication). Every process of the group must call it with the same ``enabled``.
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled (gather_distributed) must be True or False, got {enabled!r}")
+    if not (enabled and is_distributed()):
+        return GatherLayout.single(n_local)
+    return GatherLayout(tuple(all_sizes(n_local, device)), dist.get_rank())
+
+
+def gather_rows(layout: GatherLayout, *tensors: Tensor):
+    """All processes' ``tensors`` concatenated along dim 0 in rank order, as ``layout`` describes.
+
+    Returns the inputs themselves when ``layout.gathered`` is ``False``; otherwise the gathered
+    tensors (``[layout.global_rows, ...]`` each), differentiable for floating tensors that require
+    gradients (see the module docstring). Each tensor must have ``layout.local_rows`` rows. One
+    tensor in: one tensor out; several: a tuple.
+    """
+    if not isinstance(layout, GatherLayout):
+        raise TypeError(f"layout must be a GatherLayout (from gather_layout), got {type(layout).__name__}")
+    if not tensors:
+        raise TypeError("gather_rows needs at least one tensor")
+    for i, x in enumerate(tensors):
+        _check(x, i)
+        if x.size(0) != layout.local_rows:
+            raise ValueError(
+                f"gather_rows: argument {i} has {x.size(0)} rows but the layout says this process has "
+                f"{layout.local_rows}; build the layout with gather_layout(x.size(0), ...)"
+            )
+    if not layout.gathered:
+        out = tuple(tensors)
+    else:
+        out = tuple(
+            _GatherWithGrad.apply(x, layout.sizes) if x.requires_grad else _all_gather_padded(x, layout.sizes)
+            for x in tensors
+        )
+    return out[0] if len(out) == 1 else out
 
 
 def _all_gather_padded(x: Tensor, sizes: Sequence[int]) -> Tensor:
@@ -118,6 +218,8 @@ def gather(*tensors: Tensor, return_offset: bool = False):
         themselves and offset ``0``.
 
     Gradients: see the module docstring (``all_reduce`` of the gathered gradient, local slice kept).
+    Equivalent to ``gather_rows(gather_layout(B_r, True), *tensors)``; use those two when the
+    caller needs the layout (offsets, slices) or decides with a flag whether to gather.
     """
     if not tensors:
         raise TypeError("gather needs at least one tensor")
@@ -129,18 +231,12 @@ def gather(*tensors: Tensor, return_offset: bool = False):
             "gather: all tensors of one call must have the same number of rows (dim 0), got "
             f"{[x.size(0) for x in tensors]}; gather them in separate calls"
         )
-    if not is_distributed():
-        out, offset = tuple(tensors), 0
-    else:
-        sizes = tuple(all_sizes(n, tensors[0].device))
-        offset = sum(sizes[: dist.get_rank()])
-        out = tuple(
-            _GatherWithGrad.apply(x, sizes) if x.requires_grad else _all_gather_padded(x, sizes)
-            for x in tensors
-        )
+    layout = gather_layout(n, True, tensors[0].device)
+    out = gather_rows(layout, *tensors)
+    out = out if isinstance(out, tuple) else (out,)
     if return_offset:
-        return out + (offset,)
+        return out + (layout.offset,)
     return out[0] if len(out) == 1 else out
 
 
-__all__ = ["gather", "is_distributed", "all_sizes", "local_offset"]
+__all__ = ["GatherLayout", "gather_layout", "gather_rows", "gather", "is_distributed", "all_sizes", "local_offset"]

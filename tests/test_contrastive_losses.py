@@ -209,14 +209,22 @@ def test_extra_negatives_match_loop():
     assert abs(float(ce) - want) < 1e-10
 
 
-def _loop_unremix_importance(z, cand, t, beta, k, weights):
-    """Loop UnReMix importance: each score per anchor normalised to mean 1, then the convex mix."""
+def _loop_unremix_importance(z, cand, t, beta, k, weights, rep="density"):
+    """Loop UnReMix importance: each score per anchor normalised to mean 1, then the convex mix.
+
+    rep="density": exp(mean cosine to the k most similar other candidates); rep="diversity": mean
+    cosine distance to the k most similar other candidates except the candidate's own other view."""
     c = cand.size(0)
+    b = z.size(0) // 2
     dens = []
     for j in range(c):
-        others = sorted((float(cand[j] @ cand[m]) for m in range(c) if m != j), reverse=True)[:k]
-        dens.append(math.exp(sum(others) / len(others)))
-    b = z.size(0) // 2
+        partner = (j + b) % (2 * b) if j < 2 * b else -1
+        skip = (j,) if rep == "density" else (j, partner)
+        others = sorted((float(cand[j] @ cand[m]) for m in range(c) if m not in skip), reverse=True)[:k]
+        if rep == "density":
+            dens.append(math.exp(sum(others) / len(others)))
+        else:
+            dens.append(sum(1 - o for o in others) / len(others))
 
     def fn(i, js, sims, cand_):
         p = (i + b) % (2 * b)
@@ -233,18 +241,21 @@ def _loop_unremix_importance(z, cand, t, beta, k, weights):
     return fn
 
 
+@pytest.mark.parametrize("rep", ["diversity", "density"])
 @pytest.mark.parametrize("weights", [(1, 1, 1), (0, 1, 0), (0, 0, 1), (0.5, 0, 2), (1, 3, 0)])
-def test_unremix_matches_loop(weights):
+def test_unremix_matches_loop(weights, rep):
     z1, z2 = _views(b=5, d=4, seed=12)
     t, beta, k = 0.4, 1.0, 3
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
-    got = UnReMixLoss(temperature=t, tau_plus=0.1, beta=beta, weights=weights, k=k)(z1, z2)
-    want = ref_loop(z1, z2, t, 0.1, _loop_unremix_importance(z, z, t, beta, k, weights))
+    kw = {} if rep == "diversity" else {"representativeness": rep}  # diversity is the default
+    got = UnReMixLoss(temperature=t, tau_plus=0.1, beta=beta, weights=weights, k=k, **kw)(z1, z2)
+    want = ref_loop(z1, z2, t, 0.1, _loop_unremix_importance(z, z, t, beta, k, weights, rep))
     assert abs(float(got) - want) < 1e-10
 
 
+@pytest.mark.parametrize("rep", ["diversity", "density"])
 @pytest.mark.parametrize("labelled", [True, False])
-def test_unremix_with_labels_and_extra_negatives_matches_loop(labelled):
+def test_unremix_with_labels_and_extra_negatives_matches_loop(labelled, rep):
     z1, z2 = _views(b=4, d=5, seed=13)
     g = torch.Generator().manual_seed(14)
     neg = torch.randn(3, 5, generator=g, dtype=torch.float64)
@@ -254,9 +265,9 @@ def test_unremix_with_labels_and_extra_negatives_matches_loop(labelled):
     t, k = 0.5, 2
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
     cand = torch.cat([z, F.normalize(neg, dim=-1)])
-    got = UnReMixLoss(temperature=t, tau_plus=0.05, weights=(1, 1, 1), k=k)(
+    got = UnReMixLoss(temperature=t, tau_plus=0.05, weights=(1, 1, 1), k=k, representativeness=rep)(
         z1, z2, labels, neg=neg, neg_labels=neg_labels)
-    want = ref_loop(z1, z2, t, 0.05, _loop_unremix_importance(z, cand, t, 1.0, k, (1, 1, 1)),
+    want = ref_loop(z1, z2, t, 0.05, _loop_unremix_importance(z, cand, t, 1.0, k, (1, 1, 1), rep),
                     labels=labels, neg=neg, neg_labels=neg_labels)
     assert abs(float(got) - want) < 1e-10
 
@@ -402,3 +413,79 @@ def test_repr_and_defaults():
     assert u.weights == (1.0, 1.0, 1.0) and u.k == 10 and u.detach_scores is True
     assert "beta=1.0" in repr(HCLLoss())
     np.testing.assert_equal(DebiasedContrastiveLoss().tau_plus, 0.1)
+
+
+# --------------------------------------------------------------------- hyper-parameters (issue 20)
+@pytest.mark.parametrize("cls,arg,bad", [
+    (InfoNCELoss, "temperature", [float("nan"), float("inf"), 0.0, -0.5]),
+    (DebiasedContrastiveLoss, "tau_plus", [float("nan"), float("inf"), -0.01, 1.0]),
+    (HCLLoss, "beta", [float("nan"), float("inf"), -1.0]),
+    (UnReMixLoss, "temperature", [float("nan"), float("-inf")]),
+    (UnReMixLoss, "tau_plus", [float("nan"), 1.0]),
+    (UnReMixLoss, "beta", [float("nan"), float("inf")]),
+])
+def test_non_finite_or_out_of_range_hyperparameters_name_the_argument(cls, arg, bad):
+    for value in bad:
+        with pytest.raises(ValueError, match=rf"^{arg} must be .*finite, got"):
+            cls(**{arg: value})
+    with pytest.raises(TypeError, match=rf"^{arg} must be a real number"):
+        cls(**{arg: "0.5"})
+    with pytest.raises(TypeError, match=rf"^{arg} must be a real number"):
+        cls(**{arg: True})
+
+
+def test_unremix_weights_and_k_are_checked():
+    for w in [(float("inf"), 1, 1), (1, float("nan"), 0), (0, 0, 0), (-1, 2, 0), "111", 3.0]:
+        with pytest.raises(ValueError, match="weights"):
+            UnReMixLoss(weights=w)
+    with pytest.raises(ValueError, match=r"weights has unknown names \['lambda1'\]"):
+        UnReMixLoss(weights=dict(lambda1=1.0))
+    for k in (0, -1, 2.0, True, "3"):
+        with pytest.raises(ValueError, match=r"^k \(neighbours per node of the batch kNN graph\)"):
+            UnReMixLoss(k=k)
+    assert UnReMixLoss(k=np.int64(4)).k == 4 and isinstance(UnReMixLoss(k=np.int64(4)).k, int)
+    with pytest.raises(TypeError, match="detach_scores must be True or False"):
+        UnReMixLoss(detach_scores=1)
+
+
+def test_unremix_named_weights_follow_the_paper_numbering():
+    """weights=dict(uncertainty=l1, similarity=l2, representativeness=l3) equals the positional tuple
+    (similarity, uncertainty, representativeness) = (l2, l1, l3); a missing name is 0."""
+    z1, z2 = _views(b=5, d=4, seed=30)
+    named = UnReMixLoss(weights=dict(uncertainty=2.0, similarity=0.5, representativeness=1.0))
+    assert named.weights == (0.5, 2.0, 1.0)
+    assert named.named_weights == {"similarity": 0.5, "uncertainty": 2.0, "representativeness": 1.0}
+    torch.testing.assert_close(named(z1, z2), UnReMixLoss(weights=(0.5, 2.0, 1.0))(z1, z2), rtol=0, atol=0)
+    # similarity alone (lambda2) is HCL with detached weights: the same value as HCLLoss
+    sim_only = UnReMixLoss(0.4, 0.1, 1.5, weights=dict(similarity=1.0))
+    assert sim_only.weights == (1.0, 0.0, 0.0)
+    want = ref_loop(z1, z2, 0.4, 0.1, hcl_importance(1.5, 0.4))
+    assert abs(float(sim_only(z1, z2)) - want) < 1e-10
+
+
+def test_unremix_defaults_follow_the_paper_figure():
+    u = UnReMixLoss()
+    assert u.representativeness == "diversity" and u.k == 10 and u.uncertainty == "gradient"
+    # the default is the neighbourhood form: diversity over the k nearest candidates (loop reference)
+    z1, z2 = _views(b=7, d=4, seed=31)
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    w = (1, 1, 1)
+    want = ref_loop(z1, z2, 0.5, 0.1, _loop_unremix_importance(z, z, 0.5, 1.0, 3, w, "diversity"))
+    assert abs(float(UnReMixLoss(k=3)(z1, z2)) - want) < 1e-10
+    other = ref_loop(z1, z2, 0.5, 0.1, _loop_unremix_importance(z, z, 0.5, 1.0, 3, w, "density"))
+    assert abs(float(UnReMixLoss(k=3)(z1, z2)) - other) > 1e-6  # the direction matters
+
+
+def test_negative_pair_scores_leave_out_excluded_pairs():
+    z1, z2 = _views(b=4, d=3, seed=32)
+    labels = torch.tensor([0, 1, 0, 2])
+    loss = UnReMixLoss(k=2)
+    assert loss.negative_pair_scores() == {}
+    loss(z1, z2, labels)
+    lab = torch.cat([labels, labels])
+    mask = lab[:, None] != lab[None, :]
+    vals = loss.negative_pair_scores()
+    assert set(vals) == set(loss.last_scores) and torch.equal(loss.last_neg_mask, mask)
+    for key, v in vals.items():
+        assert v.numel() == int(mask.sum()) and bool((v > 0).all())
+        torch.testing.assert_close(v, loss.last_scores[key][mask])

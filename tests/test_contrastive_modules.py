@@ -193,6 +193,20 @@ def test_ablation_overrides_set_the_weights():
         assert (loss.temperature, loss.tau_plus, loss.beta) == (0.5, 0.1, 1.0)
 
 
+def test_named_weights_and_the_default_direction_through_the_cli(tmp_path):
+    """A config can name the weights in the paper's terms; the configs' loss follows the diversity default."""
+    override = tmp_path / "named.yaml"
+    override.write_text(
+        "model:\n  init_args:\n    loss:\n      class_path: graphneg.losses.UnReMixLoss\n      init_args:\n"
+        "        weights: {uncertainty: 2.0, similarity: 1.0, representativeness: 0.5}\n"
+    )
+    cli = cli_main(["--config", os.path.join(CFG, "mutag.yaml"), "--config", str(override),
+                    "--trainer.logger=false"], run=False)
+    loss = cli.model.loss
+    assert loss.weights == (1.0, 2.0, 0.5)  # (similarity, uncertainty, representativeness)
+    assert loss.representativeness == "diversity" and loss.k == 10
+
+
 def test_all_unremix_configs_instantiate(tmp_path):
     expected = {"cifar10": ("CIFAR10DataModule", "CifarResNet"), "cifar100": ("CIFAR100DataModule", "CifarResNet"),
                 "stl10": ("STL10DataModule", "CifarResNet"), "mnist5k_unremix": ("MNIST5kDataModule", "SmallCNN")}
@@ -302,6 +316,14 @@ def test_dcl_loss_is_a_deprecated_alias_of_debiased_contrastive_loss():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DebiasedContrastiveLoss()  # the new name does not warn
+    # the alias takes exactly its target's arguments (the README's multi-GPU list names it)
+    import inspect
+
+    assert inspect.signature(DCLLoss.__init__) == inspect.signature(DebiasedContrastiveLoss.__init__)
+    with pytest.warns(FutureWarning, match="deprecated"):
+        multi = DCLLoss(temperature=0.4, tau_plus=0.1, gather_distributed=True)
+    assert multi.gather_distributed and multi.tau_plus == 0.1 and multi.temperature == 0.4
+    assert torch.equal(multi(z1, z2), DebiasedContrastiveLoss(0.4, 0.1)(z1, z2))  # one process: no gather
 
 
 def test_knn_loo_matches_loop_over_held_out_samples():

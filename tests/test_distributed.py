@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 import graphneg.losses as L
 from graphneg.distributed import all_sizes, gather, is_distributed, local_offset
 from graphneg.losses import HCLLoss, InfoNCELoss, MultiSimilarityLoss, UnReMixLoss
+from graphneg.losses.gca_hng import generator_loss, node_loss
 from graphneg.nn import GCAHNG
 
 pytestmark = pytest.mark.distributed
@@ -29,8 +30,8 @@ CONTRASTIVE = {
     "dcl_equal_labels": (lambda g: DebiasedLoss(0.5, tau_plus=0.1, gather_distributed=g), (4, 4), True, None),
     "hcl_equal_neg": (lambda g: HCLLoss(0.5, tau_plus=0.1, beta=1.0, gather_distributed=g), (4, 4), False,
                       (3, 2)),
-    "unremix_equal": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=3, gather_distributed=g), (4, 4), False,
-                      None),
+    "unremix_equal": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=3, representativeness="density",
+                                            gather_distributed=g), (4, 4), False, None),
     "unremix_equal_labels": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, (1, 1, 1), k=3, gather_distributed=g), (4, 4),
                              True, None),
     "infonce_unequal": (lambda g: InfoNCELoss(0.5, gather_distributed=g), (7, 4), False, None),
@@ -47,6 +48,9 @@ CONTRASTIVE = {
                                                             representativeness="diversity",
                                                             uncertainty="pseudo_label", gather_distributed=g),
                                       (7, 4), True, None),
+    # the default representativeness (diversity, k nearest on the batch kNN graph) with labels and extras
+    "unremix_default_labels_neg_unequal": (lambda g: UnReMixLoss(0.5, 0.1, 1.0, k=3, gather_distributed=g),
+                                           (5, 3), True, (2, 3)),
 }
 GCA = {"gca_equal": (8, 8), "gca_unequal": (12, 4)}
 NUM_CLASSES = 4
@@ -88,8 +92,10 @@ def contrastive_loss(name, gathered, data, rows=slice(None), neg_rows=slice(None
         kw["labels"] = data["y"][rows]
     if extra is not None:
         kw["neg"] = net(data["xn"][neg_rows])
+        if supervised:
+            kw["neg_labels"] = data["yn"][neg_rows]
     loss = loss_fn(net(data["x1"][rows]), net(data["x2"][rows]), **kw)
-    return loss, list(net.parameters())
+    return loss, list(net.parameters()), loss_fn
 
 
 def gca_setup(seed, device="cpu"):
@@ -104,9 +110,11 @@ def gca_setup(seed, device="cpu"):
 def gca_loss(seed, x, y):
     """Global generator objective: metric loss with synthetic negatives + node CE + generator loss."""
     net, gen, cls = gca_setup(seed, x.device)
-    out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7))
-    ms = MultiSimilarityLoss()(out.graph.x, out.graph.y, out.x, out.labels, out.anchor_index)
-    loss = ms + gen.node_loss(out) + gen.loss(out, cls).total
+    # detach_lam=False: every gradient path at once (lambda live on live embeddings; warns), to compare them all
+    out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7), detach_lam=False)
+    ms = MultiSimilarityLoss()(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
+                               anchor_index=out.anchor_index)
+    loss = ms + node_loss(out) + generator_loss(out, cls, gen.softmax_factor, gen.dot_weight, gen.div_weight).total
     return loss, [*net.parameters(), *gen.parameters(), *cls.parameters()], out
 
 
@@ -134,9 +142,12 @@ def _worker(rank, init_file, out_dir, backend="gloo"):
         for name, (_, bs, _, extra) in CONTRASTIVE.items():
             data = _data(_seed(name), sum(bs), 0 if extra is None else sum(extra))
             neg_rows = slice(None) if extra is None else _rows(extra, rank)
-            loss, params = contrastive_loss(name, True, data, _rows(bs, rank), neg_rows, device)
+            loss, params, loss_fn = contrastive_loss(name, True, data, _rows(bs, rank), neg_rows, device)
             (loss * WORLD * bs[rank] / sum(bs)).backward()  # == loss for equal sizes
-            res[name] = (loss.detach().cpu(), _grads(params))
+            hist = {}
+            if hasattr(loss_fn, "negative_pair_scores"):  # what the score histograms log on this rank
+                hist = {k: v.cpu() for k, v in loss_fn.negative_pair_scores().items()}
+            res[name] = (loss.detach().cpu(), _grads(params), hist)
         for name, bs in GCA.items():
             g = torch.Generator().manual_seed(11)
             x = torch.randn(sum(bs), D_IN, generator=g, dtype=torch.float64).to(device)
@@ -176,7 +187,7 @@ def check_contrastive(results, name):
     """Ranks' losses (weighted by batch size) and averaged gradients == one process on the whole batch."""
     _, bs, _, extra = CONTRASTIVE[name]
     data = _data(_seed(name), sum(bs), 0 if extra is None else sum(extra))
-    loss, params = contrastive_loss(name, False, data)  # one process, concatenated batch
+    loss, params, loss_fn = contrastive_loss(name, False, data)  # one process, concatenated batch
     loss.backward()
     losses = torch.stack([r[name][0] for r in results])
     weights = torch.tensor(bs, dtype=losses.dtype) / sum(bs)
@@ -188,6 +199,27 @@ def check_contrastive(results, name):
     for i, grad in enumerate(_grads(params)):  # DDP: average of the ranks' gradients
         avg = sum(r[name][1][i] for r in results) / WORLD
         torch.testing.assert_close(avg, grad, rtol=1e-5, atol=1e-5)
+
+
+def check_score_histograms(results, name):
+    """The UnReMix score histogram values of each rank (negative pairs of its anchors, gathered
+    candidates) are exactly the single-process scores of those anchors' negative pairs: no zeros of
+    excluded pairs, nothing missing."""
+    _, bs, _, extra = CONTRASTIVE[name]
+    data = _data(_seed(name), sum(bs), 0 if extra is None else sum(extra))
+    _, _, loss_fn = contrastive_loss(name, False, data)
+    full, mask = loss_fn.last_scores, loss_fn.last_neg_mask  # [2 B_tot, C]: rows [z1_all; z2_all]
+    assert full and mask.shape[0] == 2 * sum(bs)
+    for rank, res in enumerate(results):
+        r = _rows(bs, rank)
+        rows = torch.cat([torch.arange(sum(bs))[r], sum(bs) + torch.arange(sum(bs))[r]])
+        hist = res[name][2]
+        assert set(hist) == set(full)
+        for key, scores in full.items():
+            want = scores[rows][mask[rows]]
+            assert hist[key].shape == want.shape, key
+            torch.testing.assert_close(hist[key], want, rtol=1e-5, atol=1e-6)
+            assert bool((hist[key] > 0).all()), key
 
 
 def check_gca(results, name):
@@ -223,6 +255,11 @@ def test_contrastive_without_gathered_gradient_differs(results):
     data = _data(_seed(name), sum(bs))
     local = [contrastive_loss(name, False, data, _rows(bs, r))[0] for r in range(WORLD)]
     assert not torch.allclose(torch.stack(local).mean(), torch.stack([r[name][0] for r in results]).mean())
+
+
+@pytest.mark.parametrize("name", [n for n in CONTRASTIVE if n.startswith("unremix")])
+def test_unremix_score_histograms_gathered_equal_single_process(results, name):
+    check_score_histograms(results, name)
 
 
 @pytest.mark.parametrize("name", list(GCA))
@@ -303,3 +340,46 @@ def test_negative_pair_mask_for_gathered_candidates_matches_loop():
         negative_pair_mask(b, offset=5, global_batch_size=6)
     with pytest.raises(ValueError, match="pass global_labels"):
         negative_pair_mask(b, local, offset=0, global_batch_size=6)
+
+
+def test_gather_layout_in_one_process_is_the_local_layout():
+    """Outside a process group gathering is never on: the layout is this process's rows alone."""
+    from graphneg.distributed import GatherLayout, gather_layout, gather_rows
+
+    for enabled in (True, False):
+        lay = gather_layout(5, enabled)
+        assert lay == GatherLayout.single(5) and not lay.gathered
+        assert (lay.local_rows, lay.global_rows, lay.offset, lay.local_slice) == (5, 5, 0, slice(0, 5))
+    x, y = torch.randn(5, 2), torch.arange(5)
+    xs, ys = gather_rows(lay, x, y)
+    assert xs is x and ys is y and gather_rows(lay, x) is x
+    with pytest.raises(ValueError, match="has 4 rows but the layout says this process has 5"):
+        gather_rows(lay, x[:4])
+    with pytest.raises(TypeError, match="layout must be a GatherLayout"):
+        gather_rows((5,), x)
+    with pytest.raises(TypeError, match="enabled .* must be True or False"):
+        gather_layout(5, 1)
+
+
+def test_gather_layout_arithmetic():
+    """Rank 1 of three processes with 4, 3 and 2 rows: rows 4..6 of 9."""
+    from graphneg.distributed import GatherLayout
+
+    lay = GatherLayout((4, 3, 2), rank=1)
+    assert lay.gathered and lay.world_size == 3
+    assert (lay.local_rows, lay.global_rows, lay.offset) == (3, 9, 4)
+    assert list(range(9))[lay.local_slice] == [4, 5, 6]
+
+
+def test_contrastive_pairs_record_an_explicit_layout():
+    """No None sentinel: one process gives the local layout, the candidates start with the anchors, and
+    every candidate names its own positive view (extra negatives: -1)."""
+    from graphneg.distributed import GatherLayout
+    from graphneg.losses.contrastive import contrastive_pairs
+
+    z1, z2, neg = torch.randn(3, 4), torch.randn(3, 4), torch.randn(2, 4)
+    for flag in (True, False):
+        pairs = contrastive_pairs(z1, z2, neg=neg, gather_distributed=flag)
+        assert pairs.layout == GatherLayout.single(3) and pairs.anchors_first
+        assert pairs.partner.tolist() == [3, 4, 5, 0, 1, 2, -1, -1]
+        assert pairs.self_index.tolist() == list(range(6)) and pairs.pos_index.tolist() == [3, 4, 5, 0, 1, 2]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from graphneg.ops.labels import next_positive_index
-from graphneg.models.metric import generator_diagnostics
+from graphneg.losses import generator_diagnostics
 from graphneg.nn import GCAHNG
 
 

@@ -15,6 +15,7 @@ from torch import nn
 import graphneg.nn as gnn_pkg
 from graphneg.graph import batch_graph
 from graphneg.ops.labels import next_positive_index, rank_in_class
+from graphneg.losses.gca_hng import generator_loss, node_loss
 from graphneg.nn import GCAHNG
 
 C, M, D = 4, 3, 8
@@ -57,6 +58,11 @@ def official_pulling_pairs(z, lam, alpha, jm, pairs):
 def pair_dict(out, values):
     return {(int(a), int(n)): values[i]
             for i, (a, n) in enumerate(zip(out.pairs.anchor.tolist(), out.pairs.negative.tolist()))}
+
+
+def gen_loss(gen, out, clf):
+    """The generator step's loss with the generator's own weights (as GCAHNGObjective calls it)."""
+    return generator_loss(out, clf, gen.softmax_factor, gen.dot_weight, gen.div_weight)
 
 
 def make_gen(**kw):
@@ -246,7 +252,7 @@ def test_generator_loss_matches_reference(rw):
     gen = make_gen(rw=rw, softmax_factor=20.0, dot_weight=10.0, div_weight=10.0)
     clf = nn.Linear(D, C).double()
     out = gen(z, y, generator=torch.Generator().manual_seed(0))
-    terms = gen.loss(out, clf)
+    terms = gen_loss(gen, out, clf)
     x = out.x.detach()
     logits = x @ clf.weight.detach().t() + clf.bias.detach()
     ce = -(logits.log_softmax(1)[torch.arange(len(x)), out.labels]).mean()
@@ -260,7 +266,7 @@ def test_generator_loss_matches_reference(rw):
     torch.testing.assert_close(terms.diversity.detach(), 1e-2 * div)
     torch.testing.assert_close(terms.total.detach(), 0.5 * (20 * ce + 10 * sim + 10 * 1e-2 * div))
     node = -(out.gnn.logits.detach().log_softmax(1)[torch.arange(B), y]).mean()
-    torch.testing.assert_close(gen.node_loss(out).detach(), node)
+    torch.testing.assert_close(node_loss(out).detach(), node)
 
 
 def test_sim_term_has_no_own_class_rows_official_mask_bug():
@@ -286,7 +292,7 @@ def test_training_steps_lower_generator_loss():
     losses = []
     for _ in range(12):
         opt.zero_grad()
-        loss = gen.loss(gen(z, y, j_mean=1.0), clf).total
+        loss = gen_loss(gen, gen(z, y, j_mean=1.0), clf).total
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
@@ -306,7 +312,7 @@ def test_gradients_follow_the_official_three_step_update():
 
     # GNN-only step on detached embeddings: the backbone gets nothing
     z = backbone(z_in)
-    gen.loss(gen(z.detach(), y), clf).total.backward()
+    gen_loss(gen, gen(z.detach(), y), clf).total.backward()
     assert all(p.grad is None for p in backbone.parameters())
     for name, p in trainable:
         has = p.grad is not None and float(p.grad.abs().sum()) > 0
@@ -317,7 +323,7 @@ def test_gradients_follow_the_official_three_step_update():
     gen.zero_grad()
     z = backbone(z_in)
     out = gen(z, y, detach_lam=True)
-    (gen.node_loss(out) + out.x.pow(2).mean()).backward()
+    (node_loss(out) + out.x.pow(2).mean()).backward()
     assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in backbone.parameters())
     for name, p in trainable:
         has = p.grad is not None and float(p.grad.abs().sum()) > 0
@@ -389,7 +395,7 @@ def test_state_dict_round_trip_with_shared_norms():
     gen = make_gen(rw=None).eval()
     clone = make_gen(rw=None, seed=123).eval()
     clone.load_state_dict(gen.state_dict())
-    assert clone.gnn.blocks[0].attention.norm is clone.gnn.blocks[0].norm
+    assert clone.gnn.blocks[0].attention.norm is None  # the block applies its one norm (no module shared)
     torch.testing.assert_close(clone(z, y).x, gen(z, y).x, atol=0, rtol=0)
 
 
@@ -480,16 +486,18 @@ def test_checkpointed_generator_equals_plain_values_and_gradients(edges, k):
     # dropout on (0.1, official): the recomputation must redraw the same masks
     z0, y = chunked_batch(24)
     plain = make_gen(edges=edges, k=k, rw="chain", num_layers=2)
-    ckpt = make_gen(edges=edges, k=k, rw="chain", num_layers=2, checkpoint=True)
+    ckpt = make_gen(edges=edges, k=k, rw="chain", num_layers=2, recompute_hidden=True)
     ckpt.load_state_dict(plain.state_dict())
-    assert ckpt.checkpoint and not plain.checkpoint and "checkpoint=True" in repr(ckpt)
+    assert ckpt.recompute_hidden and not plain.recompute_hidden and "recompute_hidden=True" in repr(ckpt)
     clf = nn.Linear(D, C).double()
     results = []
     for gen in (plain, ckpt):
         z = z0.clone().requires_grad_(True)
         torch.manual_seed(5)
-        out = gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(1))
-        loss = gen.loss(out, clf).total + gen.node_loss(out) + out.x.pow(2).mean()
+        with pytest.warns(UserWarning, match="detach_lam=False on embeddings that require grad"):
+            # every gradient path at once (lambda live on live embeddings), to compare them all
+            out = gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(1), detach_lam=False)
+        loss = gen_loss(gen, out, clf).total + node_loss(out) + out.x.pow(2).mean()
         params = [q for q in gen.parameters() if q.requires_grad]
         grads = torch.autograd.grad(loss, [z] + params, allow_unused=True)
         results.append((out.x.detach(), out.gnn.lam.detach(), loss.detach(), grads))
@@ -506,7 +514,7 @@ def test_checkpointed_generator_equals_plain_values_and_gradients(edges, k):
 
 def test_checkpoint_is_inactive_without_grad():
     z, y = chunked_batch(25)
-    gen = make_gen(rw=None, checkpoint=True).eval()
+    gen = make_gen(rw=None, recompute_hidden=True).eval()
     ref = make_gen(rw=None).eval()
     with torch.no_grad():
         torch.testing.assert_close(gen(z, y).x, ref(z, y).x, atol=0, rtol=0)
@@ -542,17 +550,19 @@ def pml_style_triplet(emb, tup, ref_emb, margin=0.2):
 
 
 def test_pml_indices_tuple_equals_graphneg_losses_with_synthetic_negatives():
-    from graphneg.losses import MultiSimilarityLoss, TripletMarginLoss, synthetic_indices_tuple
+    from graphneg.losses import MultiSimilarityLoss, TripletMarginLoss, pml_inputs, synthetic_indices_tuple
 
     z, y = chunked_batch(26)
     out = make_gen(rw="chain")(z, y, generator=torch.Generator().manual_seed(0))
-    pairs = out.pml_inputs("pairs")
+    pairs = pml_inputs(out, "pairs")
     assert torch.equal(pairs.ref_emb[:B], z) and torch.equal(pairs.ref_emb[B:], out.x)
-    assert torch.equal(pairs.ref_labels, torch.cat([y, out.labels]))
+    # miner-safe: every synthetic negative has a class id of its own, above every real one
+    assert torch.equal(pairs.ref_labels, torch.cat([y, int(y.max()) + 1 + torch.arange(len(out.x))]))
     a1, p, a2, n = pairs.indices_tuple
     assert bool((y[a1] == y[p]).all()) and bool((a1 != p).all()) and len(a1) == B * (M - 1)
     assert torch.equal(a2, out.anchor_index) and torch.equal(n, torch.arange(B, B + len(out.x)))
-    ms = MultiSimilarityLoss(mining=False)(z, y, out.x, out.labels, out.anchor_index)
+    ms = MultiSimilarityLoss(mining=False)(z, y, neg_embeddings=out.x, neg_labels=out.labels,
+                                           anchor_index=out.anchor_index)
     torch.testing.assert_close(ms, pml_style_ms(z, y, pairs.indices_tuple, pairs.ref_emb))
 
     trip = synthetic_indices_tuple(z, y, out.x, out.labels, out.anchor_index, kind="triplets")
@@ -560,8 +570,44 @@ def test_pml_indices_tuple_equals_graphneg_losses_with_synthetic_negatives():
     expected = {(ai, pi, B + g) for g, ai in enumerate(out.anchor_index.tolist())
                 for pi in range(B) if pi != ai and y[pi] == y[ai]}
     assert set(zip(a.tolist(), p.tolist(), n.tolist())) == expected and len(a) == len(expected)
-    tl = TripletMarginLoss(margin=0.2, mining="all", reduction="nonzero")(
-        z, y, out.x, out.labels, out.anchor_index)
+    tl = TripletMarginLoss(margin=0.2)(z, y, neg_embeddings=out.x, neg_labels=out.labels,
+                                       anchor_index=out.anchor_index)
     torch.testing.assert_close(tl, pml_style_triplet(z, trip.indices_tuple, trip.ref_emb))
     with pytest.raises(ValueError, match="kind must be 'pairs' or 'triplets'"):
-        out.pml_inputs("quadruplets")
+        pml_inputs(out, "quadruplets")
+
+
+# floors and validation ---------------------------------------------------------------------------
+def test_nn_imports_nothing_above_its_floor():
+    """graphneg/nn/ sits below losses/, data/, models/ and the CLI: no import of them, lazy ones included."""
+    import ast
+    import pathlib
+
+    above = ("graphneg.losses", "graphneg.models", "graphneg.data", "graphneg.cli", "graphneg.callbacks")
+    root = pathlib.Path(gnn_pkg.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(above), f"{path.name} imports {name}"
+
+
+def test_forward_validates_once():
+    """One public call, one validation: with value checks on, the only value read by graphneg.validation is
+    check_batch's single host sync (the graph builder and the GNN run with value checks off)."""
+    from test_validation import record_host_syncs
+
+    z, y = chunked_batch(27)
+    gen = make_gen(rw=None)
+    with record_host_syncs() as calls:
+        gen(z, y)
+    validation = [c for c in calls if c[1].endswith("validation.py")]
+    assert [fn for _, _, fn in validation] == ["check_batch"], calls
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes=4\)"):
+        gen(z, y + 1)
+    with pytest.raises(ValueError, match="embeddings contain NaN or Inf"):
+        gen(z * float("nan"), y)
+    with pytest.warns(DeprecationWarning, match="use recompute_hidden"):
+        old = make_gen(rw=None, checkpoint=True)
+    assert old.recompute_hidden

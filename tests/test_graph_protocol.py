@@ -94,3 +94,35 @@ def test_scale_standardises_on_the_training_split_only():
     assert set(grid["C"]) <= {0.1, 10.0} and grid["mean"] >= 0.95
     with pytest.raises(ValueError, match="scale must be True or False"):
         svc_protocol(x, y, scale="yes")
+
+
+def test_stratified_half_against_a_loop():
+    from graphneg.metrics.graph_protocol import stratified_half
+
+    labels = torch.tensor([2, 0, 1, 0, 2, 2, 0, 1, 0, 2, 2])
+    got = stratified_half(labels, seed=7)
+    # reference: one generator, classes in sorted order, first ceil(n/2) of each class's permutation
+    g = torch.Generator().manual_seed(7)
+    ref = []
+    for c in (0, 1, 2):
+        members = [i for i, y in enumerate(labels.tolist()) if y == c]
+        perm = torch.randperm(len(members), generator=g).tolist()
+        ref += [members[p] for p in perm[: (len(members) + 1) // 2]]
+    assert got.tolist() == sorted(ref)
+    assert [int((labels[got] == c).sum()) for c in (0, 1, 2)] == [2, 1, 3]  # ceil(4/2), ceil(2/2), ceil(5/2)
+    assert got.tolist() == stratified_half(labels.numpy(), seed=7).tolist()
+    with pytest.raises(ValueError, match="labels must be 1-D"):
+        stratified_half(labels.view(1, -1))
+
+
+def test_layer_readout_slices_the_concatenated_layers():
+    from graphneg.metrics.graph_protocol import layer_readout
+
+    emb = torch.arange(2 * 6.0).view(2, 6)  # 3 layers x 2 channels
+    assert layer_readout(emb, 3) is emb
+    assert layer_readout(emb, 3, "last").tolist() == [[4.0, 5.0], [10.0, 11.0]]
+    assert layer_readout(emb, 3, "layer1").tolist() == [[2.0, 3.0], [8.0, 9.0]]
+    with pytest.raises(ValueError, match="does not divide"):
+        layer_readout(emb, 4)
+    with pytest.raises(ValueError, match="readout must be"):
+        layer_readout(emb, 3, "layer3")

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from graphneg.losses import AvgNonZeroReducer, MeanReducer
 from graphneg.losses.metric import (
     MultiSimilarityLoss,
     NPairLoss,
@@ -90,15 +91,14 @@ def ref_npair(z, y, synth=None, l2_reg=3e-3):
 
 
 def ref_ms(z, y, synth=None, alpha=2.0, beta=50.0, base=0.5, eps=0.1, mining=True):
+    """Mean over all B anchors (PML MeanReducer over the rows; an anchor with no kept pair gives 0)."""
     losses = []
     for a in range(len(y)):
         pos = positives(y, a)
-        if not pos:
-            continue
         sp = [cosine(z[a], z[p]) for p in pos]
         sn = [cosine(z[a], n) for n in negatives(z, y, a, synth)]
         if mining:
-            kept_n = [s for s in sn if s + eps > min(sp)]
+            kept_n = [s for s in sn if sp and s + eps > min(sp)]
             kept_p = [s for s in sp if sn and s - eps < max(sn)]
         else:
             kept_p, kept_n = sp, sn
@@ -187,7 +187,7 @@ def test_npair_synthetic_equals_official_chunked_form():
     neg = torch.stack([syn[j, i, k] for j, i, k in rows])
     neg_labels = torch.tensor([k for _, _, k in rows])
     anchor_index = torch.tensor([j * c + i for j, i, _ in rows])
-    got = NPairLoss(l2_reg)(z, y, neg, neg_labels, anchor_index)
+    got = NPairLoss(l2_reg)(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor_index)
     assert abs(f(got) - expected) < TOL
 
 
@@ -284,7 +284,7 @@ def test_multi_similarity_matches_loop(labels, with_synth, mining):
     z, y = make_batch(labels)
     synth = make_synthetic(z, y) if with_synth else None
     for alpha, beta, base, eps in [(2.0, 50.0, 0.5, 0.1), (1.0, 10.0, 0.0, 0.3)]:
-        loss = MultiSimilarityLoss(alpha, beta, base, eps, mining=mining)
+        loss = MultiSimilarityLoss(alpha, beta, base, epsilon=eps, mining=mining)
         got = loss(z, y, **synth_kwargs(synth))
         assert abs(f(got) - ref_ms(z, y, synth, alpha, beta, base, eps, mining)) < TOL
 
@@ -303,7 +303,8 @@ def test_triplet_matches_loop(labels, with_synth, mining, reduction):
     z, y = make_batch(labels)
     synth = make_synthetic(z, y) if with_synth else None
     for margin in (0.2, 0.7):
-        got = TripletMarginLoss(margin, mining, reduction)(z, y, **synth_kwargs(synth))
+        reducer = MeanReducer() if reduction == "mean" else AvgNonZeroReducer()
+        got = TripletMarginLoss(margin, mining=mining, reducer=reducer)(z, y, **synth_kwargs(synth))
         assert abs(f(got) - ref_triplet(z, y, synth, margin, mining, reduction)) < TOL
 
 
@@ -354,7 +355,7 @@ def test_synthetic_equal_to_real_negatives_gives_real_loss(make_loss):
     anchor = torch.tensor([a for a, _ in pairs])
     cand = torch.tensor([j for _, j in pairs])
     loss = make_loss()
-    assert abs(f(loss(z, y, z[cand], y[cand], anchor)) - f(loss(z, y))) < TOL
+    assert abs(f(loss(z, y, neg_embeddings=z[cand], neg_labels=y[cand], anchor_index=anchor)) - f(loss(z, y))) < TOL
 
 
 # ----------------------------------------------------------------------------- gradients / training
@@ -433,17 +434,21 @@ def test_bad_inputs_raise_clear_errors(loss):
         loss(z, torch.zeros(8, dtype=torch.long))
     neg, neg_labels, anchor = make_synthetic(z, y)
     with pytest.raises(ValueError, match="missing: anchor_index"):
-        loss(z, y, neg, neg_labels)
+        loss(z, y, neg_embeddings=neg, neg_labels=neg_labels)
     with pytest.raises(ValueError, match="dimension D=4"):
-        loss(z, y, neg[:, :3], neg_labels, anchor)
+        loss(z, y, neg_embeddings=neg[:, :3], neg_labels=neg_labels, anchor_index=anchor)
     with pytest.raises(ValueError, match=r"neg_labels .*expected shape \[11\]"):
-        loss(z, y, neg, neg_labels[:4], anchor)
+        loss(z, y, neg_embeddings=neg, neg_labels=neg_labels[:4], anchor_index=anchor)
     with pytest.raises(ValueError, match=r"lie in \[0, 8\)"):
-        loss(z, y, neg, neg_labels, anchor + 8)
+        loss(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor + 8)
     with pytest.raises(ValueError, match="integer row indices"):
-        loss(z, y, neg, neg_labels, anchor.double())
+        loss(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor.double())
     with pytest.raises(ValueError, match="carries its anchor's class"):
-        loss(z, y, neg, y[anchor], anchor)
+        loss(z, y, neg_embeddings=neg, neg_labels=y[anchor], anchor_index=anchor)
+    # the former positional form lands in PML's indices_tuple slot: a clear error, not a silent misuse
+    msg = f"{type(loss).__name__}: indices_tuple .* synthetic negatives are keyword-only"
+    with pytest.raises(ValueError, match=msg):
+        loss(z, y, neg, neg_labels, anchor)
 
 
 @pytest.mark.parametrize("loss", ALL[:3], ids=lambda m: type(m).__name__)
@@ -458,15 +463,16 @@ def test_triplet_without_any_triplet_raises():
     neg = torch.randn(2, 4, dtype=torch.float64)
     # only anchors 2 and 3 (no positive) receive synthetic negatives
     with pytest.raises(ValueError, match="no triplet can be formed"):
-        TripletMarginLoss()(z, y, neg, torch.tensor([0, 0]), torch.tensor([2, 3]))
+        TripletMarginLoss()(z, y, neg_embeddings=neg, neg_labels=torch.tensor([0, 0]),
+                            anchor_index=torch.tensor([2, 3]))
 
 
 def test_constructor_and_proxy_errors():
     with pytest.raises(ValueError, match="mining must be one of"):
         TripletMarginLoss(mining="hardest")
-    with pytest.raises(ValueError, match="reduction must be one of"):
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'nonzero'"):
         TripletMarginLoss(reduction="sum")
-    with pytest.raises(ValueError, match="l2_reg must be >= 0"):
+    with pytest.raises(ValueError, match="l2_reg must be a finite number >= 0"):
         NPairLoss(l2_reg=-1)
     z, y = make_batch(LABEL_SETS["interleaved"])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, num_classes=2\)"):
@@ -475,4 +481,185 @@ def test_constructor_and_proxy_errors():
         ProxyAnchorLoss(3, 5)(z, y)
     neg = torch.randn(1, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"neg_labels must lie in \[0, num_classes=3\)"):
-        ProxyAnchorLoss(3, 4).double()(z, y, neg, torch.tensor([7]), torch.tensor([0]))
+        ProxyAnchorLoss(3, 4).double()(z, y, neg_embeddings=neg, neg_labels=torch.tensor([7]),
+                                       anchor_index=torch.tensor([0]))
+
+
+# ----------------------------------------------------------------------------- contract
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("make,arg", [
+    (lambda v: MultiSimilarityLoss(alpha=v), "alpha"),
+    (lambda v: MultiSimilarityLoss(beta=v), "beta"),
+    (lambda v: MultiSimilarityLoss(base=v), "base"),
+    (lambda v: MultiSimilarityLoss(epsilon=v), "epsilon"),
+    (lambda v: TripletMarginLoss(margin=v), "margin"),
+    (lambda v: ProxyAnchorLoss(3, 4, alpha=v), "alpha"),
+    (lambda v: ProxyAnchorLoss(3, 4, margin=v), "margin"),
+    (lambda v: NPairLoss(l2_reg=v), "l2_reg"),
+])
+@pytest.mark.parametrize("value", [NAN, INF, -INF])
+def test_non_finite_hyper_parameters_raise_naming_the_argument(make, arg, value):
+    with pytest.raises(ValueError, match=rf"{arg} must be a finite number"):
+        make(value)
+
+
+@pytest.mark.parametrize("make,arg", [
+    (lambda v: MultiSimilarityLoss(alpha=v), "alpha"),
+    (lambda v: MultiSimilarityLoss(beta=v), "beta"),
+    (lambda v: MultiSimilarityLoss(epsilon=v), "epsilon"),
+    (lambda v: TripletMarginLoss(margin=v), "margin"),
+    (lambda v: ProxyAnchorLoss(3, 4, alpha=v), "alpha"),
+    (lambda v: NPairLoss(l2_reg=v), "l2_reg"),
+])
+def test_negative_hyper_parameters_raise_where_meaningless(make, arg):
+    with pytest.raises(ValueError, match=rf"{arg} must be a finite number >"):
+        make(-0.5)
+
+
+def test_zero_scales_raise_and_meaningful_values_pass():
+    for make in (lambda: MultiSimilarityLoss(alpha=0), lambda: MultiSimilarityLoss(beta=0),
+                 lambda: ProxyAnchorLoss(3, 4, alpha=0)):
+        with pytest.raises(ValueError, match=r"must be a finite number > 0"):
+            make()
+    # a negative base / proxy margin is a legal (if unusual) choice
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    assert abs(f(MultiSimilarityLoss(base=-0.2)(z, y)) - ref_ms(z, y, base=-0.2)) < TOL
+    assert torch.isfinite(ProxyAnchorLoss(3, 4, margin=-0.1).double()(z, y))
+    with pytest.raises(TypeError, match="alpha must be a real number"):
+        MultiSimilarityLoss(alpha="big")
+
+
+def test_declared_needs():
+    from graphneg.losses import BaseMetricLoss
+    for loss in ALL:
+        assert isinstance(loss, BaseMetricLoss) and loss.accepts_synthetic
+    assert [loss.requires_positives for loss in ALL] == [True, True, True, False]
+    assert [loss.has_proxies for loss in ALL] == [False, False, False, True]
+    assert [loss.supports_indices_tuple for loss in ALL] == [False, True, True, True]
+    assert [loss.supports_ref_emb for loss in ALL] == [False, True, True, False]
+
+
+def test_unsupported_inputs_raise_naming_the_loss():
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    t = (torch.tensor([0, 3]), torch.tensor([3, 0]), torch.tensor([0, 0]), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="NPairLoss does not take a miner indices_tuple"):
+        NPairLoss()(z, y, t)
+    for loss in (NPairLoss(), ProxyAnchorLoss(3, 4).double()):
+        with pytest.raises(ValueError, match=f"{type(loss).__name__} does not support ref_emb"):
+            loss(z, y, None, z, y)
+    with pytest.raises(ValueError, match="pass ref_emb .* and ref_labels .* together"):
+        MultiSimilarityLoss()(z, y, None, z)
+    neg, neg_labels, anchor = make_synthetic(z, y)
+    with pytest.raises(ValueError, match="cannot be combined with indices_tuple"):
+        MultiSimilarityLoss()(z, y, t, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)
+    with pytest.raises(ValueError, match="indices_tuple and mining= both select"):
+        TripletMarginLoss(mining="hard")(z, y, t)
+    with pytest.raises(ValueError, match=r"indices_tuple\[1\] must lie in \[0, 8\)"):
+        MultiSimilarityLoss()(z, y, (t[0], t[1] + 8, t[2], t[3]))
+    with pytest.raises(ValueError, match="lengths do not match"):
+        MultiSimilarityLoss()(z, y, (t[0], t[1][:1], t[2], t[3]))
+    with pytest.raises(ValueError, match="pairs .* or triplets"):
+        MultiSimilarityLoss()(z, y, t[:2])
+    with pytest.raises(ValueError, match="swap=True .* not supported with synthetic"):
+        TripletMarginLoss(swap=True)(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)
+
+
+def test_miner_pairs_select_exactly_those_pairs():
+    """A pair tuple restricts the MS loss to its pairs: equals the loop over just those pairs."""
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    a1, p, a2, n = [0, 0, 4], [3, 6, 1], [0, 5, 5], [1, 0, 7]
+    loss = MultiSimilarityLoss()(z, y, tuple(torch.tensor(v) for v in (a1, p, a2, n)))
+    rows = []
+    for a in range(len(y)):
+        sp = [cosine(z[a], z[j]) for i, j in zip(a1, p) if i == a]
+        sn = [cosine(z[a], z[j]) for i, j in zip(a2, n) if i == a]
+        rows.append(math.log(1 + sum(math.exp(-2 * (s - 0.5)) for s in sp)) / 2
+                    + math.log(1 + sum(math.exp(50 * (s - 0.5)) for s in sn)) / 50)
+    assert abs(f(loss) - sum(rows) / len(rows)) < TOL
+
+
+def test_npair_distance_object_replaces_dot_products():
+    """N-pair is no longer hard-wired to dot products: with cosine similarity it is the dot-product loss of
+    the normalised embeddings (l2 term off, as it reads the raw norms)."""
+    from graphneg.losses import CosineSimilarity, LpDistance
+    z, y = make_batch(LABEL_SETS["singleton"])
+    zn = z / z.norm(dim=1, keepdim=True)
+    assert abs(f(NPairLoss(0.0, distance=CosineSimilarity())(z, y)) - ref_npair(zn, y, l2_reg=0.0)) < TOL
+    # a distance (not a similarity) enters as -d
+    ours = NPairLoss(0.0, distance=LpDistance(normalize_embeddings=False))(z, y)
+    ces = []
+    for a in range(len(y)):
+        same = positives(y, a)
+        if not same:
+            continue
+        later = [j for j in same if j > a]
+        pp = min(later) if later else min(same)
+        logits = [-f((z[a] - z[pp]).norm())] + [-f((z[a] - n).norm()) for n in negatives(z, y, a, None)]
+        ces.append(-logits[0] + math.log(sum(math.exp(v) for v in logits)))
+    assert abs(f(ours) - sum(ces) / len(ces)) < TOL
+
+
+def test_triplet_reduction_keyword_is_deprecated_but_works():
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    with pytest.warns(DeprecationWarning, match="reducer=MeanReducer"):
+        old = TripletMarginLoss(0.2, mining="hard", reduction="mean")
+    assert abs(f(old(z, y)) - ref_triplet(z, y, margin=0.2, mining="hard", reduction="mean")) < TOL
+
+
+def test_new_paths_make_no_host_sync_when_value_checks_are_off():
+    """GPU-ready: the official N-pair branch, batch-hard, swap, a miner tuple and a reference set read no
+    tensor value on the host (no bool / item / tolist / int / float) once value checks are off."""
+    from graphneg.validation import value_checks
+    names = ("__bool__", "item", "tolist", "__int__", "__float__", "__index__")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+    calls = []
+
+    def spy(n):
+        def method(self, *a, **k):
+            calls.append(n)
+            return saved[n](self, *a, **k)
+        return method
+
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    t = (torch.tensor([0, 3]), torch.tensor([3, 0]), torch.tensor([0, 0]), torch.tensor([1, 2]))
+    cases = [lambda: NPairLoss(anchors="official")(z, y), lambda: TripletMarginLoss(mining="hard")(z, y),
+             lambda: TripletMarginLoss(swap=True, smooth_loss=True)(z, y), lambda: MultiSimilarityLoss()(z, y, t),
+             lambda: TripletMarginLoss()(z, y, t[:2] + t[3:]), lambda: MultiSimilarityLoss()(z, y, None, z[:5], y[:5]),
+             lambda: ProxyAnchorLoss(3, 4).double()(z, y, t)]
+    expected = [f(c()) for c in cases]
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, spy(n))
+        cases[0]()  # value checks on: the spy sees the reads (it works)
+        seen_with_checks, calls[:] = len(calls), []
+        with value_checks(False):
+            got = [c() for c in cases]
+    finally:
+        for n, m in saved.items():
+            setattr(torch.Tensor, n, m)
+    assert seen_with_checks > 0 and calls == []
+    assert [f(g) for g in got[:-1]] == expected[:-1]  # the proxy loss draws fresh proxies
+
+
+def test_a_subclass_gets_the_contract():
+    """The docstring's example subclass, executed from the docstring: validated inputs reach compute; the
+    value is the loop's."""
+    import textwrap
+
+    from graphneg.losses import BaseMetricLoss, LpDistance, MeanReducer
+    from graphneg.losses.base import pair_masks
+
+    example = textwrap.dedent(BaseMetricLoss.__doc__.split("::", 1)[1])
+    namespace = dict(BaseMetricLoss=BaseMetricLoss, LpDistance=LpDistance, MeanReducer=MeanReducer,
+                     pair_masks=pair_masks)
+    exec(compile(example, "BaseMetricLoss.__doc__", "exec"), namespace)
+    MeanPositiveDistance = namespace["MeanPositiveDistance"]
+    z, y = make_batch(LABEL_SETS["interleaved"])
+    pairs = [(a, p) for a in range(len(y)) for p in positives(y, a)]
+    expected = sum(unit_dist(z[a], z[p]) for a, p in pairs) / len(pairs)
+    assert abs(f(MeanPositiveDistance()(z, y.tolist())) - expected) < TOL
+    neg, neg_labels, anchor = make_synthetic(z, y)
+    with pytest.raises(ValueError, match="MeanPositiveDistance does not take synthetic negatives"):
+        MeanPositiveDistance()(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)

@@ -67,13 +67,15 @@ def test_official_step_schedule():
     """scheduler='step': encoder StepLR(lr_step_size, lr_gamma) as the official train.py (LR_POLICY step)."""
     module = MetricLearningModule(_encoder(), MultiSimilarityLoss(), lr=1e-3, scheduler="step", lr_step_size=2,
                                   lr_gamma=0.5)
-    opts, scheds = module.configure_optimizers()
-    assert len(scheds) == 1 and isinstance(scheds[0], torch.optim.lr_scheduler.StepLR)
+    opts, configs = module.configure_optimizers()
+    assert len(configs) == 1 and configs[0]["name"] == "lr/encoder" and configs[0]["interval"] == "epoch"
+    sched = configs[0]["scheduler"]
+    assert isinstance(sched, torch.optim.lr_scheduler.StepLR)
     lrs = []
     for _ in range(5):
         lrs.append(opts[0].param_groups[0]["lr"])
         opts[0].step()
-        scheds[0].step()
+        sched.step()
     assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
     with pytest.raises(ValueError, match="'cosine', 'step' or 'none'"):
         MetricLearningModule(_encoder(), MultiSimilarityLoss(), scheduler="exp")

@@ -1,16 +1,16 @@
-"""MPerClassSampler and MNIST-5k DataModule."""
+"""MPerClassBatchSampler and MNIST-5k DataModule (the PML-contract MPerClassSampler: tests/test_pml_sampler.py)."""
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from graphneg.data import MNIST5kDataModule, MPerClassSampler, load_mnist5k
+from graphneg.data import MNIST5kDataModule, MPerClassBatchSampler, load_mnist5k
 
 
 def test_m_per_class_layout_and_coverage():
     labels = torch.arange(6).repeat_interleave(10)  # 6 classes x 10
-    s = MPerClassSampler(labels, classes_per_batch=3, samples_per_class=4, seed=0)
+    s = MPerClassBatchSampler(labels, classes_per_batch=3, samples_per_class=4, seed=0)
     batches = list(s)
     assert len(batches) == len(s) == 60 // 12
     for b in batches:
@@ -22,25 +22,25 @@ def test_m_per_class_layout_and_coverage():
         assert bool((chunks == chunks[0]).all())
         assert len(set(b)) == len(b)  # no duplicate within a batch (classes have >= m samples)
     # reproducible per epoch, different across epochs
-    assert batches == list(MPerClassSampler(labels, 3, 4, seed=0))
+    assert batches == list(MPerClassBatchSampler(labels, 3, 4, seed=0))
     s.set_epoch(1)
     assert list(s) != batches
 
 
 def test_sampler_distributed_split():
     labels = torch.arange(4).repeat_interleave(20)
-    full = list(MPerClassSampler(labels, 2, 4, seed=3))
-    r0 = list(MPerClassSampler(labels, 2, 4, seed=3, num_replicas=2, rank=0))
-    r1 = list(MPerClassSampler(labels, 2, 4, seed=3, num_replicas=2, rank=1))
+    full = list(MPerClassBatchSampler(labels, 2, 4, seed=3))
+    r0 = list(MPerClassBatchSampler(labels, 2, 4, seed=3, num_replicas=2, rank=0))
+    r1 = list(MPerClassBatchSampler(labels, 2, 4, seed=3, num_replicas=2, rank=1))
     assert r0 == full[0::2] and r1 == full[1::2]
 
 
 def test_sampler_errors():
     labels = torch.arange(3).repeat_interleave(5)
     with pytest.raises(ValueError, match="only 3 classes"):
-        MPerClassSampler(labels, 4, 2)
+        MPerClassBatchSampler(labels, 4, 2)
     with pytest.raises(ValueError, match=">= 2"):
-        MPerClassSampler(labels, 1, 2)
+        MPerClassBatchSampler(labels, 1, 2)
 
 
 def test_mnist5k_real_file_and_zero_shot_split():
@@ -144,7 +144,7 @@ def test_mnist5k_csv_wrong_width(tmp_path):
 
 def test_sampler_rejects_bool_and_float_labels():
     with pytest.raises(TypeError, match="bool tensor; a boolean mask is not a class id"):
-        MPerClassSampler(torch.arange(20) % 2 == 0, 2, 2)
+        MPerClassBatchSampler(torch.arange(20) % 2 == 0, 2, 2)
     with pytest.raises(TypeError, match="dtype torch.float32"):
-        MPerClassSampler(torch.arange(20).float() % 2, 2, 2)
-    assert len(MPerClassSampler(np.arange(20) % 2, 2, 2)) == 5
+        MPerClassBatchSampler(torch.arange(20).float() % 2, 2, 2)
+    assert len(MPerClassBatchSampler(np.arange(20) % 2, 2, 2)) == 5

@@ -110,9 +110,10 @@ def test_density_matches_loop(k):
     want = _loop_density(z, k)
     for j in range(6):
         assert abs(float(got[j]) - want[j]) < 1e-12
-    # same value when the edge weights are read from a precomputed cosine matrix
+    # the old precomputed-matrix argument is deprecated (the kNN kernel computes the similarities)
     zn = F.normalize(z, dim=-1)
-    assert torch.allclose(density_scores(z, k=k, sim=zn @ zn.t()), got, atol=1e-14)
+    with pytest.warns(FutureWarning, match="sim=.*deprecated"):
+        assert torch.allclose(density_scores(z, k=k, sim=zn @ zn.t()), got, atol=1e-14)
 
 
 def test_density_uses_the_pyg_knn_graph():
@@ -126,21 +127,28 @@ def test_density_uses_the_pyg_knn_graph():
     assert torch.allclose(density_scores(z, k=k), want.exp(), atol=1e-12)
 
 
-def test_knn_read_off_similarity_equals_knn_index():
+def test_neighbourhoods_come_from_the_knn_kernel():
+    """The representativeness neighbourhoods are graphneg.ops.knn's edges: knn_index for the density
+    (self excluded), and chunked_topk with the pair excluded for the diversity; also across chunks."""
     from graphneg.ops.knn import knn_index
-    from graphneg.sampling.unremix import _knn_from_sim
+    from graphneg.sampling import neighbour_similarities, pair_groups
 
     g = torch.Generator().manual_seed(20)
     z = F.normalize(torch.randn(30, 6, generator=g, dtype=torch.float64), dim=-1)
     for k in (1, 4, 29, 40):
-        a = _knn_from_sim(z @ z.t(), k)
-        b = knn_index(z, k)
-        assert set(map(tuple, a.t().tolist())) == set(map(tuple, b.t().tolist()))
-    # a duplicate of node 0 may outrank node 0 itself: the node is still never its own neighbour
-    zd = torch.cat([z[:1], z[:1], z[1:5]])
-    e = _knn_from_sim(zd @ zd.t(), 2)
-    assert bool((e[0] != e[1]).all()) and e.size(1) == 12
-    assert {tuple(p) for p in e.t().tolist() if p[1] == 0} >= {(1, 0)}
+        src, dst = knn_index(z, k)
+        want = torch.zeros(30, dtype=z.dtype).index_add_(0, dst, (z[src] * z[dst]).sum(-1))
+        want = want / torch.bincount(dst, minlength=30).to(z.dtype)
+        for chunk in (7, 1024):
+            sims, valid = neighbour_similarities(z, k, chunk_size=chunk)
+            assert valid.all() and sims.shape == (30, min(k, 29))
+            assert torch.allclose(sims.sum(1) / valid.sum(1), want, atol=1e-12)
+    partner = (torch.arange(30) + 15) % 30
+    sims, valid = neighbour_similarities(z, 29, pair_groups(partner), chunk_size=4)
+    assert valid.sum(1).tolist() == [28] * 30  # self and partner excluded
+    for j in (0, 17):
+        ref = sorted((float(z[j] @ z[m]) for m in range(30) if m not in (j, int(partner[j]))), reverse=True)
+        assert torch.allclose(sims[j, :28], torch.tensor(ref, dtype=z.dtype), atol=1e-12)
 
 
 def test_density_outlier_lowest():
@@ -164,7 +172,7 @@ def test_density_outlier_lowest():
 def test_unremix_scores_bundle_and_representativeness_loop():
     z, pos, mask = _six(7)
     t, beta, k = 0.5, 1.0, 2
-    s = unremix_scores(z, pos, mask, temperature=t, beta=beta, k=k)
+    s = unremix_scores(z, pos, mask, temperature=t, beta=beta, k=k, representativeness="density")
     assert isinstance(s, UnReMixScores)
     assert torch.allclose(s.similarity, similarity_scores(z, mask, t, beta), atol=1e-14)
     assert torch.allclose(s.uncertainty, uncertainty_scores(z, pos, mask, t), atol=1e-14)
@@ -185,7 +193,7 @@ def test_unremix_scores_with_extra_candidates():
     mask = torch.ones(6, 8, dtype=torch.bool)
     mask[torch.arange(6), torch.arange(6)] = False
     mask[torch.arange(6), pos] = False
-    s = unremix_scores(z, pos, mask, temperature=0.5, k=3, candidates=cand)
+    s = unremix_scores(z, pos, mask, temperature=0.5, k=3, candidates=cand, representativeness="density")
     dens = _loop_density(cand, 3)  # density over all candidates
     for i in range(6):
         js = _negs(mask, i)
@@ -291,7 +299,7 @@ def _outlier_batch():
 @pytest.mark.parametrize("k", [None, 1, 3, 20])
 def test_diversity_matches_loop(k):
     from graphneg.sampling import diversity_scores
-    from graphneg.sampling.unremix import _diversity
+    from graphneg.sampling.representativeness import _diversity
 
     x, partner = _outlier_batch()
     want = _loop_diversity(x, partner, k)

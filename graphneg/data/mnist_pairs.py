@@ -43,7 +43,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from graphneg.data.mnist import TensorImageDataset, _digit_augment, load_mnist5k
-from graphneg.data.samplers import MPerClassSampler
+from graphneg.data.samplers import MPerClassBatchSampler
 
 NUM_PAIR_CLASSES = 100
 SPLITS = ("test", "val")
@@ -133,7 +133,7 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
             ``train_classes``).
         images_per_class: images composed per training class.
         test_images_per_class: images composed per evaluation class (default: ``images_per_class``).
-        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassSampler`; the official
+        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassBatchSampler`; the official
             GCA-HNG layout is many classes, few samples (27 x 3 on CUB-200).
         eval_batch_size: batch size of the validation / test / predict loaders.
         augment: light random affine augmentation of training images (as :class:`MNIST5kDataModule`).
@@ -219,6 +219,11 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
     def num_train_classes(self) -> int:
         return len(self.fit_classes)
 
+    @property
+    def num_classes(self) -> int:
+        """Training classes: the size the CLI links into ``num_classes`` arguments (see :mod:`graphneg.cli`)."""
+        return self.num_train_classes
+
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is not None:
             return
@@ -238,7 +243,7 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
         self.test_set = TensorImageDataset(xte, yte)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = MPerClassSampler(
+        sampler = MPerClassBatchSampler(
             self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed
         )
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)

@@ -24,7 +24,7 @@ loads them in parallel. Transforms are the official ``scripts/dataset.py`` ones:
 CenterCrop(224)``, both followed by ImageNet normalisation; ``image_size`` / ``resize`` change the 224 /
 256 (tests use small images).
 
-Batches for training come from :class:`graphneg.data.MPerClassSampler` (``classes_per_batch`` x
+Batches for training come from :class:`graphneg.data.MPerClassBatchSampler` (``classes_per_batch`` x
 ``samples_per_class``, the official ``NUM_SAMPLED_CLASSES`` x ``NUM_PER_CLASS``). ``val_dataloader`` /
 ``test_dataloader`` return the test split; for In-Shop they return ``[query_loader, gallery_loader]``,
 which :class:`graphneg.models.MetricLearningModule` evaluates query against gallery.
@@ -39,7 +39,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from graphneg.data.samplers import MPerClassSampler
+from graphneg.data.samplers import MPerClassBatchSampler
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -192,7 +192,7 @@ class RetrievalDataModule(L.LightningDataModule):
 
     Args:
         root: the dataset folder (see the subclass for its layout).
-        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassSampler` (official
+        classes_per_batch / samples_per_class: the C x m batch of :class:`MPerClassBatchSampler` (official
             ``NUM_SAMPLED_CLASSES`` / ``NUM_PER_CLASS``).
         eval_batch_size: batch size of the evaluation loaders.
         num_workers: DataLoader worker processes (images decode in the workers).
@@ -249,10 +249,19 @@ class RetrievalDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise _missing(self.name, self.root, "folder")
 
+    #: image channels (graphneg's size protocol, see graphneg.cli)
+    in_channels = 3
+
     @property
     def num_train_classes(self) -> int:
         self._read()
         return len(set(self.splits["train"][1]))
+
+    @property
+    def num_classes(self) -> int:
+        """Training classes (labels ``0..num_classes-1``), read from the split files: the size the CLI links
+        into a generator's, a loss's and the model's ``num_classes`` (graphneg's size protocol)."""
+        return self.num_train_classes
 
     def _read(self) -> Dict[str, Split]:
         if self.splits is None:
@@ -276,7 +285,7 @@ class RetrievalDataModule(L.LightningDataModule):
         self.train_eval_set = ImageListDataset(*splits["train"], transform=eval_tf)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = MPerClassSampler(
+        sampler = MPerClassBatchSampler(
             self.train_set.labels, self.classes_per_batch, self.samples_per_class, seed=self.seed
         )
         return DataLoader(

@@ -20,7 +20,9 @@ expected folder is checked first; when files are missing a :class:`FileNotFoundE
 and how to get it (download the archive on a machine with network access and extract it under
 ``root``). ``verify_checksums=False`` skips torchvision's MD5 checks (for re-packed or small custom copies
 in the official format): the files are then read by :class:`CIFARFiles` / :class:`STL10Files`, which
-decode the official formats the same way as torchvision (public APIs only, no torchvision internals).
+decode the official formats the same way as torchvision (public APIs only, no torchvision internals);
+CIFAR's pickles through a restricted unpickler (:func:`load_cifar_batch`), so an unchecked file cannot
+run code.
 """
 from __future__ import annotations
 
@@ -83,8 +85,57 @@ class TwoViewDataset(Dataset):
 
 # --- the official files read directly (verify_checksums=False) ---------------------------------------
 
+#: the globals an official CIFAR python batch may name: NumPy's array reconstruction (Python 2 and 3 module
+#: names, protocol 5's buffer form) and the byte-string codec of protocol-2 pickles written by Python 3
+_CIFAR_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+    ("_codecs", "encode"),
+})
+
+
+class _CIFARUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what the CIFAR format needs (dicts, lists, strings, numbers and NumPy
+    arrays); any other global (``os.system``, ``builtins.eval``, a class with ``__reduce__`` ...) is an
+    error, so a crafted batch file cannot run code."""
+
+    def __init__(self, file, path: str) -> None:
+        super().__init__(file, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"{self.path}: not a CIFAR batch file: it asks to load {module}.{name}, which the CIFAR format "
+                "never contains (a pickle that would run code, or another kind of file); graphneg refuses it. "
+                "Use the official files from https://www.cs.toronto.edu/~kriz/cifar.html"
+            )
+        return super().find_class(module, name)
+
+
+def load_cifar_batch(path: str) -> dict:
+    """One CIFAR python batch / meta file read with a restricted unpickler (:class:`_CIFARUnpickler`): the
+    file can only produce dicts, lists, strings, numbers and NumPy arrays; nothing in it is executed."""
+    with open(path, "rb") as f:
+        try:
+            entry = _CIFARUnpickler(f, path).load()
+        except (EOFError, ValueError, TypeError) as err:
+            raise ValueError(f"{path}: not a CIFAR batch file ({type(err).__name__}: {err}); the file is truncated "
+                             "or of another kind") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: not a CIFAR batch file (holds a {type(entry).__name__}, expected a dict)")
+    return entry
+
+
 class CIFARFiles(Dataset):
     """CIFAR-10/100 python-pickle files read without torchvision's MD5 check (``verify_checksums=False``).
+
+    Without the checksum nothing vouches for the files' origin, and the format is a Python pickle, which can
+    run code when loaded with ``pickle.load``. So the files are read with a restricted unpickler
+    (:func:`load_cifar_batch`) that only builds the dicts, lists, strings and NumPy arrays of the format: a
+    planted payload is refused with an error naming the file, never run.
 
     Format (https://www.cs.toronto.edu/~kriz/cifar.html): each file a pickled dict whose ``data`` is
     ``[N, 3072]`` uint8 (the R, G, B planes of a 32x32 image, row-major) and whose ``labels`` (CIFAR-10) or
@@ -97,14 +148,12 @@ class CIFARFiles(Dataset):
                  transform: Optional[Callable] = None) -> None:
         data, labels = [], []
         for name in files:
-            with open(os.path.join(folder, name), "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+            entry = load_cifar_batch(os.path.join(folder, name))
             data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
         self.data = np.concatenate(data).transpose(0, 2, 3, 1)  # [N, 32, 32, 3]
         self.targets = [int(t) for t in labels]
-        with open(os.path.join(folder, meta_file), "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[meta_key]
+        self.classes = load_cifar_batch(os.path.join(folder, meta_file))[meta_key]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.transform = transform
 
@@ -165,7 +214,10 @@ class VisionContrastiveDataModule(LightningDataModule):
         eval_batch_size: batch size of the memory / test loaders (default ``2 * batch_size``).
         pin_memory: pin host memory (default: when CUDA is available).
         drop_last: drop the last incomplete training batch (HCL: True; keeps the negative count fixed).
-        verify_checksums: let torchvision check the official MD5 sums; ``False`` for custom copies.
+        verify_checksums: let torchvision check the official MD5 sums (default); ``False`` for custom copies:
+            nothing then vouches for the files, so CIFAR's pickles are read by a restricted unpickler
+            that builds only arrays, lists and strings (:func:`load_cifar_batch`: a planted payload is
+            refused, never run).
         memory_size: use a fixed random subset of this many training images as kNN bank / probe set
             (``None``: all of them), drawn with ``seed``.
         val_with_memory: ``val_dataloader`` returns ``[memory_loader, test_loader]``.

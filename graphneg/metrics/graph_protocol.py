@@ -8,7 +8,7 @@ from typing import Dict, Sequence, Union
 import numpy as np
 import torch
 
-__all__ = ["svc_protocol"]
+__all__ = ["svc_protocol", "stratified_half", "layer_readout"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
@@ -143,3 +143,41 @@ def svc_protocol(embeddings: ArrayLike, labels: ArrayLike, folds: int = 10,
     accs_arr = np.asarray(accs)
     return {"mean": float(accs_arr.mean()), "std": float(accs_arr.std()), "accs": accs,
             "folds": folds, "C": chosen}
+
+
+def stratified_half(labels: ArrayLike, seed: int = 12345) -> torch.Tensor:
+    """Sorted indices of a fixed stratified half of the samples: for every class (in sorted order) a
+    random permutation of its members (one ``torch.Generator`` seeded with ``seed``, drawn class after
+    class) and its first ``ceil(n_c / 2)`` members. Reconstructed: the validation split on which the
+    UnReMix study (``experiments/unremix_study.py``) chose its graph recipes, so that the choice never
+    sees the other half's SVC folds."""
+    labels = torch.as_tensor(_to_numpy(labels))
+    if labels.dim() != 1:
+        raise ValueError(f"labels must be 1-D [N], got shape {tuple(labels.shape)}")
+    g = torch.Generator().manual_seed(int(seed))
+    idx = []
+    for c in labels.unique():
+        members = (labels == c).nonzero(as_tuple=True)[0]
+        members = members[torch.randperm(members.numel(), generator=g)]
+        idx.append(members[: (members.numel() + 1) // 2])
+    return torch.cat(idx).sort().values
+
+
+def layer_readout(embeddings: ArrayLike, num_layers: int, readout: str = "concat"):
+    """The part of a concatenated per-layer readout ``[N, L * H]`` (GIN / InfoGraph / GraphCL encoders,
+    :class:`graphneg.models.GINEncoder`: layer ``l``'s pooled output in columns ``l*H .. (l+1)*H``) handed
+    to :func:`svc_protocol`: ``"concat"`` all of it (the reference, InfoGraph Eq. 3-4), ``"last"`` the last
+    layer's ``H`` columns; ``"layer<i>"`` (0-based) the readout of layer ``i``."""
+    width = embeddings.shape[1]
+    if num_layers < 1 or width % num_layers:
+        raise ValueError(f"num_layers={num_layers} does not divide the embedding width {width}; pass the "
+                         "encoder's num_layers")
+    h = width // num_layers
+    if readout == "concat":
+        return embeddings
+    if readout == "last":
+        return embeddings[:, width - h:]
+    if readout.startswith("layer") and readout[5:].isdigit() and int(readout[5:]) < num_layers:
+        i = int(readout[5:])
+        return embeddings[:, i * h:(i + 1) * h]
+    raise ValueError(f"readout must be 'concat', 'last' or 'layer<i>' with i < {num_layers}, got {readout!r}")

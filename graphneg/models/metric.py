@@ -9,56 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from graphneg.distributed import gather
-from graphneg.validation import check_batch, check_ks, value_checks
+from graphneg.losses.gca_hng import GCAHNGObjective, generator_diagnostics  # noqa: F401  (public here too)
 from graphneg.metrics.retrieval import retrieval_metrics
-
-
-@torch.no_grad()
-def generator_diagnostics(out, fixed_lambda: Optional[float] = None, scale: Optional[Tensor] = None) -> Dict[str, Tensor]:
-    r"""What a GCA-HNG batch did, as scalar tensors (no host sync); logged per epoch by
-    :class:`MetricLearningModule`.
-
-    ``out`` is a :class:`graphneg.nn.GeneratedNegatives`. With ``g`` a synthetic negative (row of
-    ``out.x``) of anchor ``a`` mixed from the pairs ``(a, n)`` of its group with weights ``w``:
-
-    * ``cos_anchor_synthetic`` = mean over ``g`` of :math:`\cos(z_a, \tilde z_g)`;
-    * ``cos_anchor_source`` = mean over ``g`` of :math:`\sum_{(a,n)\in g} w_{an} \cos(z_a, z_n)`, the
-      same average for the real negatives the synthetic ones were built from;
-    * ``hardness_gain`` = their difference (> 0: the synthetic negatives are closer to their anchors,
-      i.e. harder, than their sources);
-    * ``hard_fraction``: share of pairs on the "hard" branch :math:`d^+ < d^-` (elsewhere the real
-      negative is returned unchanged);
-    * ``lambda_mean`` / ``lambda_std``: the interpolation vectors used, over pairs and channels (the
-      constant when ``fixed_lambda`` is set); ``lambda_scale``: :math:`e^{-\alpha/J_{mean}}` (``scale``).
-
-    Reconstructed for graphneg (not in the official code): the quantities the GCA-HNG paper argues
-    about (harder yet label-preserving negatives, adaptive :math:`\lambda`), measured directly.
-    """
-    emb = out.graph.x.detach()  # the (global) batch the generator ran on
-    x = out.x.detach()
-    pairs = out.pairs
-    cos_syn = torch.nn.functional.cosine_similarity(emb.index_select(0, out.anchor_index), x, dim=1)
-    cos_pair = torch.nn.functional.cosine_similarity(
-        emb.index_select(0, pairs.anchor), emb.index_select(0, pairs.negative), dim=1)
-    groups = x.size(0)
-    cos_src = torch.zeros(groups, dtype=cos_pair.dtype, device=cos_pair.device).index_add_(
-        0, pairs.group, pairs.weight.detach().to(cos_pair.dtype) * cos_pair)
-    if fixed_lambda is None:
-        lam = out.gnn.lam.detach().index_select(0, pairs.edge)  # the pairs' interpolation vectors
-        lam_mean, lam_std = lam.mean(), lam.std()
-    else:
-        lam_mean, lam_std = emb.new_tensor(float(fixed_lambda)), emb.new_tensor(0.0)
-    res = {
-        "cos_anchor_synthetic": cos_syn.mean(),
-        "cos_anchor_source": cos_src.mean(),
-        "hardness_gain": cos_syn.mean() - cos_src.mean(),
-        "hard_fraction": pairs.hard.float().mean(),
-        "lambda_mean": lam_mean,
-        "lambda_std": lam_std,
-    }
-    if scale is not None:
-        res["lambda_scale"] = torch.as_tensor(scale, dtype=emb.dtype, device=emb.device).detach()
-    return res
+from graphneg.validation import check_batch, check_ks, value_checks
 
 
 class EmbeddingEvalMixin:
@@ -146,22 +99,51 @@ class EmbeddingEvalMixin:
         )
 
 
+def _constant(epoch: int) -> float:
+    return 1.0
+
+
+#: the learning-rate tags LearningRateMonitor logs (the ``name`` of each scheduler config)
+LR_NAMES = ("lr/encoder", "lr/classifier", "lr/generator")
+
+# state_dict keys of checkpoints written before GCA-HNG's state moved into `objective`
+_LEGACY_PREFIXES = ("generator.", "classifier.", "j_mean", "j_gen_mean")
+
+
 class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
     """Deep metric learning: an encoder trained with a metric loss on C x m batches.
 
-    With ``generator=None`` each step is ``loss(encoder(x), y)``. With a hard-negative generator
-    (:class:`graphneg.nn.GCAHNG`) each step is the three-step GCA-HNG update (see
-    :meth:`_generator_step`). Optimisation is manual (Lightning ``automatic_optimization = False``)
-    so that each parameter group has its optimiser, as the official GCA-HNG ``train.py``.
+    With ``generator=None`` each step is ``loss(encoder(x), y)`` under Lightning's automatic
+    optimisation, so the Trainer's ``gradient_clip_val``, ``accumulate_grad_batches`` and ``max_steps``
+    work as Lightning documents. With a hard-negative generator (:class:`graphneg.nn.GCAHNG`) each step
+    is the official three-step GCA-HNG update of :class:`graphneg.losses.GCAHNGObjective` (held as
+    :attr:`objective`; :attr:`generator` and :attr:`classifier` are its parts), with one optimiser per
+    parameter group as the official ``train.py`` (manual optimisation, see :meth:`configure_optimizers`).
+
+    Steps: ``trainer.global_step`` counts training batches in both modes. With a generator the encoder's
+    optimiser step is the counted one; the classifier's and the generator's steps go through the same
+    strategy / precision path (mixed-precision unscaling, ``on_before_optimizer_step``) without
+    Lightning's manual-optimisation step counter, which otherwise counts every ``optimizer.step()``
+    (Lightning issue #17958: 4 per batch here). Checkpoint names, logged scalars and histograms all sit on
+    that one axis.
+
+    Learning-rate tags (``LearningRateMonitor``): ``lr/encoder``, and with a generator ``lr/classifier``
+    and ``lr/generator`` (an optimiser with several parameter groups, e.g. a loss with proxies, gets
+    ``lr/encoder/pg1``, ``lr/encoder/pg2``).
 
     Args:
         encoder: image -> embedding network, e.g. :class:`graphneg.models.SmallCNN`.
-        loss: a metric loss taking ``(embeddings, labels)`` (``graphneg.losses``).
+        loss: a metric loss taking ``(embeddings, labels)``: a graphneg loss or a
+            pytorch-metric-learning loss (with a generator it receives the synthetic negatives, see
+            :class:`graphneg.losses.GCAHNGObjective`).
         generator: optional hard-negative generator.
-        num_classes: training classes (needed by the generator's softmax classifier).
+        num_classes: training classes (needed by the generator's softmax classifier; default the
+            generator's ``num_classes``).
         lr / weight_decay: AdamW for the encoder and the loss's parameters (e.g. proxies).
         generator_lr / classifier_lr: AdamW for the generator and the softmax classifier.
-        grad_clip: gradient value clipping (official ``clip_grad_value_``, 10.0); ``None`` disables.
+        grad_clip: gradient value clipping (official ``clip_grad_value_``, 10.0) of the encoder(+loss) and
+            generator steps; ``None`` disables. Without a generator it applies when the Trainer sets no
+            ``gradient_clip_val`` (the Trainer's setting replaces it).
         warmup_epochs: epochs during which only the encoder's head (``head_name``) trains.
         synthetic_beta / classifier_weight / node_loss_weight: the weights of ``J_syn``, of the softmax
             classifier's CE and of the GNN's node CE ``J_gce`` in the three-step update (official 30, 10, 1).
@@ -170,10 +152,10 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         eval_metric: ``"cosine"`` or ``"euclidean"`` retrieval.
         eval_nmi: also log NMI (k-means) each validation epoch.
         projector_max: samples in the TensorBoard projector snapshot.
-        scheduler: ``"cosine"`` (every optimiser, ``T_max`` = max_epochs), ``"none"``, or ``"step"``: the
-            official GCA-HNG ``train.py`` schedule (``LR_POLICY: step``): encoder ``StepLR(lr_step_size,
-            lr_gamma)`` (``METRIC_DECAY_STEPS`` / ``METRIC_GAMMA``), generator cosine over max_epochs,
-            classifier constant.
+        scheduler: ``"cosine"`` (every optimiser, ``T_max`` = max_epochs), ``"none"`` (constant), or
+            ``"step"``: the official GCA-HNG ``train.py`` schedule (``LR_POLICY: step``): encoder
+            ``StepLR(lr_step_size, lr_gamma)`` (``METRIC_DECAY_STEPS`` / ``METRIC_GAMMA``), generator cosine
+            over max_epochs, classifier constant.
         lr_step_size / lr_gamma: the ``"step"`` schedule's period (epochs) and factor.
     """
 
@@ -204,8 +186,6 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "loss", "generator"])
         check_ks(ks)  # fail at construction, not after the first epoch
-        self.automatic_optimization = False
-        self.encoder, self.loss, self.generator = encoder, loss, generator
         if scheduler not in ("cosine", "none", "step"):
             raise ValueError(f"scheduler must be 'cosine', 'step' or 'none', got {scheduler!r}")
         if warmup_epochs > 0 and not isinstance(getattr(encoder, head_name, None), nn.Module):
@@ -213,9 +193,44 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
                 f"warmup_epochs={warmup_epochs} freezes the encoder except its head, but the encoder has no "
                 f"module attribute {head_name!r}; set head_name to its last layer's attribute name"
             )
-        if generator is not None:
-            self._init_generator_state(num_classes)
+        self.encoder = encoder
+        if generator is None:
+            self.objective = None
+            self.loss = loss
+        else:
+            if num_classes is None and getattr(generator, "num_classes", None) is None:
+                raise ValueError("a generator needs num_classes (the number of training classes) for its softmax "
+                                 "classifier: pass num_classes=... or a generator that has num_classes")
+            self.objective = GCAHNGObjective(
+                generator, loss, num_classes, synthetic_beta=synthetic_beta, classifier_weight=classifier_weight,
+                node_loss_weight=node_loss_weight, grad_clip=grad_clip,
+            )
+        # manual optimisation only for the three optimisers of GCA-HNG
+        self.automatic_optimization = generator is None
         self._eval_reset()
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def loss(self) -> nn.Module:
+        """The metric loss (``objective.loss`` with a generator)."""
+        return self._modules["loss"] if self.objective is None else self.objective.loss
+
+    @property
+    def generator(self) -> Optional[nn.Module]:
+        """The hard-negative generator (``objective.generator``), or ``None``."""
+        return None if self.objective is None else self.objective.generator
+
+    @property
+    def classifier(self) -> Optional[nn.Module]:
+        """GCA-HNG's softmax classifier (``objective.classifier``), or ``None`` without a generator."""
+        return None if self.objective is None else self.objective.classifier
+
+    @property
+    def rw_generator(self) -> torch.Generator:
+        """Deprecated: ``objective.rw_generator`` (the random-weighting draws)."""
+        warnings.warn("MetricLearningModule.rw_generator is deprecated: use module.objective.rw_generator",
+                      DeprecationWarning, stacklevel=2)
+        return self.objective.rw_generator
 
     # ------------------------------------------------------------------ model
     def embed(self, x: Tensor) -> Tensor:
@@ -225,14 +240,13 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         return self.encoder(x)
 
     def _check_batch(self, emb: Tensor, y: Tensor) -> Tensor:
-        """The step's value checks, once, with one host sync (the building blocks skip theirs)."""
-        from graphneg.losses.metric import MultiSimilarityLoss, NPairLoss, TripletMarginLoss
-
+        """The step's value checks, once, with one host sync (the building blocks skip theirs). What the
+        loss needs is read from its ``requires_positives`` attribute (graphneg's metric-loss contract;
+        a loss without it, e.g. a pytorch-metric-learning loss, skips anchors without positives)."""
         limits = [getattr(m, "num_classes", None) for m in (self.generator, self.loss)]
         limits = [c for c in limits if isinstance(c, int)]
-        pair_loss = isinstance(self.loss, (MultiSimilarityLoss, NPairLoss, TripletMarginLoss))
         return check_batch(emb, y, min(limits) if limits else None, "encoder output", "this training batch",
-                           need_positive=pair_loss)
+                           need_positive=bool(getattr(self.loss, "requires_positives", False)))
 
     def _set_warmup(self) -> None:
         if self.hparams.warmup_epochs <= 0:
@@ -246,10 +260,12 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Epoch-boundary state changes happen here, not at epoch end: Lightning saves the epoch's
         # checkpoint on validation end, before `on_train_epoch_end`, so work done at epoch end would be
-        # missing from a checkpoint and a resumed run would diverge. Here both runs see the same state.
+        # missing from a checkpoint and a resumed run would diverge. Here both runs see the same state,
+        # and each catch-up loop runs only what is missing (a resumed run never rolls or steps twice).
         self._set_warmup()
-        if self.generator is not None:
-            self._roll_running_means()
+        if self.objective is not None:
+            while int(self.objective.completed_epochs) < self.current_epoch:  # once per epoch: one host sync
+                self.objective.end_epoch()
         scheds = self.lr_schedulers()
         for s in (scheds if isinstance(scheds, list) else [scheds]) if scheds is not None else []:
             while s.last_epoch < self.current_epoch:
@@ -259,202 +275,144 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
                     s.step()
 
-    # ------------------------------------------------------------------ GCA-HNG three-step update
-    def _init_generator_state(self, num_classes: Optional[int]) -> None:
-        gen = self.generator
-        if num_classes is None:
-            num_classes = getattr(gen, "num_classes", None)
-        if num_classes is None or int(num_classes) < 2:
-            raise ValueError(
-                "a generator needs num_classes (the number of training classes) for its softmax "
-                f"classifier, got {num_classes!r}"
-            )
-        dim = getattr(gen, "dim", None)
-        if dim is None:
-            raise ValueError("the generator must expose `dim` (its embedding size)")
-        # official `softmax_classifier`: Linear(D, num_classes) trained on detached embeddings
-        self.classifier = nn.Linear(int(dim), int(num_classes))
-        # running means of the real-pair metric loss (J_mean, official J_avg) and of the generator
-        # loss (J_gen_mean): the mean over the previous epoch, 1e6 during the first (official
-        # AverageMeter(1e6) reset at each epoch end). Buffers, so checkpoints carry them.
-        for name in ("j_mean", "j_gen_mean"):
-            self.register_buffer(name, torch.tensor(1e6))
-            self.register_buffer(name + "_sum", torch.tensor(0.0))
-            self.register_buffer(name + "_count", torch.tensor(0.0))
-        self.rw_generator = torch.Generator()
-        self.rw_generator.manual_seed(0)
-
-    def _accumulate(self, name: str, value: Tensor) -> None:
-        # official: J_avg.update(max(jm.item(), 1e-6)); no host sync here
-        getattr(self, name + "_sum").add_(value.detach().clamp_min(1e-6).to(torch.float32))
-        getattr(self, name + "_count").add_(1.0)
-
-    def _roll_running_means(self) -> None:
-        for name in ("j_mean", "j_gen_mean"):
-            count, total = getattr(self, name + "_count"), getattr(self, name + "_sum")
-            mean = torch.where(count > 0, total / count.clamp_min(1.0), getattr(self, name))
-            getattr(self, name).copy_(mean)
-            total.zero_()
-            count.zero_()
-
-    def _rw_generator_for(self, device) -> Optional[torch.Generator]:
-        if device.type == "cpu":
-            return self.rw_generator
-        return None  # CUDA draws follow the global (seeded) CUDA generator
-
-    def _generator_step(self, x: Tensor, y: Tensor) -> Tensor:
-        """One GCA-HNG update, as the official ``GCA_HNG.forward`` (scripts/models.py):
-
-        1. metric step (encoder + GNN optimisers): ``J_metric = J_m + (1 - exp(-beta / J_gen_mean))
-           * J_syn + J_gce`` where ``J_m = loss(z, y)`` on real pairs, ``J_syn = loss(z, y, z~, ...)``
-           on the synthetic negatives generated with detached ``lambda`` (so ``J_syn`` trains the
-           encoder only) and ``J_gce`` the GNN's node classification CE (trains encoder and GNN),
-           weighted by ``node_loss_weight`` (official: 1; 0 is a diagnostic ablation that keeps the
-           node classification's gradient out of the encoder and the GNN);
-        2. classifier step: ``classifier_weight * CE(classifier(z.detach()), y)``;
-        3. GNN-only step on detached embeddings: :meth:`graphneg.nn.GCAHNG.loss` (label-preserving CE
-           of the classifier on ``z~``, ``1 - cos(z_a, z~)`` and the lambda diversity term). The
-           classifier's gradients from this step are discarded (zeroed before its next step).
-
-        Gradients are clipped by value (``grad_clip``) per parameter group, as the official code.
-        """
-        hp = self.hparams
-        opt_c, opt_s, opt_g = self.optimizers()
-        gen = self.generator
-        # step 1: metric
-        opt_c.zero_grad()
-        opt_g.zero_grad()
-        emb = self.encoder(x)
-        y = self._check_batch(emb, y)
-        j_m = self.loss(emb, y)
-        out = gen(emb, y, j_mean=self.j_mean, detach_lam=True, generator=self._rw_generator_for(emb.device))
-        e_bj = torch.exp(-hp.synthetic_beta / self.j_gen_mean)
-        # out.graph.x / out.graph.y: the global batch when the generator gathers (multi-GPU)
-        j_syn_raw = self.loss(out.graph.x, out.graph.y, out.x, out.labels, out.anchor_index)  # synthetic pairs
-        j_syn = (1.0 - e_bj) * j_syn_raw
-        j_gce = hp.node_loss_weight * gen.node_loss(out)
-        j_metric = j_m + j_syn + j_gce
-        self.manual_backward(j_metric)
-        opt_c.step()  # each step clips first: see on_before_optimizer_step
-        opt_g.step()
-        # step 2: softmax classifier on detached embeddings
-        opt_s.zero_grad()
-        ce = hp.classifier_weight * torch.nn.functional.cross_entropy(self.classifier(emb.detach()), y)
-        self.manual_backward(ce)
-        opt_s.step()
-        # step 3: generator only
-        opt_g.zero_grad()
-        out_g = gen(emb.detach(), y, j_mean=self.j_mean, generator=self._rw_generator_for(emb.device))
-        terms = gen.loss(out_g, self.classifier)
-        self.manual_backward(terms.total)
-        opt_g.step()
-
-        self._accumulate("j_mean", j_m)
-        self._accumulate("j_gen_mean", terms.total)
-        self.log_dict(
-            {
-                "train/loss": j_metric.detach(), "train/J_m": j_m.detach(), "train/J_syn": j_syn.detach(),
-                "train/J_gce": j_gce.detach(), "train/J_softce": ce.detach(), "train/J_gen": terms.total.detach(),
-                "train/J_gen_ce": terms.softmax_ce.detach(), "train/J_sim": terms.similarity.detach(),
-                "train/J_div": terms.diversity.detach(), "train/e_bj": e_bj,
-            },
-            on_step=True, on_epoch=True,
-        )
-        diag = generator_diagnostics(out, gen.fixed_lambda, gen._scale(self.j_mean, emb))
-        diag = {f"gca/{k}": v for k, v in diag.items()}
-        diag["gca/loss_real"], diag["gca/loss_synthetic"] = j_m.detach(), j_syn_raw.detach()
-        self.log_dict(diag, on_step=False, on_epoch=True)
-        # what the epoch-end histograms need, detached: holding `out` would keep the GNN's edge
-        # tensors alive until the next step
-        pairs = out.pairs
-        self._last_generated = (out.gnn.lam.detach().index_select(0, pairs.edge), pairs.anchor,
-                                pairs.negative, pairs.hard, out.x.detach(), out.anchor_index,
-                                out.graph.x.detach())  # global rows when the generator gathers
-        return j_metric.detach()
-
-    def _log_generator_histograms(self) -> None:
-        last = getattr(self, "_last_generated", None)
-        logger = self.logger
-        if last is None or logger is None or not hasattr(logger.experiment, "add_histogram"):
-            return
-        lam, pair_anchor, pair_negative, _hard, x, anchor_index, emb = last
-        exp = logger.experiment
-        exp.add_histogram("gca/lambda", lam.flatten().cpu(), self.global_step)
-        anchors = emb.index_select(0, anchor_index)
-        real = (emb.index_select(0, pair_anchor) - emb.index_select(0, pair_negative)).norm(dim=1)
-        synth = (anchors - x).norm(dim=1)
-        exp.add_histogram("gca/anchor_negative_distance_real", real.cpu(), self.global_step)
-        exp.add_histogram("gca/anchor_negative_distance_synthetic", synth.cpu(), self.global_step)
-
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        if self.generator is not None:
-            checkpoint["rw_generator_state"] = self.rw_generator.get_state()
-
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        if self.generator is not None and "rw_generator_state" in checkpoint:
-            self.rw_generator.set_state(checkpoint["rw_generator_state"])
-
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx: int) -> Tensor:
         # the batch is validated once (_check_batch); losses / generator / graph skip value checks
         with value_checks(False):
-            return self._training_step(batch, batch_idx)
+            x, y = batch
+            emb = self.encoder(x)
+            y = self._check_batch(emb, y)
+            if self.objective is not None:
+                return self._gca_hng_step(emb, y)
+            loss = self.loss(emb, y)
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
+        return loss
 
-    def _training_step(self, batch, batch_idx: int) -> Tensor:
-        x, y = batch
-        if self.generator is not None:
-            return self._generator_step(x, y)
-        opt = self.optimizers()
-        emb = self.encoder(x)
-        y = self._check_batch(emb, y)
-        loss = self.loss(emb, y)
-        opt.zero_grad()
-        self.manual_backward(loss)
-        opt.step()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
-        return loss.detach()
+    def _gca_hng_step(self, emb: Tensor, y: Tensor) -> Tensor:
+        """One GCA-HNG update: the three losses of :class:`graphneg.losses.GCAHNGObjective`, each followed
+        by its optimiser steps (official ``GCA_HNG.forward``); gradients clipped by value in
+        :meth:`on_before_optimizer_step`."""
+        obj = self.objective
+        opt_e, opt_c, opt_g = self.optimizers()
+        # step 1: metric (encoder + generator); the encoder's step is the one global_step counts
+        opt_e.zero_grad()
+        opt_g.zero_grad()
+        metric = obj.metric_loss(emb, y)
+        self._backward(metric.total)
+        opt_e.step()
+        self._step_uncounted(opt_g)
+        # step 2: softmax classifier on detached embeddings
+        opt_c.zero_grad()
+        ce = obj.classifier_loss(emb, y)
+        self._backward(ce)
+        self._step_uncounted(opt_c)
+        # step 3: generator only, on detached embeddings
+        opt_g.zero_grad()
+        gen = obj.generator_loss(emb, y)
+        self._backward(gen.total)
+        self._step_uncounted(opt_g)
+
+        self.log_dict(
+            {
+                "train/loss": metric.total.detach(), "train/J_m": metric.real.detach(),
+                "train/J_syn": metric.synthetic.detach(), "train/J_gce": metric.node.detach(),
+                "train/J_softce": ce.detach(), "train/J_gen": gen.total.detach(),
+                "train/J_gen_ce": gen.softmax_ce.detach(), "train/J_sim": gen.similarity.detach(),
+                "train/J_div": gen.diversity.detach(), "train/e_bj": 1.0 - metric.synthetic_weight,
+            },
+            on_step=True, on_epoch=True,
+        )
+        self.log_dict({f"gca/{k}": v for k, v in obj.diagnostics(metric).items()}, on_step=False, on_epoch=True)
+        # for the epoch-end histograms; detached, so the GNN's autograd graph is freed
+        self._last_negatives = metric.negatives.detach()
+        return metric.total.detach()
+
+    def _backward(self, loss: Tensor) -> None:
+        """``manual_backward`` with autocast off: Lightning runs ``training_step`` (and so a manual
+        backward) inside the precision plugin's autocast context, and PyTorch recommends against backward
+        passes under autocast (the backward ops follow the forward's dtypes anyway); the GCA-HNG layers'
+        custom backward functions mix dtypes under it (bf16-mixed failed)."""
+        with torch.autocast(loss.device.type, enabled=False):
+            self.manual_backward(loss)
+
+    def _step_uncounted(self, optimizer) -> None:
+        """``optimizer.step()`` through the strategy and precision plugin (mixed-precision unscaling,
+        ``on_before_optimizer_step``) without Lightning's manual-optimisation step counter, so that
+        ``global_step`` counts batches (Lightning issue #17958)."""
+        self.trainer.strategy.optimizer_step(getattr(optimizer, "optimizer", optimizer), closure=_no_closure)
+
+    def _log_generator_histograms(self) -> None:
+        last = getattr(self, "_last_negatives", None)
+        logger = self.logger
+        if last is None or logger is None or not hasattr(logger.experiment, "add_histogram"):
+            return
+        for name, values in self.objective.histograms(last).items():
+            logger.experiment.add_histogram(f"gca/{name}", values.cpu(), self.global_step)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Read checkpoints written before GCA-HNG's state moved into :attr:`objective` (keys
+        ``generator.*``, ``classifier.*``, ``j_mean*`` and the separate ``rw_generator_state``)."""
+        state = checkpoint.get("state_dict", {})
+        if self.objective is None or not any(k.startswith(_LEGACY_PREFIXES) for k in state):
+            return
+        for key in [k for k in state if k.startswith(_LEGACY_PREFIXES)]:
+            state["objective." + key] = state.pop(key)
+        for key in [k for k in state if k.startswith("loss.")]:
+            state["objective." + key] = state.pop(key)
+        if "rw_generator_state" in checkpoint:
+            state["objective._extra_state"] = checkpoint["rw_generator_state"]
+        state.setdefault("objective.completed_epochs", torch.tensor(int(checkpoint.get("epoch", 0)) + 1))
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        # Lightning calls this inside `opt.step()`, after mixed precision has unscaled the gradients
-        # (clipping before `opt.step()` would clip the loss-scaled gradients under precision 16-mixed)
-        self._clip(optimizer)
+        # Lightning calls this inside the optimiser step, after mixed precision has unscaled the gradients
+        # (clipping before the step would clip the loss-scaled gradients under precision 16-mixed). Without
+        # a generator Lightning clips in configure_gradient_clipping.
+        if self.objective is not None and self.hparams.grad_clip and optimizer is not self._classifier_optimizer():
+            # official: clip_grad_value_ on the encoder and the GNN, not on the softmax classifier
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="value")
 
-    def _clip(self, optimizer) -> None:
-        """Clip ``optimizer``'s gradients by value at ``grad_clip`` (official ``clip_grad_value_``, 10.0) with
-        Lightning's ``clip_gradients``: the encoder(+loss) and generator optimisers; the softmax classifier's
-        step is not clipped, as in the official ``train.py``."""
-        if not self.hparams.grad_clip:
-            return
-        if self.generator is not None and optimizer is self.optimizers(use_pl_optimizer=False)[1]:
-            return
-        self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="value")
+    def _classifier_optimizer(self):
+        return self.optimizers(use_pl_optimizer=False)[1]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Automatic optimisation: the Trainer's ``gradient_clip_val`` / ``gradient_clip_algorithm`` when set
+        (Lightning's default), else value clipping at ``grad_clip``."""
+        if gradient_clip_val is None and self.hparams.grad_clip:
+            gradient_clip_val, gradient_clip_algorithm = self.hparams.grad_clip, "value"
+        if gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                                gradient_clip_algorithm=gradient_clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
-        if self.generator is not None:
+        if self.objective is not None:
             self._log_generator_histograms()
 
     def configure_optimizers(self):
+        """AdamW per parameter group, each with a named epoch-wise scheduler (``lr/encoder``,
+        ``lr/classifier``, ``lr/generator``; ``scheduler="none"`` and the classifier under ``"step"``
+        get a constant one, so that every learning rate is logged under its name)."""
         hp = self.hparams
         groups = [{"params": list(self.encoder.parameters()), "lr": hp.lr}]
         loss_params = list(self.loss.parameters())
         if loss_params:
             groups.append({"params": loss_params, "lr": hp.lr})
         opts = [torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)]
-        if self.generator is not None:
+        if self.objective is not None:
             opts.append(torch.optim.AdamW(self.classifier.parameters(), lr=hp.classifier_lr))
             opts.append(
                 torch.optim.AdamW(self.generator.parameters(), lr=hp.generator_lr, weight_decay=hp.weight_decay)
             )
-        if hp.scheduler == "none":
-            return opts
         t_max = max(int(self.trainer.max_epochs or 1), 1) if self._trainer is not None else 1
-        if hp.scheduler == "step":  # official train.py: StepLR (metric), cosine (GNN), none (classifier)
-            scheds = [torch.optim.lr_scheduler.StepLR(opts[0], step_size=hp.lr_step_size, gamma=hp.lr_gamma)]
-            if self.generator is not None:
-                scheds.append(torch.optim.lr_scheduler.CosineAnnealingLR(opts[2], T_max=t_max))
-            return opts, scheds
-        scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=t_max) for o in opts]
-        return opts, scheds
+        sched = torch.optim.lr_scheduler
+        if hp.scheduler == "none":
+            scheds = [sched.LambdaLR(o, _constant) for o in opts]
+        elif hp.scheduler == "step":  # official train.py: StepLR (metric), none (classifier), cosine (GNN)
+            scheds = [sched.StepLR(opts[0], step_size=hp.lr_step_size, gamma=hp.lr_gamma)]
+            if self.objective is not None:
+                scheds += [sched.LambdaLR(opts[1], _constant), sched.CosineAnnealingLR(opts[2], T_max=t_max)]
+        else:
+            scheds = [sched.CosineAnnealingLR(o, T_max=t_max) for o in opts]
+        return opts, [{"scheduler": s, "interval": "epoch", "name": name} for s, name in zip(scheds, LR_NAMES)]
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_epoch_start(self) -> None:
@@ -486,4 +444,8 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         self._log_projector()
 
 
-__all__ = ["MetricLearningModule", "EmbeddingEvalMixin", "generator_diagnostics"]
+def _no_closure() -> None:
+    return None
+
+
+__all__ = ["MetricLearningModule", "EmbeddingEvalMixin", "generator_diagnostics", "LR_NAMES"]

@@ -5,6 +5,8 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
 from graphneg.nn.functional import gather_mul
+from graphneg.nn.inputs import Adj, edge_index_and_attr
+from graphneg.validation import check_node_features
 
 
 class CorrelationEdgeEncoder(MessagePassing):
@@ -30,12 +32,17 @@ class CorrelationEdgeEncoder(MessagePassing):
     Deviation: the norms are clamped at ``eps`` (the official divides by the raw norms, which
     gives NaN for a constant embedding).
 
+    The layer has no parameters; the edge features keep the node feature size
+    (``out_channels = in_channels = D``).
+
     Args:
         eps (float): lower bound of the centred norms. (default: ``1e-12``)
 
     Shapes:
-        - **input:** node features ``x`` :math:`(N, D)`, ``edge_index`` :math:`(2, E)`
-        - **output:** edge features :math:`(E, D)`
+        - **input:** node features ``x`` :math:`(N, D)`, ``edge_index`` :math:`(2, E)` or a
+          sparse adjacency ``adj_t`` :math:`(N, N)` (:mod:`graphneg.nn.inputs`)
+        - **output:** edge features :math:`(E, D)`, in ``edge_index``'s order (for a sparse
+          adjacency, its storage order: row-major for COO / CSR / ``SparseTensor``)
     """
 
     def __init__(self, eps: float = 1e-12, **kwargs):
@@ -46,9 +53,9 @@ class CorrelationEdgeEncoder(MessagePassing):
     def reset_parameters(self) -> None:
         """No learnable parameters (kept for the PyG layer interface)."""
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape [N, D], got {tuple(x.shape)}")
+    def forward(self, x: Tensor, edge_index: Adj) -> Tensor:
+        check_node_features(x)
+        edge_index, _ = edge_index_and_attr(edge_index, x.size(0))
         xc = x - x.mean(dim=-1, keepdim=True)
         xn = xc / xc.norm(dim=-1, keepdim=True).clamp_min(self.eps)
         return self.edge_updater(edge_index, xn=xn, size=(x.size(0), x.size(0)))

@@ -5,13 +5,11 @@ keeps both alive until the backward pass. On a complete batch graph (``E = B^2``
 tensor costs as much as the official dense ``[B, B, D]`` tensor. The functions below compute the
 same values but save only the node-level inputs (``[N, D]``) and the index vectors, and recompute
 the gathers in the backward pass (``O(E * D)`` extra time, no extra memory). Each has a plain
-reference formula in its docstring; ``tests/test_nn_layers.py`` checks values and gradients
+reference formula in its docstring; ``tests/test_nn_functional.py`` checks values and gradients
 against it (``torch.autograd.gradcheck`` in float64).
 
-:func:`edge_mlp_update` fuses the edge MLP and the two residual normalisations of
-:class:`~graphneg.nn.NodeToEdgeConv` the same way (it keeps 2 ``[E, D]`` and 1 ``[E, 4D]`` tensor
-for backward and recomputes only element-wise ops); :func:`gca_norm` / :func:`reset_norm` are the
-one definition of GCA-HNG's ``LayerNorm(GELU(x))`` module used by every layer.
+The fused edge MLP of :class:`~graphneg.nn.NodeToEdgeConv` and GCA-HNG's normalisation module
+live in :mod:`graphneg.nn.edge_mlp`.
 """
 from __future__ import annotations
 
@@ -25,9 +23,10 @@ from torch_geometric.utils import scatter
 
 def _add_rows_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
     """``out.index_add_(0, index, src)`` via ``scatter_add_`` with an expanded index, whose CPU
-    kernel is parallel (``index_add_`` runs one row at a time on CPU)."""
+    kernel is parallel (``index_add_`` runs one row at a time on CPU). ``src`` is cast to
+    ``out``'s dtype (under autocast a gradient can come in another dtype than its input)."""
     shape = (-1,) + (1,) * (src.dim() - 1)
-    return out.scatter_add_(0, index.view(shape).expand_as(src), src)
+    return out.scatter_add_(0, index.view(shape).expand_as(src), src.to(out.dtype))
 
 
 def _index_add(size_like: Tensor, index: Optional[Tensor], src: Tensor) -> Tensor:
@@ -51,7 +50,8 @@ def row_chunk(width: int, chunk_size: Optional[int] = None) -> int:
     return max(1, CHUNK_ELEMENTS // max(int(width), 1))
 
 
-def _row_slices(n: int, chunk: int):
+def row_slices(n: int, chunk: int):
+    """``slice`` objects covering ``range(n)`` in consecutive chunks of ``chunk`` rows."""
     return (slice(start, min(start + chunk, n)) for start in range(0, n, chunk))
 
 
@@ -172,7 +172,7 @@ class _GatherLerp(torch.autograd.Function):
     def forward(ctx, x, index_a, index_b, rho, lam, index_lam, scale, chunk):
         p = index_a.size(0)
         out = x.new_empty(p, x.size(1))
-        for sl in _row_slices(p, chunk):  # row chunks: no [P, D] temporary besides the output
+        for sl in row_slices(p, chunk):  # row chunks: no [P, D] temporary besides the output
             _, _, r = _lerp_weight(rho[sl], lam, index_lam[sl], scale)
             torch.lerp(x.index_select(0, index_a[sl]), x.index_select(0, index_b[sl]), r, out=out[sl])
         ctx.save_for_backward(x, index_a, index_b, rho, lam, index_lam)
@@ -186,7 +186,7 @@ class _GatherLerp(torch.autograd.Function):
         gx = torch.zeros_like(x) if need[0] else None
         grho = torch.empty_like(rho) if need[3] else None
         glam = torch.zeros_like(lam) if need[4] else None
-        for sl in _row_slices(index_a.size(0), ctx.chunk):
+        for sl in row_slices(index_a.size(0), ctx.chunk):
             g, ia, ib = grad[sl], index_a[sl], index_b[sl]
             lam_e, coef, r = _lerp_weight(rho[sl], lam, index_lam[sl], scale)
             if gx is not None:
@@ -215,132 +215,6 @@ def gather_lerp(
     if isinstance(scale, Tensor):
         scale = scale.detach()
     return _GatherLerp.apply(x, index_a, index_b, rho, lam, index_lam, scale, row_chunk(x.size(1)))
-
-
-def gca_norm(channels: int) -> nn.Sequential:
-    """GCA-HNG's post-residual normalisation ``LayerNorm(GELU(x))`` as a module (official
-    ``self.norm = nn.Sequential(nn.GELU(), nn.LayerNorm(D))`` in ``DotAttentionLayer`` and
-    ``Messagepasstoedge``); the default ``norm`` of every GCA layer."""
-    return nn.Sequential(nn.GELU(), nn.LayerNorm(channels))
-
-
-def reset_norm(norm: nn.Module) -> None:
-    """Reset the LayerNorm parameters inside a ``norm`` module (weight 1, bias 0)."""
-    for module in norm.modules():
-        if isinstance(module, nn.LayerNorm):
-            module.reset_parameters()
-
-
-def _norm(t: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
-    """``LayerNorm(GELU(t))`` over the last dimension (:func:`gca_norm` as a function)."""
-    return F.layer_norm(F.gelu(t), (t.size(-1),), w, b, eps)
-
-
-def _grads(out: Tensor, inputs, grad: Tensor):
-    want = [t for t in inputs if t.requires_grad]
-    got = iter(torch.autograd.grad(out, want, grad)) if want else iter(())
-    return [next(got) if t.requires_grad else None for t in inputs]
-
-
-def _acc(total: Optional[Tensor], g: Optional[Tensor]) -> Optional[Tensor]:
-    if g is None:
-        return total
-    return g if total is None else total + g
-
-
-class _EdgeMLPUpdate(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, s1, nw, nb, eps_n, w1, b1, lw, lb, eps_l, w2, b2, chunk, recompute_hidden):
-        n = s1.size(0)
-        out = torch.empty_like(s1)
-        h1 = None if recompute_hidden else s1.new_empty(n, w1.size(0))
-        s2 = torch.empty_like(s1)
-        for sl in _row_slices(n, chunk):
-            e = _norm(s1[sl], nw, nb, eps_n)
-            h = torch.addmm(b1, e, w1.t())
-            if h1 is not None:
-                h1[sl] = h
-            m = torch.addmm(b2, F.layer_norm(F.gelu(h), (h.size(-1),), lw, lb, eps_l), w2.t())
-            out[sl] = _norm(torch.add(e, m, out=s2[sl]), nw, nb, eps_n)
-        ctx.save_for_backward(s1, h1, s2, nw, nb, w1, b1, lw, lb, w2, b2)
-        ctx.eps_n, ctx.eps_l, ctx.chunk = eps_n, eps_l, chunk
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        s1, h1, s2, nw, nb, w1, b1, lw, lb, w2, b2 = ctx.saved_tensors
-        eps_n, eps_l, chunk = ctx.eps_n, ctx.eps_l, ctx.chunk
-        need = ctx.needs_input_grad
-        n = s1.size(0)
-        gs1 = torch.empty_like(s1) if need[0] else None
-        # parameters as leaves of the local recomputation graphs
-        nw_, nb_ = nw.detach().requires_grad_(need[1]), nb.detach().requires_grad_(need[2])
-        lw_, lb_ = lw.detach().requires_grad_(need[6]), lb.detach().requires_grad_(need[7])
-        gnw = gnb = gw1 = gb1 = glw = glb = gw2 = gb2 = None
-        with torch.enable_grad():
-            for sl in _row_slices(n, chunk):
-                g_out = grad[sl]
-                # out = norm(s2)
-                s2c = s2[sl].detach().requires_grad_(True)
-                g_s2, a, b = _grads(_norm(s2c, nw_, nb_, eps_n), [s2c, nw_, nb_], g_out)
-                gnw, gnb = _acc(gnw, a), _acc(gnb, b)
-                # e = norm(s1), recomputed (element-wise); h1 = Linear1(e) kept, or recomputed
-                # with recompute_hidden (the same addmm on the same rows: the same values)
-                s1c = s1[sl].detach().requires_grad_(True)
-                e = _norm(s1c, nw_, nb_, eps_n)
-                h = torch.addmm(b1, e.detach(), w1.t()) if h1 is None else h1[sl]
-                # s2 = e + m, m = Linear2(LN(GELU(h1))): the Linear by hand (no forward recompute)
-                hc = h.detach().requires_grad_(True)
-                act = F.layer_norm(F.gelu(hc), (hc.size(-1),), lw_, lb_, eps_l)
-                if need[9]:
-                    gw2 = _acc(gw2, g_s2.t() @ act.detach())
-                if need[10]:
-                    gb2 = _acc(gb2, g_s2.sum(0))
-                g_h, a, b = _grads(act, [hc, lw_, lb_], g_s2 @ w2)
-                glw, glb = _acc(glw, a), _acc(glb, b)
-                # the residual adds g_s2 to e's gradient
-                if need[4]:
-                    gw1 = _acc(gw1, g_h.t() @ e.detach())
-                if need[5]:
-                    gb1 = _acc(gb1, g_h.sum(0))
-                g_s1, a, b = _grads(e, [s1c, nw_, nb_], g_s2 + g_h @ w1)
-                gnw, gnb = _acc(gnw, a), _acc(gnb, b)
-                if gs1 is not None:
-                    gs1[sl] = g_s1
-        return gs1, gnw, gnb, None, gw1, gb1, glw, glb, None, gw2, gb2, None, None
-
-
-def edge_mlp_update(
-    s1: Tensor, norm_weight: Tensor, norm_bias: Tensor, norm_eps: float,
-    w1: Tensor, b1: Tensor, ln_weight: Tensor, ln_bias: Tensor, ln_eps: float,
-    w2: Tensor, b2: Tensor, chunk_size: Optional[int] = None, recompute_hidden: bool = False,
-) -> Tensor:
-    r"""Fused edge update of :class:`~graphneg.nn.NodeToEdgeConv` after its attention step.
-
-    Plain formula (``norm(t) = LayerNorm(GELU(t))`` with ``norm_weight, norm_bias``, one
-    instance for both residuals, as the official ``Messagepasstoedge``):
-
-    .. math::
-        e = \mathrm{norm}(s_1),\quad h = W_1 e + b_1,\quad
-        s_2 = e + W_2\,\mathrm{LN}(\mathrm{GELU}(h)) + b_2,\quad \mathrm{out} = \mathrm{norm}(s_2).
-
-    Same values as that composition of PyTorch modules, but only ``s_1`` ``[E, D]``, ``h``
-    ``[E, H]`` and ``s_2`` ``[E, D]`` are kept for backward (autograd keeps ``~3 H + 6 D``
-    columns per edge: the GELU/LayerNorm inputs and outputs of both widths). The backward
-    pass recomputes the element-wise parts (GELU, LayerNorm) in chunks of ``chunk_size`` rows
-    (default: :data:`CHUNK_ELEMENTS` divided by the hidden width ``H``, 512 rows at ``H = 2048``;
-    whole-``[E, H]`` temporaries would set the peak memory of the backward pass),
-    never the two matrix products, and the forward pass runs in the same chunks, so no
-    ``[E, H]`` temporary besides ``h`` exists. Rows are independent: chunking changes nothing.
-
-    With ``recompute_hidden=True`` (activation checkpointing of the hidden layer, used by
-    ``GCAGNN(checkpoint=True)``) ``h`` is not kept either: the backward pass recomputes it chunk
-    by chunk with the same ``addmm`` on the same rows (identical values), at the cost of one extra
-    ``D -> H`` product; only ``s_1`` and ``s_2`` (``2 D`` columns per edge) stay for backward.
-    """
-    return _EdgeMLPUpdate.apply(s1, norm_weight, norm_bias, float(norm_eps), w1, b1, ln_weight,
-                                ln_bias, float(ln_eps), w2, b2, row_chunk(w1.size(0), chunk_size),
-                                bool(recompute_hidden))
 
 
 def batch_norm_linear(x: Tensor, bn: nn.BatchNorm1d, lin: nn.Linear) -> Tensor:
@@ -450,5 +324,5 @@ def gather_cosine(a: Tensor, index: Tensor, b: Tensor, eps: float = 1e-8) -> Ten
     return gather_dot(a, index, b, None) / (na * nb)
 
 
-__all__ = ["gather_mul", "gather_dot", "gather_scale", "gather_distance", "gather_lerp", "edge_mlp_update",
-           "batch_norm_linear", "group_squared_deviation", "gather_cosine", "gca_norm", "reset_norm"]
+__all__ = ["gather_mul", "gather_dot", "gather_scale", "gather_distance", "gather_lerp", "batch_norm_linear",
+           "group_squared_deviation", "gather_cosine", "row_chunk", "row_slices", "CHUNK_ELEMENTS"]

@@ -1,14 +1,18 @@
 """The GCA-HNG graph network: correlation edges, L blocks, lambda and node-class heads."""
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.nn.dense.linear import Linear
 
 from graphneg.nn.correlation import CorrelationEdgeEncoder
 from graphneg.nn.functional import batch_norm_linear
 from graphneg.nn.gca_block import GCABlock, attention_mask_from_labels
+from graphneg.nn.inputs import Adj, edge_index_and_attr
+from graphneg.validation import check_edge_features, check_edge_mask, check_node_features
 
 
 class GCAGNNOutput(NamedTuple):
@@ -57,19 +61,23 @@ class GCAGNN(nn.Module):
         heads (int): attention heads (official: 4 / 2). (default: ``4``)
         hidden_channels (int, optional): FFN hidden size (default ``4 * dim``).
         dropout (float): node-to-edge attention dropout (official ``0.1``).
-        checkpoint (bool): activation checkpointing of every block's largest activation: the
-            ``[E, 4D]`` hidden layer of the edge MLP (``NodeToEdgeConv(recompute_hidden=True)``,
-            :func:`graphneg.nn.functional.edge_mlp_update`) is not kept for backward but
-            recomputed there from the block's ``[E, D]`` tensors, one extra ``D -> 4D`` product
-            per block (measured: about 5 % more time, a third less peak memory in complete mode,
-            ``experiments/results/bench_gca.md``). No random draw is repeated, so values and
-            gradients are identical. It replaced a per-block ``torch.utils.checkpoint`` with a
-            selective policy, which recomputed every element-wise op of the block and saved less.
-            Settable after construction. (default: ``False``)
+        recompute_hidden (bool): activation checkpointing of every block's largest activation:
+            the ``[E, 4D]`` hidden layer of the edge MLP (passed straight to each block's
+            ``NodeToEdgeConv(recompute_hidden=...)``, :func:`graphneg.nn.edge_mlp.edge_mlp_update`)
+            is not kept for backward but recomputed there from the block's ``[E, D]`` tensors,
+            one extra ``D -> 4D`` product per block (measured: about 5 % more time, a third less
+            peak memory in complete mode, ``experiments/results/bench_gca.md``). No random draw
+            is repeated, so values and gradients are identical. Fixed at construction (a
+            read-only attribute). (default: ``False``)
+        checkpoint (bool, optional): deprecated name of ``recompute_hidden`` (it collided with
+            :mod:`graphneg.checkpoint`); a ``FutureWarning`` when given.
 
     Shapes:
-        - **input:** ``x`` :math:`(N, D)`, ``edge_index`` :math:`(2, E)`, optional
-          ``edge_attr`` :math:`(E, D)`, ``labels`` :math:`(N,)`, ``attn_mask`` :math:`(E,)`
+        - **input:** ``x`` :math:`(N, D)`, ``edge_index`` :math:`(2, E)` or a sparse adjacency
+          ``adj_t`` :math:`(N, N)` (:mod:`graphneg.nn.inputs`), optional ``edge_attr``
+          :math:`(E, D)`, ``labels`` :math:`(N,)`, ``attn_mask`` :math:`(E,)`; every per-edge
+          tensor in ``edge_index``'s order (a sparse adjacency: its storage order, row-major for
+          COO / CSR / ``SparseTensor``)
         - **output:** :class:`GCAGNNOutput` ``(x (N, D), edge_attr (E, D), lam (E, D),
           logits (N, num_classes))``
     """
@@ -82,7 +90,8 @@ class GCAGNN(nn.Module):
         heads: int = 4,
         hidden_channels: Optional[int] = None,
         dropout: float = 0.1,
-        checkpoint: bool = False,
+        recompute_hidden: bool = False,
+        checkpoint: Optional[bool] = None,
     ):
         super().__init__()
         if dim < 1 or num_classes < 2 or num_layers < 1:
@@ -96,27 +105,34 @@ class GCAGNN(nn.Module):
         self.num_classes = num_classes
         self.num_layers = num_layers
         self.heads = heads
+        if checkpoint is not None:
+            warnings.warn("GCAGNN(checkpoint=...) is deprecated, use recompute_hidden=... (the same setting)",
+                          FutureWarning, stacklevel=2)
+            recompute_hidden = bool(checkpoint)
+        self._recompute_hidden = bool(recompute_hidden)
         self.edge_encoder = CorrelationEdgeEncoder()
-        self.lin_in = nn.Linear(dim, dim)
-        self.blocks = nn.ModuleList(
-            [GCABlock(dim, heads, hidden_channels, dropout) for _ in range(num_layers)]
-        )
+        self.lin_in = Linear(dim, dim)
+        self.blocks = nn.ModuleList([
+            GCABlock(dim, dim, heads, hidden_channels, dropout, recompute_hidden=self._recompute_hidden)
+            for _ in range(num_layers)
+        ])
         self.edge_bn = nn.BatchNorm1d(dim)
         self.node_bn = nn.BatchNorm1d(dim)
-        self.lin_lam = nn.Linear(dim, dim)
-        self.classifier = nn.Linear(dim, num_classes)
-        self.checkpoint = checkpoint
+        self.lin_lam = Linear(dim, dim)
+        self.classifier = Linear(dim, num_classes)
         self.reset_parameters()
 
     @property
-    def checkpoint(self) -> bool:
-        """Recompute each block's ``[E, 4D]`` edge-MLP hidden layer in backward (see the class doc)."""
-        return all(block.node_to_edge.recompute_hidden for block in self.blocks)
+    def recompute_hidden(self) -> bool:
+        """Whether each block recomputes its ``[E, 4D]`` edge-MLP hidden layer in backward
+        (the constructor's setting; see the class doc)."""
+        return self._recompute_hidden
 
-    @checkpoint.setter
-    def checkpoint(self, value: bool) -> None:
-        for block in self.blocks:
-            block.node_to_edge.recompute_hidden = bool(value)
+    @property
+    def checkpoint(self) -> bool:
+        """Deprecated name of :attr:`recompute_hidden`."""
+        warnings.warn("GCAGNN.checkpoint is deprecated, use GCAGNN.recompute_hidden", FutureWarning, stacklevel=2)
+        return self._recompute_hidden
 
     def reset_parameters(self) -> None:
         self.edge_encoder.reset_parameters()
@@ -132,15 +148,17 @@ class GCAGNN(nn.Module):
     def forward(
         self,
         x: Tensor,
-        edge_index: Tensor,
+        edge_index: Adj,
         edge_attr: Optional[Tensor] = None,
         labels: Optional[Tensor] = None,
         attn_mask: Optional[Tensor] = None,
     ) -> GCAGNNOutput:
-        if x.dim() != 2 or x.size(1) != self.dim:
-            raise ValueError(f"x must have shape [N, {self.dim}], got {tuple(x.shape)}")
-        if edge_index.dim() != 2 or edge_index.size(0) != 2:
-            raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+        check_node_features(x, self.dim)
+        n = x.size(0)
+        edge_index, edge_attr = edge_index_and_attr(edge_index, n, edge_attr)
+        if edge_attr is not None:
+            check_edge_features(edge_attr, edge_index.size(1), n, self.dim)
+        check_edge_mask(attn_mask, edge_index.size(1))
         if edge_attr is None:
             edge_attr = self.edge_encoder(x, edge_index)
         if attn_mask is None:
@@ -158,4 +176,4 @@ class GCAGNN(nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.dim}, num_classes={self.num_classes}, "
                 f"num_layers={self.num_layers}, heads={self.heads}"
-                f"{', checkpoint=True' if self.checkpoint else ''})")
+                f"{', recompute_hidden=True' if self._recompute_hidden else ''})")

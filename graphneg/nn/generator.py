@@ -29,8 +29,9 @@ Other deliberate differences, each small:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +41,18 @@ from torch_geometric.utils import scatter
 
 from graphneg.distributed import gather, is_distributed
 from graphneg.graph import EDGE_MODES, batch_graph, check_edge_mode
-from graphneg.losses.metric import PMLInputs, synthetic_indices_tuple
-from graphneg.ops.labels import next_positive_index, rank_in_class
-from graphneg.validation import check_embeddings, check_labels, check_multiclass, value_checks_enabled
-from graphneg.nn.functional import gather_cosine, gather_distance, gather_lerp, group_squared_deviation
+from graphneg.nn.functional import gather_distance
 from graphneg.nn.gca_gnn import GCAGNN, GCAGNNOutput
-from graphneg.precision import full_precision, to_float32
+from graphneg.nn.generation import (  # noqa: F401  (public here too: graphneg.nn.generator.hdml_interpolate)
+    chain_weights, dirichlet_weights, hdml_interpolate, rank_within_groups,
+)
+from graphneg.ops.labels import next_positive_index, rank_in_class
+from graphneg.precision import to_float32
+from graphneg.validation import (
+    check_batch, check_embeddings, check_labels, value_checks, value_checks_enabled,
+)
+
+__all__ = ["GCAHNG", "GeneratedNegatives", "NegativePairs", "RW_MODES"]
 
 RW_MODES = ("chain", "dirichlet", None)
 
@@ -91,8 +98,10 @@ class GeneratedNegatives:
             (interpolation vectors, never detached here), node ``logits`` ``[B, num_classes]``.
 
     ``x, labels, anchor_index`` go straight into a graphneg metric loss
-    (``loss(emb, y, neg.x, neg.labels, neg.anchor_index)``); :meth:`pml_inputs` gives the
-    pytorch-metric-learning form.
+    (``loss(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
+    anchor_index=out.anchor_index)``); :func:`graphneg.losses.pml_inputs` gives the
+    pytorch-metric-learning form. The training objective built on it is
+    :class:`graphneg.losses.GCAHNGObjective`.
     """
 
     x: Tensor
@@ -102,158 +111,18 @@ class GeneratedNegatives:
     graph: Data
     gnn: GCAGNNOutput
 
-    def pml_inputs(self, kind: str = "pairs") -> PMLInputs:
-        """``(ref_emb, ref_labels, indices_tuple)`` for a pytorch-metric-learning loss:
-        ``pml_loss(emb, y, t.indices_tuple, t.ref_emb, t.ref_labels)``
-        (:func:`graphneg.losses.metric.synthetic_indices_tuple`)."""
-        return synthetic_indices_tuple(self.graph.x, self.graph.y, self.x, self.labels,
-                                       self.anchor_index, kind)
+    def detach(self) -> "GeneratedNegatives":
+        """The same negatives with every tensor detached (no copy; frees the autograd graph), e.g. to
+        keep a batch's output for epoch-end histograms."""
+        def det(v):
+            return v.detach() if isinstance(v, Tensor) else v
 
-
-@dataclass
-class GCAHNGLoss:
-    """The generator's own training terms (official ``GCA_HNG.forward``, second half).
-
-    Attributes:
-        total: ``0.5 * (softmax_ce + dot_weight * similarity + div_weight * diversity)``.
-        softmax_ce: ``softmax_factor * CE(classifier(x), labels)`` (official ``jsoft``).
-        similarity: mean of ``1 - cos(z_a, x)`` over the synthetic negatives (``J_sim_mix``).
-        diversity: ``1e-2 * DiverseLoss`` (official ``J_div``).
-    """
-
-    total: Tensor
-    softmax_ce: Tensor
-    similarity: Tensor
-    diversity: Tensor
-
-
-def _rank_within_groups(group: Tensor, key: Tensor, num_groups: int, key_range: int):
-    """Rank of each element within its group ordered by ``key``, and the group sizes."""
-    perm = torch.argsort(group * key_range + key)
-    counts = torch.bincount(group, minlength=num_groups)
-    starts = counts.cumsum(0) - counts
-    rank = torch.empty_like(group)
-    rank[perm] = torch.arange(group.numel(), device=group.device) - starts.index_select(
-        0, group.index_select(0, perm))
-    return rank, counts
-
-
-def _uniform(shape, generator: Optional[torch.Generator], device, dtype) -> Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
-
-
-def chain_weights(
-    step: Tensor, size: Tensor, chunk: Tensor, generator: Optional[torch.Generator] = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    r"""Convex weights equivalent to the official chained random mixing.
-
-    Official ``GeneralPulling``: for the anchors of chunk ``id`` and one class, the generated
-    negatives :math:`\hat{z}_0, \dots, \hat{z}_{K-1}` (one per chunk, in order) are mixed as
-    ``tmp = z_0``; ``tmp = z_t + u_t (tmp - z_t)`` for ``t = 1..K-1``, with one
-    ``np.random.random()`` per step shared by all anchors of the chunk and all classes. The
-    result is :math:`\sum_t w_t \hat{z}_t` with
-
-    .. math:: w_0 = \prod_{s=1}^{K-1} u_s,\qquad
-              w_t = (1 - u_t) \prod_{s=t+1}^{K-1} u_s \quad (t \ge 1),
-
-    which sum to 1. Draws: ``u = torch.rand(R, T, generator=generator)`` with ``R`` = number of
-    chunks (max ``chunk`` + 1) and ``T = max(size) - 1``; ``u[r, t - 1]`` is the draw of step
-    ``t`` for anchors of chunk ``r`` (the official draw order). Products are taken in log space.
-
-    Args:
-        step: position ``t`` of each pair within its (anchor, class) group ``[P]``.
-        size: size ``K`` of the pair's group ``[P]``.
-        chunk: chunk (rank in class) ``r`` of the pair's anchor ``[P]``.
-
-    Returns:
-        weights ``[P]``.
-    """
-    num_steps = int(size.max()) - 1 if size.numel() else 0
-    if num_steps <= 0:
-        return torch.ones(step.shape, dtype=dtype, device=step.device)
-    num_chunks = int(chunk.max()) + 1
-    u = _uniform((num_chunks, num_steps), generator, step.device, dtype)
-    log_u = u.clamp_min(torch.finfo(dtype).tiny).log()
-    cum = torch.cat([torch.zeros(num_chunks, 1, dtype=dtype, device=step.device),
-                     log_u.cumsum(dim=1)], dim=1)  # cum[r, t] = sum_{s<=t} log u_s
-    tail = (cum[chunk, size - 1] - cum[chunk, step]).exp()
-    head = torch.where(step == 0, torch.ones_like(tail), 1.0 - u[chunk, (step - 1).clamp_min(0)])
-    return head * tail
-
-
-def dirichlet_weights(
-    group: Tensor, num_groups: int, generator: Optional[torch.Generator] = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Flat Dirichlet(1, ..., 1) weights within each group (normalised i.i.d. Exp(1) draws).
-
-    Reconstructed alternative to the chain (not in the official code): the chain's weights are
-    not exchangeable (later samples get larger expected weight); Dirichlet(1) is uniform on the
-    simplex. ``u = torch.rand(P, generator=generator)``, ``w = -log(1 - u)`` normalised per group.
-    """
-    u = _uniform(group.shape, generator, group.device, dtype)
-    e = -torch.log1p(-u)
-    total = scatter(e, group, dim=0, dim_size=num_groups, reduce="sum")
-    return e / total.clamp_min(torch.finfo(dtype).tiny).index_select(0, group)
-
-
-def hdml_interpolate(
-    anchor: Tensor, negative: Tensor, d_pos: Tensor, d_neg: Tensor, lam: Tensor,
-    scale: Union[float, Tensor] = 1.0, eps: float = 1e-12, *,
-    anchor_index: Optional[Tensor] = None, negative_index: Optional[Tensor] = None,
-    lam_index: Optional[Tensor] = None,
-):
-    r"""Channel-adaptive HDML interpolation (official ``GeneralPulling.forward``).
-
-    .. math::
-        \lambda' = \lambda\,e^{-\alpha/J_m},\quad
-        r = \frac{d^+ + (d^- - d^+)\lambda'}{d^-},\quad
-        \tilde{z} = \begin{cases} z_a + r \odot (z_n - z_a) & d^+ < d^-\\ z_n & d^+ \ge d^-\end{cases}
-
-    (Peng et al. Eq. (generation); Zheng et al., HDML, CVPR 2019, Eq. 4, made channel-wise.)
-    Written as ``r = rho + (1 - rho) * scale * lam`` with ``rho = d+/d-`` (``rho = 1`` where
-    ``d+ >= d-``, which gives exactly ``r = 1`` and ``z~ = z_n`` with zero gradient to ``lam``,
-    like the official masks) and ``z~ = lerp(z_a, z_n, r)``; since ``r in [d+/d-, 1]``,
-    ``z~`` lies channel-wise on the segment from ``z_a`` to ``z_n``. The one implementation used
-    by :class:`GCAHNG`; the per-channel part runs in the fused
-    :func:`graphneg.nn.functional.gather_lerp` (no ``[P, D]`` gather is kept for backward).
-
-    Shapes: per pair, ``anchor, negative, lam`` :math:`(P, D)`; ``d_pos, d_neg`` :math:`(P,)`;
-    returns ``(z~ (P, D), hard (P,))``. With ``anchor_index`` / ``negative_index`` (``[P]``),
-    ``anchor`` and ``negative`` are node tensors (may be the same tensor) read at those rows, and
-    with ``lam_index`` ``lam`` is an edge tensor read at those rows (``lam[lam_index]``).
-    """
-    hard = d_pos < d_neg
-    rho = torch.where(hard, d_pos / d_neg.clamp_min(eps), torch.ones_like(d_pos))
-    p, device = d_pos.numel(), d_pos.device
-    ia = torch.arange(p, device=device) if anchor_index is None else anchor_index
-    ib = torch.arange(p, device=device) if negative_index is None else negative_index
-    il = torch.arange(p, device=device) if lam_index is None else lam_index
-    if anchor is negative:
-        x = anchor
-    else:  # one node tensor: negatives follow the anchors
-        x = torch.cat([anchor, negative])
-        ib = ib + anchor.size(0)
-    return gather_lerp(x, ia, ib, rho, lam, il, scale), hard
-
-
-def diversity_loss(lam: Tensor, edge_index: Tensor, num_nodes: int, eps: float = 1e-12) -> Tensor:
-    r"""Lambda diversity term (official ``scripts/loss.py`` ``DiverseLoss``).
-
-    .. math:: 1 - \sqrt{\frac{1}{E}\sum_{e=(r,c)} \lVert\lambda_e - \bar\lambda_r\rVert^2},\qquad
-              \bar\lambda_r = \operatorname{mean}_{e=(r,\cdot)} \lambda_e,
-
-    the mean over the out-edges of the source ``r = edge_index[0]`` (official ``scatter_mean``
-    over ``r``). The squared deviation is summed over channels and divided by the number of edges
-    only, as in the official code. ``eps`` clamps the radicand (the official ``sqrt`` has an
-    infinite gradient at 0).
-    """
-    # sum_e ||lam_e - mean_r||^2 in row chunks, no [E, D] deviation tensor kept or built
-    # (graphneg.nn.functional.group_squared_deviation)
-    sq = group_squared_deviation(lam, edge_index[0], num_nodes)
-    return 1.0 - (sq / max(lam.size(0), 1)).clamp_min(eps).sqrt()
+        graph = Data(x=self.graph.x.detach(), y=self.graph.y, edge_index=self.graph.edge_index,
+                     num_nodes=self.graph.num_nodes)
+        gnn = type(self.gnn)(*(det(v) for v in self.gnn))
+        pairs = NegativePairs(*(det(v) for v in self.pairs))
+        return GeneratedNegatives(x=self.x.detach(), labels=self.labels, anchor_index=self.anchor_index,
+                                  pairs=pairs, graph=graph, gnn=gnn)
 
 
 class GCAHNG(nn.Module):
@@ -262,8 +131,14 @@ class GCAHNG(nn.Module):
     ``forward(embeddings, labels)`` runs :class:`~graphneg.nn.GCAGNN` on the batch graph and
     generates, for every edge ``a -> n`` joining two classes (official edge ``(r, c) = (a, n)``),
     the channel-wise HDML interpolation (:func:`hdml_interpolate`) with ``lambda_an`` read on that
-    edge; the positive that sets ``d+`` is :func:`graphneg.losses.metric.next_positive_index`.
+    edge; the positive that sets ``d+`` is :func:`graphneg.ops.labels.next_positive_index`.
     The generated label is the negative's class.
+
+    Training: the official three-step update (metric step with detached ``lambda``, classifier
+    step, generator-only step, running means of the losses) is :class:`graphneg.losses.GCAHNGObjective`,
+    which works in a plain PyTorch loop and inside :class:`graphneg.models.MetricLearningModule`; the
+    generator's own losses are :func:`graphneg.losses.gca_hng.generator_loss` and
+    :func:`graphneg.losses.gca_hng.node_loss`.
 
     The graph: ``forward(..., edge_index=...)`` runs on any graph the caller gives (e.g. from
     :func:`graphneg.graph.batch_graph`, any sparsity); the negatives of ``a`` are then its
@@ -286,7 +161,9 @@ class GCAHNG(nn.Module):
 
     Defaults follow the official ``scripts/cfgs/G_CUB200.yml`` (``ALPHA 4``, ``SOFTMAX_FACTOR 20``,
     ``DOT_WEIGHT 10``, ``DIV_WEIGHT 10``, 2 layers, 4 heads); the ResNet configs use
-    ``alpha=5, dot_weight=20, div_weight=60``.
+    ``alpha=5, dot_weight=20, div_weight=60``. ``softmax_factor``, ``dot_weight`` and ``div_weight`` are
+    the weights of the generator's loss (:func:`graphneg.losses.gca_hng.generator_loss` reads them
+    from here), kept with the generator so that one config states them.
 
     Args:
         dim (int): embedding size ``D``.
@@ -310,10 +187,12 @@ class GCAHNG(nn.Module):
             gradients (``tests/test_distributed.py``). Random draws (``rw``, ``dropout``) must agree
             across processes: pass the same seeded ``generator`` / seed every rank alike
             (Lightning's ``seed_everything``). (default ``False``)
-        checkpoint (bool): activation checkpointing in every GCA block (:class:`GCAGNN`): the
-            ``[E, 4D]`` hidden layer of the edge MLP is recomputed in the backward pass instead of
-            kept (one extra ``D -> 4D`` product per block, about 5 % more time for a third less
-            peak memory in complete mode); same values and gradients. (default ``False``)
+        recompute_hidden (bool): in every GCA block (:class:`GCAGNN`) the ``[E, 4D]`` hidden layer
+            of the edge MLP is recomputed in the backward pass instead of kept (one extra
+            ``D -> 4D`` product per block, about 5 % more time for a third less peak memory in
+            complete mode); same values and gradients. Passed straight down to the layers.
+            (default ``False``)
+        checkpoint (bool, deprecated): the former name of ``recompute_hidden``.
         fixed_lambda (float, optional): replace the GNN's ``lambda`` by this constant in the
             generation (ablation): with ``1.0`` it is exactly HDML's interpolation (Zheng et al.,
             CVPR 2019, Eq. 4: ``r = (d+ + (d- - d+) exp(-alpha / J_mean)) / d-``). The GNN still runs
@@ -339,8 +218,9 @@ class GCAHNG(nn.Module):
         dropout: float = 0.1,
         hidden_channels: Optional[int] = None,
         gather_distributed: bool = False,
-        checkpoint: bool = False,
+        recompute_hidden: bool = False,
         fixed_lambda: Optional[float] = None,
+        checkpoint: Optional[bool] = None,
     ):
         super().__init__()
         check_edge_mode(edges, k)
@@ -368,16 +248,24 @@ class GCAHNG(nn.Module):
         if not isinstance(gather_distributed, bool):
             raise TypeError(f"gather_distributed must be True or False, got {gather_distributed!r}")
         self.gather_distributed = gather_distributed
+        if checkpoint is not None:
+            warnings.warn("GCAHNG(checkpoint=...) is deprecated: use recompute_hidden=... (the same switch; "
+                          "'checkpoint' also names graphneg/checkpoint.py)", DeprecationWarning, stacklevel=2)
+            recompute_hidden = bool(checkpoint)
+        if not isinstance(recompute_hidden, bool):
+            raise TypeError(f"recompute_hidden must be True or False, got {recompute_hidden!r}")
+        self.recompute_hidden = recompute_hidden
         self.gnn = GCAGNN(dim, num_classes, num_layers, heads, hidden_channels, dropout,
-                          checkpoint=checkpoint)
+                          recompute_hidden=recompute_hidden)
 
     def reset_parameters(self) -> None:
         self.gnn.reset_parameters()
 
     @property
     def checkpoint(self) -> bool:
-        """Activation checkpointing per GCA block (stored on :attr:`gnn`)."""
-        return self.gnn.checkpoint
+        """Deprecated name of :attr:`recompute_hidden`."""
+        warnings.warn("GCAHNG.checkpoint is deprecated: read recompute_hidden", DeprecationWarning, stacklevel=2)
+        return self.recompute_hidden
 
     # graph ------------------------------------------------------------------------------------
     def build_graph(self, embeddings: Tensor, labels: Tensor) -> Data:
@@ -404,11 +292,14 @@ class GCAHNG(nn.Module):
             )
         return Data(x=embeddings, y=labels, edge_index=edge_index, num_nodes=n)
 
-    def _scale(self, j_mean, ref: Tensor) -> Union[float, Tensor]:
+    def hardness_scale(self, j_mean: Optional[Union[float, Tensor]] = None) -> Union[float, Tensor]:
+        r"""The factor :math:`e^{-\alpha / J_{mean}}` that multiplies ``lambda`` (official
+        ``GeneralPulling``: ``edge_params * np.exp(-self.alpha / jm)``); ``1.0`` for ``j_mean=None``.
+        A tensor ``j_mean`` gives a tensor (no host sync), a number a float."""
         if j_mean is None:
             return 1.0
         if isinstance(j_mean, Tensor):
-            return torch.exp(-self.alpha / j_mean.to(device=ref.device, dtype=ref.dtype))
+            return torch.exp(-self.alpha / j_mean)
         j_mean = float(j_mean)
         if not j_mean > 0:
             raise ValueError(f"j_mean (running mean of the metric loss) must be positive, got {j_mean}")
@@ -420,7 +311,7 @@ class GCAHNG(nn.Module):
         embeddings: Tensor,
         labels: Tensor,
         j_mean: Optional[Union[float, Tensor]] = None,
-        detach_lam: bool = False,
+        detach_lam: Optional[bool] = None,
         generator: Optional[torch.Generator] = None,
         return_pairs: bool = False,
         edge_index: Optional[Tensor] = None,
@@ -434,7 +325,13 @@ class GCAHNG(nn.Module):
             j_mean: running mean of the real-pair metric loss (official ``J_avg.avg``, 1e6 in
                 the first epoch); ``None`` means ``exp(-alpha / J_mean) = 1``.
             detach_lam: generate with ``lambda.detach()`` (official metric step), so the
-                synthetic negatives carry gradients to the embeddings only.
+                synthetic negatives carry gradients to the embeddings only. ``None`` (default)
+                follows the official update: ``lambda`` is detached exactly when the embeddings
+                carry gradients (the metric step: a metric loss on these negatives trains the
+                encoder, never the generator), and live on detached embeddings (the generator
+                step). ``False`` on embeddings that require grad lets a loss on ``out.x`` train
+                ``lambda`` and the encoder at once (a metric loss would then teach the generator
+                *easier* negatives) and warns.
             generator: ``torch.Generator`` for the random weighting draws.
             return_pairs: keep the per-pair negatives ``pairs.x`` before mixing (always kept
                 when ``rw=None``, where they are ``x``); off by default to save ``P x D`` memory.
@@ -442,21 +339,47 @@ class GCAHNG(nn.Module):
                 ``batch_graph(embeddings, labels, edges="knn", k=8).edge_index``; it must have
                 at least one edge between two classes. Default: :meth:`build_graph`.
         """
-        check_embeddings(embeddings)
+        detach_lam = self._detach_lam(detach_lam, embeddings)
+        # validation, once per call: structure here (free), values with one host sync while value
+        # checks are on (graphneg.validation.check_batch); the graph builder and the GNN below run
+        # with value checks off
+        check_embeddings(embeddings, values=False, dtype=next(self.parameters()).dtype, owner=type(self).__name__)
         embeddings = to_float32(embeddings)  # generation math in float32 under mixed precision
+        labels = check_labels(labels, embeddings.size(0), values=False).to(embeddings.device)
         if self.gather_distributed and is_distributed():  # the graph spans the global batch
-            labels = check_labels(labels, embeddings.size(0)).to(embeddings.device)
             embeddings, labels = gather(embeddings, labels)
         b, d = embeddings.shape
         if d != self.dim:
             raise ValueError(f"embeddings have {d} channels but the generator was built with dim={self.dim}")
-        labels = check_labels(labels, b, num_classes=self.num_classes).to(embeddings.device)
-        check_multiclass(labels)
-        scale = self._scale(j_mean, embeddings)
-        if edge_index is None:
+        if value_checks_enabled():
+            check_batch(embeddings, labels, self.num_classes, "embeddings", "this batch")
+        if isinstance(j_mean, Tensor):
+            j_mean = j_mean.to(device=embeddings.device, dtype=embeddings.dtype)
+        scale = self.hardness_scale(j_mean)
+        graph = None if edge_index is None else self._given_graph(embeddings, labels, edge_index)
+        with value_checks(False):
+            return self._generate(embeddings, labels, graph, scale, detach_lam, generator, return_pairs)
+
+    def _detach_lam(self, detach_lam: Optional[bool], embeddings) -> bool:
+        grad_path = isinstance(embeddings, Tensor) and embeddings.requires_grad and torch.is_grad_enabled()
+        if detach_lam is None:
+            return grad_path
+        if not detach_lam and grad_path:
+            warnings.warn(
+                "GCAHNG called with detach_lam=False on embeddings that require grad: a loss on out.x now "
+                "trains lambda (the generator) and the encoder at once, and a metric loss teaches the "
+                "generator easier negatives. The official update generates with detach_lam=True for the "
+                "metric step and from embeddings.detach() for the generator step "
+                "(graphneg.losses.GCAHNGObjective does both; detach_lam=None picks the right one)",
+                UserWarning, stacklevel=3,
+            )
+        return bool(detach_lam)
+
+    def _generate(self, embeddings: Tensor, labels: Tensor, graph: Optional[Data], scale, detach_lam: bool,
+                  generator: Optional[torch.Generator], return_pairs: bool) -> GeneratedNegatives:
+        b, d = embeddings.shape
+        if graph is None:
             graph = self.build_graph(embeddings, labels)
-        else:
-            graph = self._given_graph(embeddings, labels, edge_index)
         src, tgt = graph.edge_index
         pair_edge = (labels.index_select(0, src) != labels.index_select(0, tgt)).nonzero().view(-1)
         if pair_edge.numel() == 0:
@@ -493,7 +416,7 @@ class GCAHNG(nn.Module):
             num_groups = uniq.numel()
             out_anchor, out_labels = uniq // num_cls, classes.index_select(0, uniq % num_cls)
             if self.rw == "chain":
-                step, size = _rank_within_groups(pair_group, n, num_groups, b)
+                step, size = rank_within_groups(pair_group, n, num_groups, b)
                 weights = chain_weights(step, size.index_select(0, pair_group),
                                         rank_in_class(labels).index_select(0, a), generator,
                                         embeddings.dtype)
@@ -508,35 +431,9 @@ class GCAHNG(nn.Module):
         return GeneratedNegatives(x=x, labels=out_labels, anchor_index=out_anchor, pairs=pairs,
                                   graph=graph, gnn=out)
 
-    # losses -----------------------------------------------------------------------------------
-    @full_precision
-    def loss(self, out: GeneratedNegatives, classifier: Callable[[Tensor], Tensor]) -> GCAHNGLoss:
-        r"""The GNN-only step's loss (official ``GCA_HNG.forward``, after the classifier step).
-
-        .. math:: J_{gen} = \tfrac12\big(s\,\mathrm{CE}(f(\tilde z), y_n)
-                  + w_{dot}\,\overline{(1 - \cos(z_a, \tilde z))} + w_{div}\,10^{-2} J_{div}\big)
-
-        ``classifier`` is the external softmax classifier (official ``softmax_classifier``,
-        ``Linear(D, num_classes)``) and ``y_n`` the negative's class (label preserving).
-        The ``1 - cos`` mean runs over the synthetic negatives, all of another class than their
-        anchor (the official mean runs over ``B * C`` rows incl. own-class rows it tries to zero).
-        Nothing is detached here: call :meth:`forward` on detached embeddings for this step.
-        """
-        softmax_ce = self.softmax_factor * F.cross_entropy(classifier(out.x), out.labels)
-        # == F.cosine_similarity(graph.x[anchor_index], out.x); no gathered [P, D] anchor copy
-        similarity = (1.0 - gather_cosine(out.graph.x, out.anchor_index, out.x)).mean()
-        diversity = 1e-2 * diversity_loss(to_float32(out.gnn.lam), out.graph.edge_index, out.graph.num_nodes)
-        total = 0.5 * (softmax_ce + self.dot_weight * similarity + self.div_weight * diversity)
-        return GCAHNGLoss(total, softmax_ce, similarity, diversity)
-
-    @full_precision
-    def node_loss(self, out: GeneratedNegatives) -> Tensor:
-        """Node-classification CE of the GNN (official ``J_gce``, part of the metric step)."""
-        return F.cross_entropy(to_float32(out.gnn.logits), out.graph.y)
-
     def __repr__(self) -> str:
         k = f", k={self.k}" if self.k is not None else ""
-        ckpt = ", checkpoint=True" if self.checkpoint else ""
+        ckpt = ", recompute_hidden=True" if self.recompute_hidden else ""
         return (f"{self.__class__.__name__}({self.dim}, num_classes={self.num_classes}, "
                 f"edges={self.edges!r}{k}, alpha={self.alpha}, rw={self.rw!r}, "
                 + (f"fixed_lambda={self.fixed_lambda}, " if self.fixed_lambda is not None else "")

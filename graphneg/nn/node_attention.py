@@ -4,15 +4,18 @@ from __future__ import annotations
 import math
 from typing import Optional, Tuple, Union
 
-import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
+from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import scatter
 
-from graphneg.nn.functional import gather_dot, gather_scale, gca_norm, reset_norm
+from graphneg.nn.edge_mlp import GCA_NORM_RENAMES, reset_norm, resolve_norm
+from graphneg.nn.functional import gather_dot, gather_scale
+from graphneg.nn.inputs import Adj, edge_index_and_attr, is_sparse_adjacency, rename_state_dict_keys, sparse_with_values
+from graphneg.validation import check_edge_mask, check_node_features
 
 
-def softmax_with_zero_logit(src: Tensor, index: Tensor, num_nodes: int) -> Tensor:
+def softmax_with_zero_logit(src: Tensor, index: Tensor, num_nodes: int, mask: Optional[Tensor] = None) -> Tensor:
     r"""Grouped softmax with one extra, implicit logit of value 0 in every group.
 
     .. math:: \alpha_e = \frac{\exp(s_e)}{\sum_{e' : \mathrm{index}(e') = \mathrm{index}(e)}
@@ -23,8 +26,15 @@ def softmax_with_zero_logit(src: Tensor, index: Tensor, num_nodes: int) -> Tenso
     mathematically neutral, so it is taken from detached scores here (no gradient flows through
     the max, exactly as the analytic gradient of the shift is zero).
 
-    Shapes: ``src`` :math:`(E, *)`, ``index`` :math:`(E,)`, output :math:`(E, *)`.
+    With a bool ``mask`` (:math:`(E,)`) only the entries where it is ``True`` take part: the
+    others get weight 0 and no gradient, exactly as if they were absent (their scores are set to
+    :math:`-\infty` before the exponential; no data-dependent shape, so no host sync).
+
+    Shapes: ``src`` :math:`(E, *)`, ``index`` :math:`(E,)`, ``mask`` :math:`(E,)`, output
+    :math:`(E, *)`.
     """
+    if mask is not None:
+        src = src.masked_fill(~mask.view((-1,) + (1,) * (src.dim() - 1)), float("-inf"))
     shift = scatter(src.detach(), index, dim=0, dim_size=num_nodes, reduce="max").clamp_min(0.0)
     shift = shift.index_select(0, index)
     ex = (src - shift).exp()
@@ -35,16 +45,19 @@ def softmax_with_zero_logit(src: Tensor, index: Tensor, num_nodes: int) -> Tenso
 class NodeAttentionConv(MessagePassing):
     r"""GCA-HNG node-to-node attention: multi-head dot-product attention over the given edges.
 
-    For every target node :math:`i` and head :math:`h` with :math:`C = D / H` channels,
+    For every target node :math:`i` and head :math:`h` with :math:`C = F_{out} / H` channels,
 
     .. math::
         s^h_{ij} = \frac{\langle W_q^h \mathbf{x}_i, W_k^h \mathbf{x}_j\rangle}{\sqrt{C}},\qquad
         \alpha^h_{ij} = \frac{\exp s^h_{ij}}{\sum_{j' \in \mathcal{N}(i)} \exp s^h_{ij'} + 1},
 
     .. math::
-        \mathbf{x}'_i = \mathrm{norm}\Big(\mathbf{x}_i + W_o\,\big\Vert_{h}
+        \mathbf{x}'_i = \mathrm{norm}\Big(W_s\mathbf{x}_i + W_o\,\big\Vert_{h}
                         \textstyle\sum_{j \in \mathcal{N}(i)} \alpha^h_{ij} W_v^h \mathbf{x}_j\Big),
-        \qquad \mathrm{norm} = \mathrm{LayerNorm}\circ\mathrm{GELU}.
+        \qquad \mathrm{norm} = \mathrm{LayerNorm}\circ\mathrm{GELU},
+
+    with :math:`W_s = I` when ``in_channels == out_channels`` (the official residual) and a
+    learned bias-free projection otherwise (as PyG's ``TransformerConv`` ``lin_skip``).
 
     Source: Peng et al., GCA-HNG, Eq. (node-to-node propagation); official code
     ``scripts/models.py`` ``MultiHeadDotProduct`` (queries at the target ``c = edge_index[1]``,
@@ -52,84 +65,102 @@ class NodeAttentionConv(MessagePassing):
     ``scripts/utils.py`` ``softmax`` (the "+1" is the extra zero logit). The official code masks
     same-class pairs inside the softmax with a hard-coded chunked batch layout; here the mask is
     a property of the graph: pass only the other-class edges, or a boolean per-edge
-    ``attn_mask`` (``True`` = the edge takes part). Masked edges and absent edges are identical.
+    ``attn_mask`` (``True`` = the edge takes part). Masked edges and absent edges give the same
+    output; masking costs no host sync (the edges are kept, with weight 0).
 
     Args:
-        channels (int): node feature size :math:`D`.
-        heads (int): number of heads :math:`H` (must divide :math:`D`). (default: ``4``)
-        norm (torch.nn.Module, optional): the post-residual normalisation; a fresh
-            ``GELU -> LayerNorm(D)`` when ``None``. :class:`~graphneg.nn.GCABlock` passes one
-            instance shared with the other node sub-steps, as the official code does.
+        in_channels (int): input node feature size; ``-1`` for lazy initialisation (then the
+            residual is a learned projection, since the size is unknown at construction).
+        out_channels (int, optional): output size :math:`F_{out}` (default: ``in_channels``).
+        heads (int): number of heads :math:`H` (must divide ``out_channels``). (default: ``4``)
+        norm (torch.nn.Module or bool, optional): the post-residual normalisation; ``None`` or
+            ``True``: a fresh ``GELU -> LayerNorm(F_out)``; ``False``: none (the raw residual
+            sum; :class:`~graphneg.nn.GCABlock` applies its own norm, shared by its node
+            sub-steps as in the official code); or a module of this layer's own.
         **kwargs: forwarded to :class:`torch_geometric.nn.MessagePassing`.
 
     Shapes:
-        - **input:** ``x`` :math:`(N, D)`, ``edge_index`` :math:`(2, E)`, optional
-          ``attn_mask`` :math:`(E,)` bool
-        - **output:** :math:`(N, D)`; with ``return_attention_weights=True`` also
-          ``(edge_index', alpha)`` with ``alpha`` :math:`(E', H)` over the edges used.
+        - **input:** ``x`` :math:`(N, F_{in})`, ``edge_index`` :math:`(2, E)` or a sparse
+          adjacency ``adj_t`` :math:`(N, N)` (:mod:`graphneg.nn.inputs`), optional
+          ``attn_mask`` :math:`(E,)` bool (in ``edge_index``'s order)
+        - **output:** :math:`(N, F_{out})`; with ``return_attention_weights=True`` also
+          ``(edge_index, alpha)``, ``alpha`` :math:`(E, H)` for every edge (0 where masked);
+          for a sparse input the adjacency with ``alpha`` as values, as PyG's ``GATConv``.
     """
 
-    def __init__(self, channels: int, heads: int = 4, norm: Optional[nn.Module] = None, **kwargs):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: Optional[int] = None,
+        heads: int = 4,
+        norm: Union[nn.Module, bool, None] = None,
+        **kwargs,
+    ):
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
-        if channels < 1 or heads < 1 or channels % heads != 0:
+        out_channels = in_channels if out_channels is None else out_channels
+        if out_channels < 1 or heads < 1 or out_channels % heads != 0:
             raise ValueError(
-                f"heads must divide channels: got channels={channels}, heads={heads}; "
-                "choose e.g. heads=4 for channels=512"
+                f"heads must divide out_channels: got out_channels={out_channels}, heads={heads}; "
+                "choose e.g. heads=4 for out_channels=512"
             )
-        self.channels = channels
+        self.in_channels = in_channels
+        self.out_channels = out_channels
         self.heads = heads
-        self.lin_q = nn.Linear(channels, channels)
-        self.lin_k = nn.Linear(channels, channels)
-        self.lin_v = nn.Linear(channels, channels)
-        self.lin_out = nn.Linear(channels, channels)
-        self.norm = norm if norm is not None else gca_norm(channels)
-        self._alpha: Optional[Tensor] = None
+        glorot = dict(weight_initializer="glorot", bias_initializer="zeros")
+        self.lin_q = Linear(in_channels, out_channels, **glorot)
+        self.lin_k = Linear(in_channels, out_channels, **glorot)
+        self.lin_v = Linear(in_channels, out_channels, **glorot)
+        self.lin_out = Linear(out_channels, out_channels, **glorot)
+        self.lin_skip = (None if in_channels == out_channels
+                         else Linear(in_channels, out_channels, bias=False, weight_initializer="glorot"))
+        self.norm = resolve_norm(norm, out_channels)
+        rename_state_dict_keys(self, {"norm." + k: "norm." + v for k, v in GCA_NORM_RENAMES.items()})
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Xavier-uniform weights and zero biases (official ``MultiHeadDotProduct.reset_parameters``)."""
         super().reset_parameters()
-        for lin in (self.lin_q, self.lin_k, self.lin_v, self.lin_out):
-            nn.init.xavier_uniform_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        for lin in (self.lin_q, self.lin_k, self.lin_v, self.lin_out, self.lin_skip):
+            if lin is not None:
+                lin.reset_parameters()
         reset_norm(self.norm)
 
     def forward(
         self,
         x: Tensor,
-        edge_index: Tensor,
+        edge_index: Adj,
         edge_attr: Optional[Tensor] = None,
         attn_mask: Optional[Tensor] = None,
         return_attention_weights: bool = False,
-    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+    ) -> Union[Tensor, Tuple[Tensor, Tuple[Adj, Tensor]]]:
         """``edge_attr`` is accepted for a uniform ``(x, edge_index, edge_attr)`` call and unused."""
-        if attn_mask is not None:
-            if attn_mask.dtype != torch.bool or attn_mask.shape != (edge_index.size(1),):
-                raise ValueError(
-                    f"attn_mask must be a bool tensor of shape [E]={edge_index.size(1)}, got "
-                    f"{attn_mask.dtype} {tuple(attn_mask.shape)}"
-                )
-            edge_index = edge_index[:, attn_mask]
-        n, h, c = x.size(0), self.heads, self.channels // self.heads
+        check_node_features(x, self.in_channels)
+        n = x.size(0)
+        adj = edge_index
+        edge_index, _ = edge_index_and_attr(edge_index, n)
+        check_edge_mask(attn_mask, edge_index.size(1))
+        h, c = self.heads, self.out_channels // self.heads
         q = self.lin_q(x).view(n, h, c)
         k = self.lin_k(x).view(n, h, c)
         v = self.lin_v(x).view(n, h, c)
-        out = self.propagate(edge_index, q=q, k=k, v=v, size=(n, n)).reshape(n, self.channels)
-        out = self.norm(x + self.lin_out(out))
-        alpha, self._alpha = self._alpha, None
+        alpha = self.edge_updater(edge_index, q=q, k=k, mask=attn_mask, size=(n, n))  # [E, H]
+        out = self.propagate(edge_index, v=v, alpha=alpha, size=(n, n)).reshape(n, self.out_channels)
+        out = self.lin_out(out) + (x if self.lin_skip is None else self.lin_skip(x))
+        if self.norm is not None:
+            out = self.norm(out)
         if return_attention_weights:
-            return out, (edge_index, alpha)
+            return out, (sparse_with_values(adj, alpha) if is_sparse_adjacency(adj) else edge_index, alpha)
         return out
 
-    def message(self, q: Tensor, k: Tensor, v: Tensor, edge_index_i: Tensor,
-                edge_index_j: Tensor, size_i: int) -> Tensor:
-        # score = (q_i * k_j).sum(-1), message = alpha * v_j, computed with fused gathers so no
-        # [E, D] tensor is kept for backward (graphneg.nn.functional)
+    def edge_update(self, q: Tensor, k: Tensor, mask: Optional[Tensor], edge_index_i: Tensor,
+                    edge_index_j: Tensor, size_i: int) -> Tensor:
+        # score = (q_i * k_j).sum(-1) by a fused gather (no [E, H, C] tensor kept for backward)
         score = gather_dot(q, edge_index_i, k, edge_index_j) / math.sqrt(q.size(-1))  # [E, H]
-        alpha = softmax_with_zero_logit(score, edge_index_i, size_i)
-        self._alpha = alpha
-        return gather_scale(v, edge_index_j, alpha)  # [E, H, C]
+        return softmax_with_zero_logit(score, edge_index_i, size_i, mask)
+
+    def message(self, v: Tensor, alpha: Tensor, edge_index_j: Tensor) -> Tensor:
+        return gather_scale(v, edge_index_j, alpha)  # alpha * v_j, [E, H, C]
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.channels}, heads={self.heads})"
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"

@@ -1,14 +1,25 @@
-"""Negative scoring and sampling: the UnReMix scores (similarity, uncertainty, representativeness)."""
-from graphneg.sampling.unremix import (
+"""Negative scoring and sampling: the UnReMix scores (similarity, uncertainty, representativeness).
+
+UnReMix (Tabassum et al., arXiv 2206.01197) publishes only its abstract and an overview figure: every
+formula here is a reconstruction (see :mod:`graphneg.sampling.unremix` and
+:mod:`graphneg.sampling.representativeness`).
+"""
+from graphneg.sampling.representativeness import (
     REPRESENTATIVENESS,
-    UNCERTAINTY,
-    UnReMixScores,
     candidate_representativeness,
+    check_neighbours,
     density_scores,
     diversity_scores,
+    neighbour_similarities,
+    pair_groups,
+    representativeness_scores,
+    representativeness_vector,
+)
+from graphneg.sampling.unremix import (
+    UNCERTAINTY,
+    UnReMixScores,
     mix_scores,
     normalize_scores,
-    representativeness_scores,
     similarity_scores,
     uncertainty_scores,
     unremix_components,
@@ -18,5 +29,6 @@ from graphneg.sampling.unremix import (
 __all__ = [
     "UnReMixScores", "unremix_scores", "similarity_scores", "uncertainty_scores", "density_scores",
     "diversity_scores", "candidate_representativeness", "representativeness_scores", "normalize_scores",
-    "mix_scores", "unremix_components", "REPRESENTATIVENESS", "UNCERTAINTY",
+    "mix_scores", "unremix_components", "representativeness_vector", "neighbour_similarities",
+    "pair_groups", "check_neighbours", "REPRESENTATIVENESS", "UNCERTAINTY",
 ]

@@ -7,14 +7,21 @@ gives no formulas. The formulas below are **reconstructions**, chosen so that ea
 per-(anchor, negative) weight that plugs into the importance-sampling estimator of HCL (Robinson et
 al., ICLR 2021), the method UnReMix builds on. Each docstring states the formula and the reasoning.
 
-Variants (issue 10). The only public descriptions beyond the abstract (the revised paper, renamed
-UnDiMix, "uncertainty and diversity mixing", and a summary of the first version: hard negatives are
-"close to the decision boundary and far from each other") point to *diversity* rather than density:
-``representativeness="density" | "diversity"`` (:func:`density_scores`, :func:`diversity_scores`),
-and to an uncertainty from last-layer gradients of an auxiliary "same anchor?" task:
-``uncertainty="gradient" | "pseudo_label"`` (:func:`uncertainty_scores`). One implementation of all
-scores, :func:`unremix_components`, serves the public functions and
+What is public beyond the abstract: the paper's overview figure (authors' lab site repository
+PLAN-Lab/plan-lab.github.io, ``assets/images/publications/unremix.png``), which gives the highest
+representativeness to the negative least like the others, and descriptions of the revised paper
+(renamed UnDiMix, "uncertainty and diversity mixing"; hard negatives "close to the decision boundary
+and far from each other"), which add an uncertainty from last-layer gradients of an auxiliary "same
+anchor?" task. Hence ``representativeness="diversity"`` by default, in its neighbourhood form on the
+batch kNN graph (:mod:`graphneg.sampling.representativeness`; ``"density"`` is the opposite
+direction), and ``uncertainty="gradient" | "pseudo_label"`` (:func:`uncertainty_scores`). One
+implementation of all scores, :func:`unremix_components`, serves the public functions and
 :class:`graphneg.losses.UnReMixLoss`.
+
+Weights. The paper numbers the mixing coefficients :math:`\lambda_1` (uncertainty),
+:math:`\lambda_2` (anchor similarity), :math:`\lambda_3` (representativeness). graphneg's scores and
+positional weight tuples are ordered ``(similarity, uncertainty, representativeness)`` =
+``(lambda2, lambda1, lambda3)``; ``UnReMixLoss`` also takes them by name.
 
 Notation. ``z`` ``[N, D]`` are the anchors (the concatenated ``2B`` views), ``candidates`` ``[C, D]``
 the embeddings anchors are compared to (``z`` itself, optionally followed by extra negatives, so
@@ -35,11 +42,14 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.utils import scatter
 
-from graphneg.ops.knn import knn_index
-from graphneg.validation import check_embeddings
-from graphneg.validation import value_checks_enabled
+from graphneg.sampling.representativeness import (
+    REPRESENTATIVENESS,
+    check_neighbours,
+    representativeness_scores,
+    representativeness_vector,
+)
+from graphneg.validation import check_choice, check_embeddings, check_hyperparameter, value_checks_enabled
 
 
 class UnReMixScores(NamedTuple):
@@ -51,44 +61,19 @@ class UnReMixScores(NamedTuple):
     representativeness: Optional[Tensor]
 
 
-# --------------------------------------------------------------------------------------- validation
-def _check_temperature(temperature: float) -> None:
-    if not float(temperature) > 0:
-        raise ValueError(
-            f"temperature must be > 0 (it divides the cosine similarities), got {temperature!r}; "
-            "typical values are 0.05 to 1.0"
-        )
-
-
-def _check_k(k: Optional[int]) -> None:
-    if k is None:
-        return
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(
-            f"k (neighbours per node of the kNN density graph) must be an integer >= 1 or None (all "
-            f"other candidates), got {k!r}"
-        )
-
-
-#: Representativeness directions of :func:`representativeness_vector` / :class:`UnReMixLoss`.
-REPRESENTATIVENESS = ("density", "diversity")
-#: Uncertainty variants of :func:`uncertainty_scores` / :class:`UnReMixLoss`.
+#: Uncertainty variants of :func:`uncertainty_scores` / ``UnReMixLoss``.
 UNCERTAINTY = ("gradient", "pseudo_label")
 
 
-def _check_variant(name: str, value: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value
+# --------------------------------------------------------------------------------------- validation
+def _check_temperature(temperature: float) -> float:
+    return check_hyperparameter(temperature, "temperature", 0.0, min_inclusive=False,
+                                hint="it divides the cosine similarities; typical values are 0.05 to 1.0")
 
 
-def _check_beta(beta: float) -> None:
-    b = float(beta)
-    if not (b >= 0 and b < float("inf")):
-        raise ValueError(
-            f"beta (HCL concentration) must be a finite number >= 0, got {beta!r}; "
-            "beta=0 gives uniform importance (DCL), larger values favour harder negatives"
-        )
+def _check_beta(beta: float) -> float:
+    return check_hyperparameter(beta, "beta", 0.0, hint="the HCL concentration; beta=0 gives uniform "
+                                "importance (DCL), larger values favour harder negatives")
 
 
 def _check_pairs(z: Tensor, candidates: Tensor, pos_index: Optional[Tensor], neg_mask: Tensor) -> None:
@@ -273,7 +258,7 @@ def uncertainty_scores(
         ``[N, C]`` scores, zero outside ``neg_mask``.
     """
     _check_temperature(temperature)
-    _check_variant("uncertainty", uncertainty, UNCERTAINTY)
+    check_choice("uncertainty", uncertainty, UNCERTAINTY)
     cand = z if candidates is None else candidates
     _check_pairs(z, cand, pos_index, neg_mask)
     _, cn, sim = _prepare(z, candidates, sim, detach)
@@ -311,85 +296,6 @@ def _uncertainty_pseudo_label(sim: Tensor, q: Tensor, pos_index: Tensor, neg_mas
     return u.masked_fill(~neg_mask, 0.0)
 
 
-def _knn_from_sim(sim: Tensor, k: int) -> Tensor:
-    """The ``k``-NN ``edge_index`` of :func:`graphneg.graph.knn_index` read off a precomputed ``[N, N]``
-    cosine matrix (no second ``N x N x D`` product): ``edge_index[0]`` = neighbour, ``[1]`` = node.
-
-    Takes the ``k + 1`` largest entries of each row and drops the node itself (or, when a duplicate
-    outranks it, the ``(k+1)``-th), so no masked copy of the matrix is needed.
-    """
-    n = sim.size(0)
-    k_eff = min(int(k), n - 1)
-    if k_eff <= 0:
-        return torch.empty(2, 0, dtype=torch.long, device=sim.device)
-    top = sim.detach().topk(k_eff + 1, dim=1).indices  # [N, k + 1]
-    nodes = torch.arange(n, device=sim.device)
-    is_self = (top == nodes[:, None]).to(torch.uint8)
-    keep = torch.sort(is_self, dim=1, stable=True).indices[:, :k_eff]  # other nodes first, in order
-    src = top.gather(1, keep).reshape(-1)
-    dst = nodes.repeat_interleave(k_eff)
-    return torch.stack([src, dst])
-
-
-def _density(xn: Tensor, k: Optional[int], sim: Optional[Tensor] = None) -> Tensor:
-    n = xn.size(0)
-    if k is None:
-        k = max(n - 1, 1)
-    square = sim is not None and sim.size(0) == n and sim.size(1) == n
-    # PyG kNN graph: edge_index[0] = neighbour (source), edge_index[1] = node (target)
-    edge_index = _knn_from_sim(sim, k) if square else knn_index(xn, k)
-    src, dst = edge_index[0], edge_index[1]
-    if square:
-        w = sim[dst, src]
-    else:
-        w = (xn[dst] * xn[src]).sum(dim=-1)
-    mean_sim = scatter(w, dst, dim=0, dim_size=n, reduce="mean")
-    return torch.exp(mean_sim)
-
-
-def density_scores(z: Tensor, k: Optional[int] = 10, sim: Optional[Tensor] = None,
-                   detach: bool = True) -> Tensor:
-    r"""Per-node neighbourhood density on a PyG kNN graph (UnReMix representativeness, reconstructed).
-
-    .. math:: r_j = \exp\Big(\frac{1}{|\mathcal N_k(j)|} \sum_{l \in \mathcal N_k(j)} s_{jl}\Big)
-
-    with :math:`\mathcal N_k(j)` the ``k`` most cosine-similar other nodes of ``j``. The graph is
-    built by :func:`graphneg.graph.knn_index` (``edge_index[0]`` = neighbour, ``edge_index[1]`` =
-    node), or, when the ``[N, N]`` cosine matrix ``sim`` is already at hand (the losses), read off it
-    with ``topk`` (same edges, no second ``N x N x D`` product); the mean is a
-    :func:`torch_geometric.utils.scatter` over the target index, so memory is ``O(N k)`` beyond the
-    block-wise kNN search.
-
-    Reconstruction and reasoning: UnReMix's abstract asks for *representative* negatives, i.e. typical
-    points of the data distribution rather than outliers; the density of a point among its
-    neighbours is the standard proxy for typicality (k-NN density estimation, density-weighted active
-    learning). The mean cosine similarity to the ``k`` nearest neighbours is high inside dense
-    regions and low for isolated points. We take its exponential, which is the geometric mean of the
-    von Mises-Fisher kernel :math:`e^{s}` (bandwidth 1) over the neighbours, because (i) the score
-    must be strictly positive so that the per-anchor mean-1 normalisation is always defined, and
-    (ii) it is bounded in :math:`[e^{-1}, e]`, so an outlier is down-weighted by at most
-    :math:`e^2 \approx 7.4` relative to the densest point and never dropped entirely; the bandwidth
-    is independent of the loss temperature so this prior does not sharpen as ``t`` shrinks. A node
-    without neighbours (a batch of one) gets density ``exp(0) = 1``.
-
-    Args:
-        z: node embeddings ``[N, D]`` (normalised here).
-        k: neighbours per node, ``>= 1`` (nodes with fewer candidates keep all of them); ``None``:
-            all other nodes.
-        sim: optional precomputed ``[N, N]`` cosine matrix of ``z`` to read edge weights from.
-        detach: compute from detached embeddings (default).
-
-    Returns:
-        ``[N]`` densities in ``[1/e, e]``.
-    """
-    _check_k(k)
-    check_embeddings(z, "z")
-    zn = F.normalize(z.detach() if detach else z, dim=-1)
-    if sim is not None and detach:
-        sim = sim.detach()
-    return _density(zn, k, sim)
-
-
 def _default_partner(pos_index: Tensor, num_candidates: int) -> Tensor:
     """``[C]`` own positive view of every candidate column: ``pos_index`` for the first ``N`` columns
     (the anchors), ``-1`` (none) for the extra negatives after them."""
@@ -398,121 +304,6 @@ def _default_partner(pos_index: Tensor, num_candidates: int) -> Tensor:
     if extra <= 0:
         return pos_index[:num_candidates]
     return torch.cat([pos_index, pos_index.new_full((extra,), -1)])
-
-
-def _diversity(cn: Tensor, k: Optional[int], partner: Optional[Tensor], block_size: int = 1024) -> Tensor:
-    c = cn.size(0)
-    rows_all = torch.arange(c, device=cn.device)
-    if partner is None:
-        partner = torch.full((c,), -1, dtype=torch.long, device=cn.device)
-    has = partner >= 0
-    pcol = torch.where(has, partner, rows_all)  # no partner: point at the node itself (excluded anyway)
-    if k is None:
-        # sum_l <c_j, c_l> over l != j, partner(j) without the C x C matrix: <c_j, sum_l c_l> - self - partner
-        total = cn.sum(dim=0)
-        self_sq = (cn * cn).sum(dim=-1)
-        partner_sim = (cn * cn.index_select(0, pcol)).sum(dim=-1) * has.to(cn.dtype)
-        count = (c - 1) - has.to(cn.dtype)
-        mean_cos = (cn @ total - self_sq - partner_sim) / count.clamp_min(1.0)
-        return torch.where(count > 0, 1.0 - mean_cos, torch.zeros_like(mean_cos))
-    k_eff = min(int(k), c - 1)
-    if k_eff <= 0:
-        return cn.new_zeros(c)
-    out = []
-    for start in range(0, c, block_size):  # [block, C] similarities at a time, never C x C x D
-        rows = rows_all[start:start + block_size]
-        s = cn.index_select(0, rows) @ cn.t()
-        drop = torch.zeros_like(s, dtype=torch.bool)
-        drop.scatter_(1, rows[:, None], True)
-        drop.scatter_(1, pcol.index_select(0, rows)[:, None], True)
-        top = s.masked_fill(drop, float("-inf")).topk(k_eff, dim=1).values
-        valid = torch.isfinite(top)
-        dist = torch.where(valid, 1.0 - top, torch.zeros_like(top))
-        out.append(dist.sum(dim=1) / valid.sum(dim=1).clamp_min(1).to(cn.dtype))
-    return torch.cat(out)
-
-
-def diversity_scores(z: Tensor, k: Optional[int] = None, partner: Optional[Tensor] = None,
-                     detach: bool = True) -> Tensor:
-    r"""Per-candidate diversity: mean cosine distance to the other candidates (UnDiMix direction).
-
-    .. math:: d_j = \frac{1}{|\mathcal O(j)|} \sum_{l \in \mathcal O(j)} \big(1 - \cos(z_j, z_l)\big)
-
-    with :math:`\mathcal O(j)` all other candidates except ``j`` itself and ``j``'s own positive view
-    (``k=None``), or, with ``k`` set, ``j``'s ``k`` nearest neighbours on the batch kNN graph (cosine
-    similarity, the same two nodes excluded; the large-batch form).
-
-    Source: the revised version of UnReMix (Tabassum et al., renamed UnDiMix, "uncertainty and
-    diversity mixing") weights more the negatives that are far from the other negatives of the
-    batch (their average distance to all other negatives); a summary of the first version describes
-    hard negatives as "close to the decision boundary and far from each other". The exact form is
-    not public: the cosine distance on the unit sphere and the exclusion of the positive view (it is
-    an augmentation of the same sample, not another negative) are ours. This is the opposite
-    direction of :func:`density_scores` (an isolated outlier gets the largest diversity and the
-    smallest density).
-
-    Cost: ``k=None`` is exact in :math:`O(CD)` through the candidate sum,
-    :math:`\sum_{l \ne j} \langle z_j, z_l \rangle = \langle z_j, \sum_l z_l \rangle - \lVert z_j
-    \rVert^2`; the kNN form scores ``[1024, C]`` row blocks (``topk``), never a ``C x C x D`` tensor.
-    Values lie in ``[0, 2]``; a candidate with no other candidate gets 0.
-
-    Args:
-        z: candidate embeddings ``[C, D]`` (normalised here).
-        k: neighbours per node (``None``: all other candidates).
-        partner: ``[C]`` column of each candidate's own positive view, ``-1`` for none (e.g.
-            ``(j + B) mod 2B`` for two stacked views of ``B`` samples, then ``-1`` for extra negatives).
-            ``None``: no candidate has a partner.
-        detach: compute from detached embeddings (default).
-
-    Returns:
-        ``[C]`` diversities.
-    """
-    _check_k(k)
-    check_embeddings(z, "z")
-    if partner is not None and (partner.dim() != 1 or partner.numel() != z.size(0)
-                                or partner.is_floating_point()):
-        raise ValueError(
-            f"partner must be an integer vector [C] = [{z.size(0)}] holding each candidate's positive "
-            f"column (-1 for none), got dtype {partner.dtype} and shape {tuple(partner.shape)}"
-        )
-    zn = F.normalize(z.detach() if detach else z, dim=-1)
-    return _diversity(zn, k, None if partner is None else partner.long())
-
-
-def _representativeness_vector(cn: Tensor, representativeness: str, k: Optional[int],
-                               partner: Optional[Tensor], square_sim: Optional[Tensor]) -> Tensor:
-    if representativeness == "density":
-        return _density(cn, k, square_sim)
-    return _diversity(cn, k, partner)
-
-
-def candidate_representativeness(z: Tensor, representativeness: str = "density", k: Optional[int] = 10,
-                                 partner: Optional[Tensor] = None, sim: Optional[Tensor] = None,
-                                 detach: bool = True) -> Tensor:
-    """Per-candidate representativeness ``[C]``: :func:`density_scores` (``"density"``) or
-    :func:`diversity_scores` (``"diversity"``) of the candidates ``z``; broadcast to pairs with
-    :func:`representativeness_scores`. ``partner`` is used by the diversity, ``sim`` (an optional
-    ``[C, C]`` cosine matrix of ``z``) by the density."""
-    _check_variant("representativeness", representativeness, REPRESENTATIVENESS)
-    if representativeness == "density":
-        return density_scores(z, k, sim, detach)
-    return diversity_scores(z, k, partner, detach)
-
-
-def representativeness_scores(density: Tensor, neg_mask: Tensor) -> Tensor:
-    r"""Broadcast a per-candidate score ``[C]`` to pairs: :math:`w^{rep}_{ij} = r_j` on ``neg_mask``.
-
-    ``density`` is any per-candidate representativeness (a density or a diversity vector).
-
-    Representativeness is a property of the negative alone (how typical ``j`` is), the same for all
-    anchors; zero outside ``neg_mask``.
-    """
-    if density.dim() != 1 or density.numel() != neg_mask.size(1):
-        raise ValueError(
-            f"density must be a vector with one entry per candidate column ([{neg_mask.size(1)}]), "
-            f"got shape {tuple(density.shape)}"
-        )
-    return density[None, :].expand_as(neg_mask).masked_fill(~neg_mask, 0.0)
 
 
 def normalize_scores(scores: Tensor, neg_mask: Tensor) -> Tensor:
@@ -544,13 +335,14 @@ def mix_scores(normalized: Sequence[Optional[Tensor]], weights: Sequence[float])
     Reconstruction: UnReMix combines its three signals; a convex combination of mean-1 scores is the
     simplest mixture that keeps each anchor's mean weight at 1 (so the HCL estimator's scale is
     unchanged) and makes each signal switchable by its coefficient :math:`\lambda_c` (ablations:
-    one signal, pairs, all three). Components with :math:`\lambda_c = 0` may be ``None``.
+    one signal, pairs, all three). Components with :math:`\lambda_c = 0` may be ``None``. Python
+    arithmetic on the coefficients only: no host synchronisation.
     """
     weights = [float(w) for w in weights]
     if len(weights) != len(normalized):
         raise ValueError(f"need one weight per score, got {len(weights)} weights for {len(normalized)}")
-    if any(not (w >= 0) for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"weights must be non-negative with a positive sum, got {tuple(weights)}")
+    if any(not (0 <= w < float("inf")) for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"weights must be non-negative and finite with a positive sum, got {tuple(weights)}")
     total = sum(weights)
     active = [(w, s) for w, s in zip(weights, normalized) if w > 0]
     if any(s is None for _, s in active):
@@ -572,7 +364,7 @@ def unremix_components(
     temperature: float,
     beta: float,
     k: Optional[int],
-    representativeness: str = "density",
+    representativeness: str = "diversity",
     uncertainty: str = "gradient",
     partner: Optional[Tensor] = None,
     anchors_first: bool = True,
@@ -584,9 +376,10 @@ def unremix_components(
     own cosine matrix and skips inactive components: ``active`` flags, ``None`` where off).
     ``anchors`` ``[N, D]`` and ``candidates`` ``[C, D]`` are unit-norm, ``sim = anchors @
     candidates.T``; ``anchors_first`` says that the candidates' first ``N`` rows are the anchors (then
-    the density reuses ``sim`` when it is square and the pseudo-label uncertainty reads the
-    positive's similarities off ``sim``). ``partner`` defaults to ``pos_index`` for the first ``N``
-    columns and ``-1`` after them.
+    the pseudo-label uncertainty reads the positive's similarities off ``sim``). ``partner`` ``[C]``
+    (each candidate's own positive view, ``-1`` for none; used by the diversity) defaults, when
+    ``anchors_first``, to ``pos_index`` for the first ``N`` columns and ``-1`` after them, otherwise
+    to ``-1`` everywhere. No host synchronisation.
     """
     sim_score = unc = rep = None
     if active[0]:
@@ -598,10 +391,9 @@ def unremix_components(
             q = _partner_sim(sim, candidates, pos_index, anchors_first)
             unc = _uncertainty_pseudo_label(sim, q, pos_index, neg_mask, temperature)
     if active[2]:
-        square = anchors_first and sim.size(0) == sim.size(1)
         if partner is None and anchors_first:
             partner = _default_partner(pos_index, candidates.size(0))
-        vec = _representativeness_vector(candidates, representativeness, k, partner, sim if square else None)
+        vec = representativeness_vector(candidates, representativeness, k, partner)
         rep = representativeness_scores(vec, neg_mask)
     return UnReMixScores(similarity=sim_score, uncertainty=unc, representativeness=rep)
 
@@ -616,7 +408,7 @@ def unremix_scores(
     candidates: Optional[Tensor] = None,
     sim: Optional[Tensor] = None,
     detach: bool = True,
-    representativeness: str = "density",
+    representativeness: str = "diversity",
     uncertainty: str = "gradient",
     partner: Optional[Tensor] = None,
 ) -> UnReMixScores:
@@ -635,8 +427,8 @@ def unremix_scores(
             all candidates.
         sim: optional precomputed cosine matrix ``[N, C]`` (reused, not recomputed).
         detach: compute the scores from detached embeddings (default: scores are weights).
-        representativeness: ``"density"`` (:func:`density_scores`) or ``"diversity"``
-            (:func:`diversity_scores`).
+        representativeness: ``"diversity"`` (default, :func:`diversity_scores`, the paper figure's
+            direction) or ``"density"`` (:func:`density_scores`).
         uncertainty: ``"gradient"`` or ``"pseudo_label"`` (:func:`uncertainty_scores`).
         partner: ``[C]`` own positive column of each candidate for the diversity (default:
             ``pos_index`` for the first ``N`` columns when ``candidates`` is ``None`` or starts with
@@ -648,11 +440,11 @@ def unremix_scores(
         See :func:`similarity_scores`, :func:`uncertainty_scores`, :func:`density_scores`,
         :func:`diversity_scores`.
     """
-    _check_temperature(temperature)
-    _check_beta(beta)
-    _check_k(k)
-    _check_variant("representativeness", representativeness, REPRESENTATIVENESS)
-    _check_variant("uncertainty", uncertainty, UNCERTAINTY)
+    temperature = _check_temperature(temperature)
+    beta = _check_beta(beta)
+    k = check_neighbours(k)
+    check_choice("representativeness", representativeness, REPRESENTATIVENESS)
+    check_choice("uncertainty", uncertainty, UNCERTAINTY)
     cand = z if candidates is None else candidates
     _check_pairs(z, cand, pos_index, neg_mask)
     zn, cn, sim = _prepare(z, candidates, sim, detach)
@@ -663,7 +455,6 @@ def unremix_scores(
 
 
 __all__ = [
-    "UnReMixScores", "unremix_scores", "similarity_scores", "uncertainty_scores", "density_scores",
-    "diversity_scores", "candidate_representativeness", "representativeness_scores", "normalize_scores",
-    "mix_scores", "unremix_components", "REPRESENTATIVENESS", "UNCERTAINTY",
+    "UnReMixScores", "unremix_scores", "similarity_scores", "uncertainty_scores", "normalize_scores",
+    "mix_scores", "unremix_components", "UNCERTAINTY",
 ]

@@ -22,8 +22,8 @@ TensorBoard (every logger with ``add_histogram`` / ``add_embedding``): ``train/l
 ``train/loss_epoch``, ``train/pos_cos`` (mean cosine of the positive pairs' projections), the
 learning rate (``LearningRateMonitor``, a default callback of :mod:`graphneg.cli`), the UnReMix scores
 of the epoch's last batch as histograms ``unremix/similarity``, ``unremix/uncertainty``,
-``unremix/representativeness`` and ``unremix/weights`` (negative pairs only; when the loss has
-``last_scores``), and at the end of fit the validation embeddings for the projector
+``unremix/representativeness`` and ``unremix/weights`` (negative pairs only, as the loss's
+``negative_pair_scores()`` selects them), and at the end of fit the validation embeddings for the projector
 (``embeddings/eval``); the probes add ``val/*``, ``test/*`` and ``probe/*``.
 """
 from __future__ import annotations
@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphneg.losses.contrastive import negative_pair_mask
 from graphneg.models.metric import EmbeddingEvalMixin
 from graphneg.models.projector import MLPProjector
 from graphneg.validation import check_batch, value_checks
@@ -130,7 +129,6 @@ class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
             projector = build_projector(encoder_dim(encoder) if len(dims) else 0, dims,
                                         projector_batch_norm)
         self.projector = projector
-        self._last_train = None  # (batch size, labels or None) of the last training batch
         self._eval_reset()
 
     # ------------------------------------------------------------------ model
@@ -169,7 +167,6 @@ class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
             loss = self.loss(z1, z2, labels)
         else:
             loss = self.loss(z1, z2)
-        self._last_train = (size, labels if self.hparams.supervised else None)
         with torch.no_grad():
             pos_cos = F.cosine_similarity(z1.detach(), z2.detach(), dim=-1).mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
@@ -184,20 +181,21 @@ class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
         return [lg.experiment for lg in self.loggers if hasattr(lg.experiment, method)]
 
     def _log_score_histograms(self) -> None:
-        """Histograms of the loss's ``last_scores`` (UnReMix) over the last batch's negative pairs."""
-        scores = getattr(self.loss, "last_scores", None)
+        """Histograms of the loss's last scores (UnReMix) over the last batch's negative pairs.
+
+        The loss selects the negative pairs with its own negative mask
+        (:meth:`~graphneg.losses.UnReMixLoss.negative_pair_scores`), so the layout (local or
+        gathered candidates, labels, extra negatives) never lets zeros of excluded pairs in.
+        """
+        pick = getattr(self.loss, "negative_pair_scores", None)
         experiments = self._experiments("add_histogram")
-        if not scores or not experiments or self._last_train is None:
+        if pick is None or not experiments:
             return
-        size, labels = self._last_train
+        scores = pick()
         for name in SCORE_NAMES:
-            t = scores.get(name)
-            if t is None:
+            values = scores.get(name)
+            if values is None:
                 continue
-            if t.dim() == 2 and t.shape == (2 * size, 2 * size):
-                values = t[negative_pair_mask(size, labels, t.device)]
-            else:  # extra negatives or another layout: every entry
-                values = t.reshape(-1)
             values = values.detach().float().cpu()
             for exp in experiments:
                 exp.add_histogram(f"unremix/{name}", values, global_step=self.current_epoch)

@@ -1,10 +1,10 @@
-"""The explicit WL subtree feature map of experiments/unremix_study.py against hand-computed counts."""
+"""graphneg.metrics.wl: the explicit WL subtree feature map against hand-computed counts, and its reader of
+PyG graphs."""
 import numpy as np
 import pytest
+import torch
 
-from scripts import load_script
-
-wl_features = load_script("experiments/unremix_study.py").wl_features
+from graphneg.metrics.wl import wl_features, wl_graphs
 
 
 def test_wl_features_hand_computed():
@@ -21,6 +21,21 @@ def test_wl_features_hand_computed():
     assert wl_features([path], rounds=0).tolist() == [[2, 1]]
     with pytest.raises(ValueError, match="rounds must be >= 0"):
         wl_features([path], rounds=-1)
+    with pytest.raises(ValueError, match=r"graphs\[0\]: edge \(0, 3\)"):
+        wl_features([([0, 1], [(0, 3)])], rounds=1)
     # isomorphic graphs get equal counts
     perm = ([0, 0, 1], [(0, 2), (2, 1)])  # path with the middle node relabelled to index 2
     assert np.array_equal(wl_features([path, perm], 2)[0], wl_features([path, perm], 2)[1])
+    # a self-loop is ignored: the single node keeps an empty neighbour multiset
+    assert wl_features([([5], [(0, 0)])], 1).tolist() == [[1, 1]]
+
+
+def test_wl_graphs_reads_one_hot_labels_and_edges():
+    from torch_geometric.data import Data
+
+    g = Data(x=torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), edge_index=torch.tensor([[0, 1], [1, 2]]))
+    assert wl_graphs([g]) == [([0, 1, 0], [[0, 1], [1, 2]])]
+    # the same path as hand-written tuples gives the same features
+    assert np.array_equal(wl_features(wl_graphs([g]), 2), wl_features([([0, 1, 0], [(0, 1), (1, 2)])], 2))
+    with pytest.raises(ValueError, match="no \\[N, F\\] node features"):
+        wl_graphs([Data(edge_index=torch.tensor([[0], [1]]), num_nodes=2)])

@@ -1,0 +1,82 @@
+"""Multi-similarity loss (Wang et al., CVPR 2019) on the :class:`~graphneg.losses.BaseMetricLoss` contract."""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, check_hparam, log1p_sum_exp, pair_block
+from graphneg.losses.distances import BaseDistance, CosineSimilarity
+from graphneg.losses.reducers import BaseReducer, MeanReducer
+from graphneg.validation import value_checks_enabled
+
+__all__ = ["MultiSimilarityLoss"]
+
+
+class MultiSimilarityLoss(BaseMetricLoss):
+    r"""Multi-similarity loss with MS pair mining (Wang et al., CVPR 2019, Sec. 4).
+
+    Similarities :math:`S_{ij}` (``distance``, default :class:`CosineSimilarity`). Loss (Sec. 4.2; PML
+    ``MultiSimilarityLoss._compute_loss``), per anchor :math:`i` with kept positives
+    :math:`\hat{\mathcal P}_i` and negatives :math:`\hat{\mathcal N}_i`:
+
+    .. math::
+        \ell_i = \frac1\alpha \log\big(1 + \sum_{p\in\hat{\mathcal P}_i} e^{-\alpha (S_{ip}-\lambda)}\big)
+               + \frac1\beta \log\big(1 + \sum_{n\in\hat{\mathcal N}_i} e^{\beta (S_{in}-\lambda)}\big),
+        \qquad L = \operatorname{reducer}(\ell) = \operatorname{mean}_i \ell_i
+
+    over all ``B`` anchors (PML's ``MeanReducer``; an anchor with no kept pair contributes 0).
+    Mining (Sec. 4.1; PML ``MultiSimilarityMiner(epsilon)``), with :math:`\mathcal P_i, \mathcal N_i`
+    all positives / negatives: :math:`\hat{\mathcal N}_i = \{n : S_{in} + \epsilon > \min_{p} S_{ip}\}`,
+    :math:`\hat{\mathcal P}_i = \{p : S_{ip} - \epsilon < \max_{n} S_{in}\}`.
+
+    Contract vs pytorch-metric-learning: ``alpha, beta, base`` are PML's positional arguments and
+    defaults. The one difference: ``mining=True`` (default, the paper's loss) applies the MS miner
+    inside the loss, so ``MultiSimilarityLoss()(z, y)`` equals PML's
+    ``MultiSimilarityLoss()(z, y, MultiSimilarityMiner(0.1)(z, y))``; ``mining=False`` equals PML's
+    ``MultiSimilarityLoss()(z, y)`` (all pairs). With an ``indices_tuple`` the tuple's pairs are used
+    as they are (no further mining), as PML. With synthetic negatives, :math:`\mathcal N_i` is the set
+    of anchor ``i``'s synthetic negatives (in mining and in the loss).
+
+    Args:
+        alpha (float): positive scale (> 0). beta (float): negative scale (> 0).
+        base (float): :math:`\lambda`. epsilon (float): mining margin (>= 0).
+        mining (bool): MS mining inside the loss (see above).
+        distance: a :mod:`graphneg.losses.distances` object (default ``CosineSimilarity()``).
+        reducer: a :mod:`graphneg.losses.reducers` object (default ``MeanReducer()``).
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, *, epsilon: float = 0.1,
+                 mining: bool = True, distance: Optional[BaseDistance] = None,
+                 reducer: Optional[BaseReducer] = None):
+        super().__init__()
+        name = type(self).__name__
+        self.alpha = check_hparam(name, "alpha", alpha, strict=True)
+        self.beta = check_hparam(name, "beta", beta, strict=True)
+        self.base = check_hparam(name, "base", base, minimum=float("-inf"))
+        self.epsilon = check_hparam(name, "epsilon", epsilon)
+        self.mining = bool(mining)
+        self.distance = CosineSimilarity() if distance is None else distance
+        self.reducer = MeanReducer() if reducer is None else reducer
+
+    def compute(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, synthetic) -> Tensor:
+        b = pair_block(embeddings, labels, synthetic, self.distance, ref_emb, ref_labels, indices_tuple)
+        if indices_tuple is None and value_checks_enabled() and not bool(b.pos_mask.any()):
+            raise ValueError(NO_POSITIVE)
+        pos_keep, neg_keep = b.pos_mask, b.neg_mask
+        if self.mining and indices_tuple is None:
+            sign = 1.0 if self.distance.is_inverted else -1.0  # mine on "similarity" = sign * value
+            sp, sn = sign * b.pos_sim.detach(), sign * b.neg_sim.detach()
+            min_pos = sp.masked_fill(~b.pos_mask, float("inf")).amin(dim=1, keepdim=True)
+            max_neg = sn.masked_fill(~b.neg_mask, float("-inf")).amax(dim=1, keepdim=True)
+            neg_keep = neg_keep & (sn + self.epsilon > min_pos)
+            pos_keep = pos_keep & (sp - self.epsilon < max_neg)
+        pos_exp = self.distance.margin(b.pos_sim, self.base)
+        neg_exp = self.distance.margin(self.base, b.neg_sim)
+        pos_term = log1p_sum_exp(self.alpha * pos_exp, pos_keep) / self.alpha
+        neg_term = log1p_sum_exp(self.beta * neg_exp, neg_keep) / self.beta
+        return self.reducer(pos_term + neg_term)
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, beta={self.beta}, base={self.base}, epsilon={self.epsilon}, "
+                f"mining={self.mining}")

@@ -1,0 +1,95 @@
+"""Proxy-Anchor loss (Kim et al., CVPR 2020) on the :class:`~graphneg.losses.BaseMetricLoss` contract."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from graphneg.losses.base import BaseMetricLoss, check_hparam, log1p_sum_exp
+from graphneg.losses.distances import BaseDistance, CosineSimilarity
+from graphneg.losses.reducers import masked_mean
+from graphneg.validation import value_checks_enabled
+
+__all__ = ["ProxyAnchorLoss"]
+
+
+class ProxyAnchorLoss(BaseMetricLoss):
+    r"""Proxy-Anchor loss (Kim et al., CVPR 2020, eq. 4) with its own learnable proxies.
+
+    .. math::
+        L = \frac{1}{|P^+|}\sum_{p\in P^+}\log\Big(1 + \sum_{x\in X_p^+} e^{-\alpha(s(x,p)-\delta)}\Big)
+          + \frac{1}{|P|}\sum_{p\in P}\log\Big(1 + \sum_{x\in X_p^-} e^{\alpha(s(x,p)+\delta)}\Big)
+
+    with similarity :math:`s` (``distance``, default cosine), :math:`P` all ``num_classes`` proxies,
+    :math:`P^+` the proxies of the classes present in the batch, :math:`X_p^{+/-}` the samples of / not
+    of class ``p`` (``delta = margin``). Proxies ``[num_classes, embedding_size]`` are initialised with
+    ``kaiming_normal_(mode="fan_out")`` as in the paper's code and PML. Same signature, defaults and
+    values as pytorch-metric-learning's ``ProxyAnchorLoss(num_classes, embedding_size, margin=0.1,
+    alpha=32)``, including a miner ``indices_tuple``: each sample's exponent gets ``w - 1`` with ``w``
+    its number of occurrences in the tuple over the largest such number (PML ``convert_to_weights``).
+    ``ref_emb`` is not supported (as PML). With synthetic negatives the synthetic samples join the
+    batch with their own labels ``neg_labels`` (label-preserving, as HDML); ``anchor_index`` is
+    validated only.
+
+    Args:
+        num_classes (int): number of training classes; labels must lie in ``[0, num_classes)``.
+        embedding_size (int): embedding dimension ``D``.
+        margin (float): :math:`\delta` (paper 0.1, finite). alpha (float): scale :math:`\alpha` (paper 32, > 0).
+    """
+
+    requires_positives = False
+    has_proxies = True
+    supports_ref_emb = False
+
+    def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.1, alpha: float = 32.0, *,
+                 distance: Optional[BaseDistance] = None):
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if int(embedding_size) < 1:
+            raise ValueError(f"embedding_size must be >= 1, got {embedding_size}")
+        name = type(self).__name__
+        self.num_classes, self.embedding_size = int(num_classes), int(embedding_size)
+        self.margin = check_hparam(name, "margin", margin, minimum=float("-inf"))
+        self.alpha = check_hparam(name, "alpha", alpha, strict=True)
+        self.distance = CosineSimilarity() if distance is None else distance
+        self.proxies = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.proxies, mode="fan_out")
+
+    def _check_range(self, labels: Tensor, name: str) -> None:
+        if value_checks_enabled() and labels.numel() and bool(((labels < 0) | (labels >= self.num_classes)).any()):
+            raise ValueError(
+                f"{name} must lie in [0, num_classes={self.num_classes}), got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]; remap the class ids to 0..C-1 or raise "
+                "num_classes"
+            )
+
+    def compute(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, synthetic) -> Tensor:
+        if embeddings.size(1) != self.embedding_size:
+            raise ValueError(
+                f"embeddings have dimension {embeddings.size(1)} but ProxyAnchorLoss was built with "
+                f"embedding_size={self.embedding_size}"
+            )
+        self._check_range(labels, "labels")
+        x, y = embeddings, labels
+        if synthetic is not None:
+            self._check_range(synthetic.labels, "neg_labels")
+            x, y = torch.cat([x, synthetic.x]), torch.cat([y, synthetic.labels])
+        mat = self.distance(self.proxies.to(dtype=x.dtype), x)  # [C, N]
+        member = torch.arange(self.num_classes, device=y.device)[:, None] == y[None, :]  # [C, N]
+        shift = x.new_zeros(1, x.size(0))
+        if indices_tuple is not None:  # PML convert_to_weights, then weights - 1
+            counts = torch.bincount(torch.cat(indices_tuple), minlength=x.size(0)).to(x.dtype)
+            w = torch.where(counts.sum() > 0, counts / counts.max().clamp(min=1), torch.ones_like(counts))
+            shift = (w - 1)[None, :]
+        pos = log1p_sum_exp(self.alpha * self.distance.margin(mat, self.margin) + shift, member)
+        neg = log1p_sum_exp(self.alpha * self.distance.margin(-self.margin, mat) + shift, ~member)
+        return masked_mean(pos, member.any(dim=1)) + neg.mean()
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, "
+                f"margin={self.margin}, alpha={self.alpha}")
