@@ -44,11 +44,12 @@ BASELINE = "N-pair"
 def run(name: str, seed: int, root: str, references: bool) -> Dict[str, Dict[str, float]]:
     """Train ``name`` with ``seed`` through the CLI; its test-class scores (and, with ``references``, those of
     raw pixels and of the untrained network, by ``trainer.validate`` before training)."""
-    quiet_study(threads=1)
     import torch
 
     from graphneg.cli import quiet_lightning
     from graphneg.models import Flatten, MetricLearningModule
+
+    quiet_study(threads=1)  # after the imports: importing Lightning resets its loggers to INFO
 
     config, extra = RUNS[name]
     cli = build_cli(config, [f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
