@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import atomic_write_text, build_cli, fmt_ci, markdown_table, paired_summary, quiet_study  # noqa: E402
+from _common import atomic_write, build_cli, fmt_ci, markdown_table, paired_summary, quiet_study  # noqa: E402
 
 KEYS = ("val/recall@1", "val/recall@2", "val/recall@4", "val/recall@8", "val/map@r")
 NPAIR, GCA = ROOT / "experiments" / "mnist_pairs_npair.yaml", ROOT / "experiments" / "mnist_pairs_gca_hng.yaml"
@@ -141,7 +141,7 @@ def main() -> None:
     print(text)
     print(f"\nTensorBoard logs: tensorboard --logdir {args.root}")
     if args.out:
-        atomic_write_text(args.out, text + "\n")
+        atomic_write(args.out, text + "\n")
 
 
 if __name__ == "__main__":

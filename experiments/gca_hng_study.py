@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    append_jsonl, atomic_write_text, build_cli, fmt_ci, markdown_table, paired_summary, quiet_study, read_jsonl,
+    append_jsonl, atomic_write, build_cli, fmt_ci, markdown_table, paired_summary, quiet_study, read_jsonl,
 )
 
 RESULTS = ROOT / "experiments" / "results"
@@ -503,14 +503,14 @@ def main() -> None:
         if begin in old and end in old:
             head, rest = old.split(begin, 1)
             text = head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
-        atomic_write_text(doc, text)
+        atomic_write(doc, text)
         regime = args.regime_jsonl.with_suffix(".md")
         rtext = report_regime(args)
         old = regime.read_text() if regime.is_file() else ""
         if begin in old and end in old:
             head, rest = old.split(begin, 1)
             rtext = head + begin + "\n" + rtext + "\n" + end + rest.split(end, 1)[1]
-        atomic_write_text(regime, rtext)
+        atomic_write(regime, rtext)
         print(f"wrote {doc} and {regime}")
 
 
