@@ -95,7 +95,8 @@ ROWS: Dict[str, dict] = {
     "N-pair + HDML (constant λ = 1)": dict(config="gca_hng", base="N-pair", extra=[G + "fixed_lambda=1.0"]),
     "MS": dict(config="ms", base=None),
     "MS + GCA-HNG": dict(config="ms_gca_hng", base="MS"),
-    "MS + GCA-HNG without J_gce": dict(config="ms_gca_hng", base="MS", extra=["--model.init_args.node_loss_weight=0.0"]),
+    "MS + GCA-HNG without J_gce": dict(config="ms_gca_hng", base="MS",
+                                       extra=["--model.init_args.node_loss_weight=0.0"]),
     "MS, plain Linear head": dict(config="ms", base=None, extra=[LINEAR]),
     "MS + GCA-HNG, plain Linear head": dict(config="ms_gca_hng", base="MS, plain Linear head", extra=[LINEAR]),
 }

@@ -6,7 +6,8 @@ Both follow the official code (PWenJay/GCA-HNG):
   pooling of the last stage (``x = gmp(x) + gap(x)``, ``MODEL.POOLING: True``), BatchNorm frozen with
   ``SOLVER.BN_FREEZE`` (BatchNorm2d layers kept in eval mode, their running statistics never update).
 * ``scripts/backbone.py::GoogLeNetForHNG``: torchvision GoogLeNet (Inception v1), global average
-  pooling, BatchNorm2d kept in eval mode with ``SOLVER.BN_FREEZE`` (``train.py``), no auxiliary heads, ``transform_input=True`` with ImageNet weights (torchvision's GoogLeNet
+  pooling, BatchNorm2d kept in eval mode with ``SOLVER.BN_FREEZE`` (``train.py``), no auxiliary heads,
+  ``transform_input=True`` with ImageNet weights (torchvision's GoogLeNet
   weights were ported from TensorFlow and expect inputs in [-1, 1]; ``transform_input`` remaps the
   ImageNet-normalised input). The official repository uses torchvision's GoogLeNet, not
   BN-Inception, so this is the faithful choice.
