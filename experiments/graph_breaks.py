@@ -64,7 +64,7 @@ def main() -> None:
     ]
     cases += [(f"GCAHNG(rw={rw!r}, edges='complete').forward", GCAHNG(8, 4, num_layers=1, heads=2, rw=rw), (z, y), {})
               for rw in (None, "chain")]
-    cases.append(("MultiSimilarityLoss()(z, y)", MultiSimilarityLoss(), (z, y), {}))
+    cases.append(("MultiSimilarityLoss(mining=True)(z, y)", MultiSimilarityLoss(mining=True), (z, y), {}))
     print("| call | graph breaks, value checks on | off (reasons recorded) | remaining reasons (off) |")
     print("|---|---|---|---|")
     listing = []

@@ -41,8 +41,8 @@ knn_bank_limit)`` -> ``KNNProbe(k, temperature, reference_limit=...)``; ``probe_
 ``SVCProbe(val_folds, val_C_grid, folds, C_grid, kernel, seed)``; ``eval="knn"`` -> ``KNNProbe(k=20)``
 (leave-one-out on graphs); ``module.evaluate(dm)`` -> ``probe.evaluate(module, dm)``; the end-of-fit
 values ``module.probe_results`` -> ``probe.results["probe/<name>"]``.
-With several processes the collected embeddings are gathered (``LightningModule.all_gather``) before
-the probe; the end-of-fit probe embeds the whole DataModule set in every process. Several probes at
+With several processes the collected embeddings are gathered before the probe
+(:func:`graphneg.distributed.gather_rows`: the ranks' shards may differ in size); the end-of-fit probe embeds the whole DataModule set in every process. Several probes at
 the end of one fit share the embeddings: the test and reference sets are embedded once, by the first
 probe, and reused by the others (same weights, same loaders); the shared copy is dropped at
 ``on_fit_end``.
@@ -58,18 +58,14 @@ from lightning.pytorch.utilities import move_data_to_device, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from graphneg.distributed import gather_layout, gather_rows
 from graphneg.metrics.probe import knn_accuracy, knn_loo_accuracy, linear_probe
 from graphneg.progress import ProgressBar, progress_enabled
+from graphneg.validation import check_hyperparameter, check_k, check_temperature
 
 __all__ = ["EmbeddingProbe", "KNNProbe", "LinearProbe", "SVCProbe", "embed_loader"]
 
 Embedded = Tuple[Tensor, Tensor]
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _embed_fn(pl_module: LightningModule):
@@ -106,7 +102,7 @@ def embed_loader(pl_module: LightningModule, loader, limit: Optional[int] = None
     ``False`` never. The embeddings do not depend on it.
     """
     if limit is not None:
-        _positive_int("limit", limit)
+        check_k(limit, "limit")
     total = _loader_size(loader, limit)
     bar = ProgressBar("embedding", total=total, enabled=progress_enabled(progress, total))
     embed_batch = _embed_fn(pl_module)
@@ -184,7 +180,7 @@ class EmbeddingProbe(Callback):
                  reference_limit: Optional[int] = None) -> None:
         super().__init__()
         if reference_limit is not None:
-            _positive_int("reference_limit", reference_limit)
+            check_k(reference_limit, "reference_limit")
         self.on_validation, self.on_test, self.at_fit_end = bool(on_validation), bool(on_test), bool(at_fit_end)
         self.reference_limit = reference_limit
         #: the last value of each logged name, e.g. ``{"val/knn_top1": 0.91, "probe/knn_top1": 0.93}``
@@ -234,8 +230,12 @@ class EmbeddingProbe(Callback):
         labs.append(outputs["labels"].detach().reshape(-1))
 
     @staticmethod
-    def _gather(pl_module: LightningModule, t: Tensor) -> Tensor:
-        return pl_module.all_gather(t).flatten(0, 1) if pl_module.trainer.world_size > 1 else t
+    def _gather(pl_module: LightningModule, *tensors: Tensor) -> Tuple[Tensor, ...]:
+        """All ranks' shards of ``tensors`` (same rows each), in rank order; the ranks' shards may
+        differ in size (:func:`graphneg.distributed.gather_layout` / :func:`~graphneg.distributed.gather_rows`)."""
+        several = pl_module.trainer.world_size > 1
+        out = gather_rows(gather_layout(tensors[0].size(0), several, tensors[0].device), *tensors)
+        return out if isinstance(out, tuple) else (out,)
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         outputs, self._outputs = self._outputs, {}
@@ -245,7 +245,7 @@ class EmbeddingProbe(Callback):
 
         def cat(idx: int) -> Embedded:
             embs, labs = outputs[idx]
-            return gather(pl_module, torch.cat(embs)), gather(pl_module, torch.cat(labs))
+            return gather(pl_module, torch.cat(embs), torch.cat(labs))
 
         queries = cat(max(outputs))
         reference = None
@@ -327,10 +327,8 @@ class KNNProbe(EmbeddingProbe):
     def __init__(self, k: int = 200, temperature: float = 0.1, on_validation: bool = True, on_test: bool = True,
                  at_fit_end: bool = True, reference_limit: Optional[int] = None) -> None:
         super().__init__(on_validation, on_test, at_fit_end, reference_limit)
-        self.k = _positive_int("k", k)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.k = check_k(k, "k")
+        self.temperature = check_temperature(temperature, owner="KNNProbe")
 
     def compute(self, queries: Embedded, reference: Optional[Embedded], stage: str) -> Dict[str, float]:
         emb, lab = queries
@@ -359,11 +357,10 @@ class LinearProbe(EmbeddingProbe):
                  batch_size: Optional[int] = 512, seed: int = 0, on_validation: bool = False,
                  on_test: bool = True, at_fit_end: bool = True, reference_limit: Optional[int] = None) -> None:
         super().__init__(on_validation, on_test, at_fit_end, reference_limit)
-        self.epochs = _positive_int("epochs", epochs)
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        self.epochs = check_k(epochs, "epochs")
+        check_hyperparameter(lr, "lr", 0.0, min_inclusive=False, owner="LinearProbe")
         if batch_size is not None:
-            _positive_int("batch_size", batch_size)
+            check_k(batch_size, "batch_size")
         self.lr, self.weight_decay, self.batch_size, self.seed = float(lr), float(weight_decay), batch_size, int(seed)
 
     def compute(self, queries: Embedded, reference: Optional[Embedded], stage: str) -> Dict[str, float]:
@@ -404,8 +401,8 @@ class SVCProbe(EmbeddingProbe):
                  val_folds: int = 5, val_C_grid: Sequence[float] = (0.1, 1.0, 10.0), kernel: str = "rbf",
                  seed: int = 0, on_validation: bool = True, on_test: bool = True, at_fit_end: bool = True) -> None:
         super().__init__(on_validation, on_test, at_fit_end, None)
-        self.folds = _positive_int("folds", folds, 2)
-        self.val_folds = _positive_int("val_folds", val_folds, 2)
+        self.folds = check_k(folds, "folds", minimum=2)
+        self.val_folds = check_k(val_folds, "val_folds", minimum=2)
         for name, grid in (("C_grid", C_grid), ("val_C_grid", val_C_grid)):
             if len(grid) == 0 or any(float(c) <= 0 for c in grid):
                 raise ValueError(f"{name} must hold positive C values, got {list(grid)}")

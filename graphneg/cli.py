@@ -68,7 +68,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import fsspec
 import lightning as L
@@ -339,6 +339,45 @@ class GraphnegCLI(LightningCLI):
     def before_predict(self) -> None:
         self._prepare_run()
 
+    def after_fit(self) -> None:
+        """Print the run's evaluation metrics (the last logged ``val/``/``test/`` scalars and every probe's
+        fit-end results) and where the run's logs are, so a terminal user sees what TensorBoard shows."""
+        if self.trainer.is_global_zero:
+            print(format_fit_summary(self.trainer))
+
+
+EVAL_PREFIXES = ("val/", "test/", "probe/")
+
+
+def evaluation_metrics(trainer: L.Trainer) -> Dict[str, float]:
+    """The evaluation metrics of a finished fit: the trainer's last logged scalars whose names start with
+    one of :data:`EVAL_PREFIXES` (``_epoch`` suffixes dropped), and the ``results`` of callbacks that
+    evaluate at the end of the fit (the probes of :mod:`graphneg.callbacks`, which log after the training
+    loop and so are not in ``trainer.callback_metrics``)."""
+    out: Dict[str, float] = {}
+    for name, value in trainer.callback_metrics.items():
+        name = name[:-len("_epoch")] if name.endswith("_epoch") else name
+        if name.startswith(EVAL_PREFIXES) and not name.endswith("_step"):
+            out[name] = float(value)
+    for cb in trainer.callbacks:
+        for name, value in (getattr(cb, "results", None) or {}).items():
+            out[name] = float(value)
+    return dict(sorted(out.items()))
+
+
+def format_fit_summary(trainer: L.Trainer) -> str:
+    """Lines printed at the end of ``graphneg fit``: epoch / step reached, the evaluation metrics, the log folder."""
+    metrics = evaluation_metrics(trainer)
+    lines = [f"graphneg fit: finished at epoch {trainer.current_epoch}, global step {trainer.global_step}"]
+    if metrics:
+        width = max(len(k) for k in metrics)
+        lines += [f"  {k:<{width}}  {v:.4f}" for k, v in metrics.items()]
+    else:
+        lines.append("  no evaluation metric was logged (no validation / test data or probe)")
+    if trainer.log_dir:
+        lines.append(f"  logs: {trainer.log_dir}  (tensorboard --logdir {trainer.log_dir})")
+    return "\n".join(lines)
+
 
 class _DropLightningTips(logging.Filter):
     """Drops Lightning's advertisements for its cloud services (the litlogger / litmodels tips)."""
@@ -392,7 +431,7 @@ def main() -> None:
     cli_main()
 
 
-__all__ = ["GraphnegCLI", "SaveFullConfig", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
+__all__ = ["GraphnegCLI", "SaveFullConfig", "evaluation_metrics", "format_fit_summary", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
            "check_ckpt_path", "main", "LINKS", "SIZE_LINKS"]
 
 

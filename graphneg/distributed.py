@@ -34,10 +34,12 @@ every gathered tensor must take part in every rank's backward (or in none).
 Where gathering is decided. :func:`gather_layout` is the one place that decides whether rows are
 gathered (``enabled`` and :func:`is_distributed`) and describes the result as a :class:`GatherLayout`
 (every process's row count, this process's offset and slice); :func:`gather_rows` gathers tensors
-with a layout (no second size exchange). Consumers read the layout instead of testing a sentinel:
-the contrastive losses (:func:`graphneg.losses.contrastive.contrastive_pairs` stores it in
-``ContrastivePairs.layout``) and their UnReMix score logging. :func:`gather` (one call: layout +
-rows) stays for the other callers.
+with a layout (no second size exchange). Every consumer goes through these two and reads the layout
+instead of testing a sentinel: the contrastive losses (:func:`graphneg.losses.contrastive.contrastive_pairs`
+stores it in ``ContrastivePairs.layout``) and their UnReMix score logging, the GCA-HNG generator
+(``GCAHNG(gather_distributed=True)``), ``MetricLearningModule``'s evaluation and the probes of
+:mod:`graphneg.callbacks` (evaluation shards of unequal size per process). :func:`gather` (layout +
+rows in one call), :func:`all_sizes` and :func:`local_offset` are thin conveniences over them.
 
 Without an initialised process group (or with one process) :func:`gather` returns its inputs unchanged
 (offset 0), and :func:`gather_layout` a one-process layout (``gathered`` is ``False``).
@@ -71,7 +73,8 @@ def all_sizes(n_local: int, device: Union[torch.device, str, None] = None) -> Li
 
 
 def local_offset(n_local: int, device: Union[torch.device, str, None] = None) -> int:
-    """Row of this process's first row in the gathered tensor (``sum`` of the lower ranks' sizes)."""
+    """Row of this process's first row in the gathered tensor (``sum`` of the lower ranks' sizes); the
+    same as ``gather_layout(n_local, True, device).offset``."""
     if not is_distributed():
         return 0
     return sum(all_sizes(n_local, device)[: dist.get_rank()])

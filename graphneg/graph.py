@@ -30,9 +30,9 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from graphneg.ops.knn import knn_index  # noqa: F401  (the graph builder's kNN)
-from graphneg.validation import check_embeddings, check_k, check_labels, check_multiclass  # noqa: F401
-
-EDGE_MODES = ("complete", "knn", "negative", "positive", "knn_negative")
+from graphneg.validation import (  # noqa: F401  (EDGE_MODES, check_edge_mode: re-exported, public here too)
+    EDGE_MODES, check_edge_mode, check_embeddings, check_k, check_labels, check_multiclass,
+)
 
 
 def dense_edge_mask(
@@ -55,26 +55,6 @@ def dense_edge_mask(
     eye = torch.eye(n, dtype=torch.bool, device=device)
     # a node is never its own negative; other modes have self-loops exactly when `loop`
     return mask | eye if loop and edges != "negative" else mask & ~eye
-
-
-def check_edge_mode(edges: str, k: Optional[int]) -> None:
-    """Raise a clear ``ValueError`` unless ``edges`` is one of :data:`EDGE_MODES` and ``k`` fits it.
-
-    The kNN modes need a positive integer ``k``; the other modes take no ``k``. Shared by
-    :func:`batch_graph` and :class:`graphneg.nn.GCAHNG` (one list of modes, one rule).
-    """
-    if edges not in EDGE_MODES:
-        raise ValueError(f"edges must be one of {EDGE_MODES}, got {edges!r}")
-    knn = edges in ("knn", "knn_negative")
-    if knn and k is None:
-        raise ValueError(f"edges={edges!r} needs a positive integer k (neighbours per node), got None")
-    if knn:  # 2.7 or True raise (TypeError) instead of becoming 2 or 1; k < 1 raises ValueError
-        check_k(k, f"k (neighbours per node) for edges={edges!r}")
-    if not knn and k is not None:
-        raise ValueError(
-            f"k is only used with edges='knn' or edges='knn_negative', not edges={edges!r}; "
-            "drop k or choose a kNN mode"
-        )
 
 
 def _sorted_unique_edges(src: Tensor, tgt: Tensor, n: int) -> Tensor:

@@ -147,7 +147,7 @@ def _batches(n=6, seed=0):
 
 def _linear_module(**kw):
     torch.manual_seed(0)
-    return MetricLearningModule(torch.nn.Linear(5, 4), MultiSimilarityLoss(), scheduler="none", eval_nmi=False, **kw)
+    return MetricLearningModule(torch.nn.Linear(5, 4), MultiSimilarityLoss(mining=True), scheduler="none", eval_nmi=False, **kw)
 
 
 class FlakyLoss(torch.nn.Module):
@@ -155,7 +155,7 @@ class FlakyLoss(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.ms, self.broken = MultiSimilarityLoss(), False
+        self.ms, self.broken = MultiSimilarityLoss(mining=True), False
 
     def forward(self, emb, labels, *args):
         out = self.ms(emb, labels, *args)

@@ -69,7 +69,7 @@ def test_fit_logs_checkpoints_and_resumes_last_run(tmp_path, caplog):
     # the saved module reloads
     last = os.path.join(resumed.trainer.logger.log_dir, "checkpoints", "last.ckpt")
     mod = MetricLearningModule.load_from_checkpoint(
-        last, encoder=SmallCNN(1, 64, width=8), loss=MultiSimilarityLoss(), weights_only=False
+        last, encoder=SmallCNN(1, 64, width=8), loss=MultiSimilarityLoss(mining=True), weights_only=False
     )
     assert torch.equal(mod.encoder.fc[-1].weight, straight.model.encoder.fc[-1].weight)
 
@@ -143,7 +143,7 @@ def test_missing_data_root_is_reported(tmp_path):
 
 
 def test_single_class_batch_and_bad_labels_are_reported():
-    mod = MetricLearningModule(SmallCNN(1, 8, width=4), MultiSimilarityLoss())
+    mod = MetricLearningModule(SmallCNN(1, 8, width=4), MultiSimilarityLoss(mining=True))
     emb = torch.randn(6, 8)
     with pytest.raises(ValueError, match="single class"):
         mod._check_batch(emb, torch.zeros(6, dtype=torch.long))
@@ -246,3 +246,38 @@ def test_tu_config_without_in_channels_resumes_and_tests(tmp_path):
     got = tested.model.state_dict()
     assert saved.keys() == got.keys() and all(torch.equal(saved[k], got[k]) for k in saved)
     assert torch.equal(got["encoder.convs.0.nn.0.weight"], resumed.model.encoder.convs[0].nn[0].weight)
+
+
+def test_fit_prints_its_evaluation_metrics(tmp_path, capsys):
+    """The end of `graphneg fit` prints the run's evaluation metrics: each printed value equals the last value
+    of that tag in the run's TensorBoard event file, and a fit-end probe's results (logged after the training
+    loop, so absent from trainer.callback_metrics) are printed too."""
+    import lightning as L
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class FitEndProbe(L.Callback):  # stands in for graphneg.callbacks' probes: `results` filled at train end
+        def __init__(self):
+            self.results = {}
+
+        def on_train_end(self, trainer, pl_module):
+            self.results["probe/accuracy"] = 0.25
+
+    cli = cli_main(["--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1", *SMALL],
+                   run=False)
+    cli.trainer.callbacks.append(FitEndProbe())
+    cli.before_fit()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    capsys.readouterr()
+    cli.after_fit()
+    out = capsys.readouterr().out
+    printed = {}
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 2:
+            printed[parts[0]] = float(parts[1])
+    acc = EventAccumulator(cli.trainer.logger.log_dir)
+    acc.Reload()
+    for tag in ("val/recall@1", "val/map@r", "val/r_precision"):
+        assert printed[tag] == pytest.approx(acc.Scalars(tag)[-1].value, abs=5e-5), tag
+    assert printed["probe/accuracy"] == 0.25
+    assert "global step 3" in out and cli.trainer.logger.log_dir in out

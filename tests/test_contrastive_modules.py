@@ -377,11 +377,11 @@ def test_bad_arguments_are_reported():
         ContrastiveModule(enc, InfoNCELoss(), optimizer="rmsprop")
     with pytest.raises(ValueError, match="scheduler must be one of"):
         ContrastiveModule(enc, InfoNCELoss(), scheduler="step")
-    with pytest.raises(ValueError, match="k must be an int >= 1"):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
         KNNProbe(k=0)
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="KNNProbe: temperature must be a finite number > 0"):
         KNNProbe(temperature=0.0)
-    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
         LinearProbe(epochs=0)
     with pytest.raises(ValueError, match="loss must be a contrastive loss"):
         ContrastiveModule(enc, "infonce")

@@ -112,10 +112,39 @@ def gca_loss(seed, x, y):
     net, gen, cls = gca_setup(seed, x.device)
     # detach_lam=False: every gradient path at once (lambda live on live embeddings; warns), to compare them all
     out = gen(net(x), y, j_mean=2.0, generator=torch.Generator().manual_seed(7), detach_lam=False)
-    ms = MultiSimilarityLoss()(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
+    ms = MultiSimilarityLoss(mining=True)(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
                                anchor_index=out.anchor_index)
     loss = ms + node_loss(out) + generator_loss(out, cls, gen.softmax_factor, gen.dot_weight, gen.div_weight).total
     return loss, [*net.parameters(), *gen.parameters(), *cls.parameters()], out
+
+
+EVAL_SIZES = (5, 2)  # per-rank evaluation shards of unequal size (a sharded evaluation set)
+
+
+def _eval_shard(rank, device="cpu"):
+    """Rank ``rank``'s evaluation embeddings [B_r, 3] (row ``i`` of the global set holds ``i``) and labels."""
+    start = sum(EVAL_SIZES[:rank])
+    rows = torch.arange(start, start + EVAL_SIZES[rank], device=device)
+    return rows[:, None].double().expand(-1, 3).contiguous(), rows % 3
+
+
+def eval_gather_case(rank, device):
+    """The evaluation gathers of MetricLearningModule (EmbeddingEvalMixin) and the probes (EmbeddingProbe)
+    on a stand-in module whose Trainer runs WORLD processes: both go through gather_layout / gather_rows."""
+    from types import SimpleNamespace
+
+    from graphneg.callbacks import EmbeddingProbe
+    from graphneg.models.metric import EmbeddingEvalMixin
+
+    emb, lab = _eval_shard(rank, device)
+    module = SimpleNamespace(trainer=SimpleNamespace(world_size=WORLD))
+    alone = SimpleNamespace(trainer=SimpleNamespace(world_size=1))  # one process per Trainer: never gathered
+    out = {
+        "module": EmbeddingEvalMixin._gather(module, emb, lab),
+        "probe": EmbeddingProbe._gather(module, emb, lab),
+        "alone": EmbeddingProbe._gather(alone, emb, lab) + EmbeddingEvalMixin._gather(alone, emb, lab),
+    }
+    return {k: tuple(t.cpu() for t in v) for k, v in out.items()}
 
 
 def _grads(params):
@@ -139,6 +168,7 @@ def _worker(rank, init_file, out_dir, backend="gloo"):
         ((rank + 1) * xa).sum().backward()  # loss_r = (r + 1) * sum(gathered)
         res["gather"] = (xa.detach().cpu(), la.cpu(), off, x.grad.cpu(), all_sizes(sizes[rank], device),
                          local_offset(sizes[rank], device))
+        res["eval_gather"] = eval_gather_case(rank, device)
         for name, (_, bs, _, extra) in CONTRASTIVE.items():
             data = _data(_seed(name), sum(bs), 0 if extra is None else sum(extra))
             neg_rows = slice(None) if extra is None else _rows(extra, rank)
@@ -241,6 +271,25 @@ def check_gca(results, name):
 
 def test_gather_unequal_sizes_values_offsets_and_gradients(results):
     check_gather(results)
+
+
+def check_eval_gather(results):
+    """Every rank holds all ranks' shards in rank order, unequal sizes and all (no padding rows, nothing
+    lost), for the module's evaluation and the probes; a one-process Trainer keeps its own shard."""
+    want = [torch.cat(t) for t in zip(*(_eval_shard(r) for r in range(WORLD)))]  # written out: rows 0..6
+    assert want[0][:, 0].tolist() == list(range(sum(EVAL_SIZES))) and want[1].tolist() == [0, 1, 2, 0, 1, 2, 0]
+    for rank, res in enumerate(results):
+        for key in ("module", "probe"):
+            emb, lab = res["eval_gather"][key]
+            torch.testing.assert_close(emb, want[0])
+            assert torch.equal(lab, want[1]), key
+        local = _eval_shard(rank)
+        for got, ref in zip(res["eval_gather"]["alone"], local + local):
+            assert torch.equal(got, ref)
+
+
+def test_evaluation_and_probe_gather_unequal_shards(results):
+    check_eval_gather(results)
 
 
 @pytest.mark.parametrize("name", list(CONTRASTIVE))

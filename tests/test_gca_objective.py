@@ -28,7 +28,7 @@ def setup(loss=None, seed=0, **kw):
     torch.manual_seed(seed)
     encoder = nn.Linear(6, D)
     gen = GCAHNG(D, num_classes=C, num_layers=1, heads=2, rw="chain", dropout=0.0)
-    obj = GCAHNGObjective(gen, MultiSimilarityLoss() if loss is None else loss, **kw)
+    obj = GCAHNGObjective(gen, MultiSimilarityLoss(mining=True) if loss is None else loss, **kw)
     return encoder, obj
 
 
@@ -36,7 +36,7 @@ def grads(params):
     return [None if p.grad is None else p.grad.clone() for p in params]
 
 
-@pytest.mark.parametrize("loss", [MultiSimilarityLoss(), pml_losses.MultiSimilarityLoss()], ids=["graphneg", "pml"])
+@pytest.mark.parametrize("loss", [MultiSimilarityLoss(mining=True), pml_losses.MultiSimilarityLoss()], ids=["graphneg", "pml"])
 def test_metric_loss_never_trains_the_generator(loss):
     """Official step 1: lambda is detached, so J_m + w J_syn send nothing to the generator; only the node
     CE J_gce reaches the GNN (and the encoder), as in the official jmetric."""
@@ -208,12 +208,12 @@ def test_pml_miner_never_takes_a_synthetic_negative_for_a_positive():
 def test_objective_arguments_are_checked():
     gen = GCAHNG(D, num_classes=C, num_layers=1, heads=2)
     with pytest.raises(ValueError, match="num_classes=5 differs from the generator's num_classes=4"):
-        GCAHNGObjective(gen, MultiSimilarityLoss(), num_classes=5)
+        GCAHNGObjective(gen, MultiSimilarityLoss(mining=True), num_classes=5)
     with pytest.raises(ValueError, match="synthetic_beta must be a finite number >= 0"):
-        GCAHNGObjective(gen, MultiSimilarityLoss(), synthetic_beta=-1.0)
+        GCAHNGObjective(gen, MultiSimilarityLoss(mining=True), synthetic_beta=-1.0)
     with pytest.raises(TypeError, match="generator must be a torch.nn.Module"):
-        GCAHNGObjective("GCAHNG", MultiSimilarityLoss())
-    obj = GCAHNGObjective(gen, MultiSimilarityLoss())
+        GCAHNGObjective("GCAHNG", MultiSimilarityLoss(mining=True))
+    obj = GCAHNGObjective(gen, MultiSimilarityLoss(mining=True))
     assert (obj.num_classes, obj.embedding_dim) == (C, D) and obj.synthetic_route == "graphneg"
     assert tuple(obj.classifier.weight.shape) == (C, D)
     # clip_gradients: official clip_grad_value_ at 10

@@ -23,11 +23,11 @@ def test_gcahng_and_losses_match_cpu(cuda):
     gen = GCAHNG(32, num_classes=4, num_layers=2, heads=4, rw=None, dropout=0.0).eval()
     emb, y = torch.randn(24, 32), torch.arange(4).repeat(6)
     out_cpu = gen(emb, y, j_mean=2.0)
-    loss_cpu = MultiSimilarityLoss()(emb, y, neg_embeddings=out_cpu.x, neg_labels=out_cpu.labels,
+    loss_cpu = MultiSimilarityLoss(mining=True)(emb, y, neg_embeddings=out_cpu.x, neg_labels=out_cpu.labels,
                                         anchor_index=out_cpu.anchor_index)
     gen_cuda = gen.to(cuda)
     out_gpu = gen_cuda(emb.to(cuda), y.to(cuda), j_mean=2.0)
-    loss_gpu = MultiSimilarityLoss()(emb.to(cuda), y.to(cuda), neg_embeddings=out_gpu.x,
+    loss_gpu = MultiSimilarityLoss(mining=True)(emb.to(cuda), y.to(cuda), neg_embeddings=out_gpu.x,
                                         neg_labels=out_gpu.labels, anchor_index=out_gpu.anchor_index)
     torch.testing.assert_close(out_gpu.x.cpu(), out_cpu.x, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, rtol=1e-4, atol=1e-4)

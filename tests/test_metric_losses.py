@@ -340,7 +340,7 @@ def test_proxy_anchor_init_is_kaiming_fan_out():
 
 @pytest.mark.parametrize("make_loss", [
     lambda: NPairLoss(l2_reg=0.0),
-    lambda: MultiSimilarityLoss(),
+    lambda: MultiSimilarityLoss(mining=True),
     lambda: TripletMarginLoss(mining="hard"),
     lambda: TripletMarginLoss(mining="semihard", margin=0.7),
     lambda: TripletMarginLoss(mining="all"),
@@ -361,7 +361,7 @@ def test_synthetic_equal_to_real_negatives_gives_real_loss(make_loss):
 # ----------------------------------------------------------------------------- gradients / training
 LOSSES = {
     "npair": lambda d, c: NPairLoss(),
-    "ms": lambda d, c: MultiSimilarityLoss(),
+    "ms": lambda d, c: MultiSimilarityLoss(mining=True),
     "triplet_hard": lambda d, c: TripletMarginLoss(mining="hard"),
     "triplet_semihard": lambda d, c: TripletMarginLoss(margin=0.7, mining="semihard"),
     "triplet_all": lambda d, c: TripletMarginLoss(mining="all"),
@@ -402,7 +402,7 @@ def test_self_pair_and_duplicates_have_finite_gradient():
     """Identical same-class embeddings (distance 0) must not give NaN gradients (sqrt at 0)."""
     z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], requires_grad=True)
     y = torch.tensor([0, 0, 1, 1])
-    for loss in (TripletMarginLoss(mining="all"), TripletMarginLoss(), MultiSimilarityLoss()):
+    for loss in (TripletMarginLoss(mining="all"), TripletMarginLoss(), MultiSimilarityLoss(mining=True)):
         z.grad = None
         loss(z, y).backward()
         assert bool(torch.isfinite(z.grad).all())
@@ -410,13 +410,13 @@ def test_self_pair_and_duplicates_have_finite_gradient():
 
 def test_float32_and_label_devices():
     z, y = make_batch(LABEL_SETS["interleaved"])
-    for loss in (NPairLoss(), MultiSimilarityLoss(), TripletMarginLoss(), ProxyAnchorLoss(3, 4)):
+    for loss in (NPairLoss(), MultiSimilarityLoss(mining=True), TripletMarginLoss(), ProxyAnchorLoss(3, 4)):
         out = loss(z.float(), y)
         assert out.dtype == torch.float32 and out.dim() == 0 and bool(torch.isfinite(out))
 
 
 # ----------------------------------------------------------------------------- errors
-ALL = [NPairLoss(), MultiSimilarityLoss(), TripletMarginLoss(), ProxyAnchorLoss(4, 4)]
+ALL = [NPairLoss(), MultiSimilarityLoss(mining=True), TripletMarginLoss(), ProxyAnchorLoss(4, 4)]
 
 
 @pytest.mark.parametrize("loss", ALL, ids=lambda m: type(m).__name__)
@@ -525,7 +525,7 @@ def test_zero_scales_raise_and_meaningful_values_pass():
             make()
     # a negative base / proxy margin is a legal (if unusual) choice
     z, y = make_batch(LABEL_SETS["interleaved"])
-    assert abs(f(MultiSimilarityLoss(base=-0.2)(z, y)) - ref_ms(z, y, base=-0.2)) < TOL
+    assert abs(f(MultiSimilarityLoss(base=-0.2, mining=True)(z, y)) - ref_ms(z, y, base=-0.2)) < TOL
     assert torch.isfinite(ProxyAnchorLoss(3, 4, margin=-0.1).double()(z, y))
     with pytest.raises(TypeError, match="alpha must be a real number"):
         MultiSimilarityLoss(alpha="big")
@@ -550,18 +550,18 @@ def test_unsupported_inputs_raise_naming_the_loss():
         with pytest.raises(ValueError, match=f"{type(loss).__name__} does not support ref_emb"):
             loss(z, y, None, z, y)
     with pytest.raises(ValueError, match="pass ref_emb .* and ref_labels .* together"):
-        MultiSimilarityLoss()(z, y, None, z)
+        MultiSimilarityLoss(mining=True)(z, y, None, z)
     neg, neg_labels, anchor = make_synthetic(z, y)
     with pytest.raises(ValueError, match="cannot be combined with indices_tuple"):
-        MultiSimilarityLoss()(z, y, t, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)
+        MultiSimilarityLoss(mining=True)(z, y, t, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)
     with pytest.raises(ValueError, match="indices_tuple and mining= both select"):
         TripletMarginLoss(mining="hard")(z, y, t)
     with pytest.raises(ValueError, match=r"indices_tuple\[1\] must lie in \[0, 8\)"):
-        MultiSimilarityLoss()(z, y, (t[0], t[1] + 8, t[2], t[3]))
+        MultiSimilarityLoss(mining=True)(z, y, (t[0], t[1] + 8, t[2], t[3]))
     with pytest.raises(ValueError, match="lengths do not match"):
-        MultiSimilarityLoss()(z, y, (t[0], t[1][:1], t[2], t[3]))
+        MultiSimilarityLoss(mining=True)(z, y, (t[0], t[1][:1], t[2], t[3]))
     with pytest.raises(ValueError, match="pairs .* or triplets"):
-        MultiSimilarityLoss()(z, y, t[:2])
+        MultiSimilarityLoss(mining=True)(z, y, t[:2])
     with pytest.raises(ValueError, match="swap=True .* not supported with synthetic"):
         TripletMarginLoss(swap=True)(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)
 
@@ -570,7 +570,7 @@ def test_miner_pairs_select_exactly_those_pairs():
     """A pair tuple restricts the MS loss to its pairs: equals the loop over just those pairs."""
     z, y = make_batch(LABEL_SETS["interleaved"])
     a1, p, a2, n = [0, 0, 4], [3, 6, 1], [0, 5, 5], [1, 0, 7]
-    loss = MultiSimilarityLoss()(z, y, tuple(torch.tensor(v) for v in (a1, p, a2, n)))
+    loss = MultiSimilarityLoss(mining=True)(z, y, tuple(torch.tensor(v) for v in (a1, p, a2, n)))
     rows = []
     for a in range(len(y)):
         sp = [cosine(z[a], z[j]) for i, j in zip(a1, p) if i == a]
@@ -625,8 +625,8 @@ def test_new_paths_make_no_host_sync_when_value_checks_are_off():
     z, y = make_batch(LABEL_SETS["interleaved"])
     t = (torch.tensor([0, 3]), torch.tensor([3, 0]), torch.tensor([0, 0]), torch.tensor([1, 2]))
     cases = [lambda: NPairLoss(anchors="official")(z, y), lambda: TripletMarginLoss(mining="hard")(z, y),
-             lambda: TripletMarginLoss(swap=True, smooth_loss=True)(z, y), lambda: MultiSimilarityLoss()(z, y, t),
-             lambda: TripletMarginLoss()(z, y, t[:2] + t[3:]), lambda: MultiSimilarityLoss()(z, y, None, z[:5], y[:5]),
+             lambda: TripletMarginLoss(swap=True, smooth_loss=True)(z, y), lambda: MultiSimilarityLoss(mining=True)(z, y, t),
+             lambda: TripletMarginLoss()(z, y, t[:2] + t[3:]), lambda: MultiSimilarityLoss(mining=True)(z, y, None, z[:5], y[:5]),
              lambda: ProxyAnchorLoss(3, 4).double()(z, y, t)]
     expected = [f(c()) for c in cases]
     try:

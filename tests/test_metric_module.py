@@ -20,7 +20,7 @@ DIM = 16
 def make_module(seed=0, **kw):
     torch.manual_seed(seed)
     gen = GCAHNG(DIM, num_classes=5, num_layers=1, heads=2, rw="chain")
-    return MetricLearningModule(SmallCNN(1, DIM, width=4), MultiSimilarityLoss(), generator=gen, num_classes=5,
+    return MetricLearningModule(SmallCNN(1, DIM, width=4), MultiSimilarityLoss(mining=True), generator=gen, num_classes=5,
                                 eval_nmi=False, **kw)
 
 
@@ -118,10 +118,10 @@ def test_resume_is_bit_identical(tmp_path):
 
 def test_generator_needs_num_classes():
     gen = GCAHNG(DIM, num_classes=5, num_layers=1, heads=2)
-    mod = MetricLearningModule(SmallCNN(1, DIM, width=4), MultiSimilarityLoss(), generator=gen)
+    mod = MetricLearningModule(SmallCNN(1, DIM, width=4), MultiSimilarityLoss(mining=True), generator=gen)
     assert mod.classifier.out_features == 5
     with pytest.raises(ValueError, match="warmup_epochs"):
-        MetricLearningModule(torch.nn.Linear(3, 3), MultiSimilarityLoss(), warmup_epochs=1)
+        MetricLearningModule(torch.nn.Linear(3, 3), MultiSimilarityLoss(mining=True), warmup_epochs=1)
 
 
 # ------------------------------------------------------------------ Lightning conventions (issue 22)
@@ -151,7 +151,7 @@ class CountBatches(L.Callback):
 def gca_module(loss=None, **kw):
     torch.manual_seed(0)
     gen = GCAHNG(DIM, num_classes=4, num_layers=1, heads=2)
-    return MetricLearningModule(torch.nn.Linear(6, DIM), MultiSimilarityLoss() if loss is None else loss,
+    return MetricLearningModule(torch.nn.Linear(6, DIM), MultiSimilarityLoss(mining=True) if loss is None else loss,
                                 generator=gen, eval_nmi=False, **kw)
 
 
@@ -187,7 +187,7 @@ def test_generator_module_takes_a_pml_loss(tmp_path):
 
 def plain_module(loss=None, **kw):
     torch.manual_seed(0)
-    return MetricLearningModule(torch.nn.Linear(6, DIM), MultiSimilarityLoss() if loss is None else loss,
+    return MetricLearningModule(torch.nn.Linear(6, DIM), MultiSimilarityLoss(mining=True) if loss is None else loss,
                                 eval_nmi=False, scheduler="none", **kw)
 
 
@@ -331,8 +331,9 @@ def test_without_generator_cosine_schedule_resumes_exactly(tmp_path):
 
 
 def test_generator_module_trains_under_bf16_mixed(tmp_path):
-    """precision='bf16-mixed': the three backward passes run with autocast off (Lightning wraps training_step,
-    and so manual_backward, in autocast); the step matches float32 within bf16 tolerance."""
+    """precision='bf16-mixed': the three backward passes run inside Lightning's autocast (it wraps
+    training_step, and so manual_backward); the layers' custom backward functions handle that themselves
+    (graphneg.nn.edge_mlp); the step matches float32 within bf16 tolerance."""
     results = {}
     for precision in ("32-true", "bf16-mixed"):
         mod = gca_module()

@@ -95,22 +95,34 @@ def test_edge_mlp_compiles_fullgraph_without_autograd_grad():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_node_to_edge_under_bf16_autocast_close_to_float32():
+@pytest.mark.parametrize("recompute_hidden", [True, False])
+@pytest.mark.parametrize("backward_inside", [True, False])
+def test_node_to_edge_under_bf16_autocast_close_to_float32(recompute_hidden, backward_inside):
+    # forward under CPU bf16 autocast, backward inside the autocast region (as Lightning's manual_backward
+    # runs it) or after it; reference: the same layer in float32 without autocast. With the hidden layer
+    # kept (recompute_hidden=False) the backward inside autocast used to fail with "expected scalar type
+    # Float but found BFloat16" (autocast cast the backward's products to bf16 next to float32 kernels).
     torch.manual_seed(0)
-    conv = perturb(NodeToEdgeConv(D, recompute_hidden=True)).eval()
+    conv = perturb(NodeToEdgeConv(D, recompute_hidden=recompute_hidden)).eval()
     x = torch.randn(B, D)
     ei = complete_graph(B)
     e = torch.randn(ei.size(1), D)
 
-    def run():
+    def forward():
         xx, ee = x.clone().requires_grad_(True), e.clone().requires_grad_(True)
         out = conv(xx, ei, ee)
-        grads = torch.autograd.grad(out.float().pow(2).sum(), [xx, ee] + list(conv.parameters()))
-        return out.float(), grads
+        return out, [xx, ee] + list(conv.parameters())
 
-    ref, ref_g = run()
+    def backward(out, leaves):
+        return torch.autograd.grad(out.float().pow(2).sum(), leaves)
+
+    out, leaves = forward()
+    ref, ref_g = out.float(), backward(out, leaves)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, g = run()
+        out, leaves = forward()
+        g = backward(out, leaves) if backward_inside else None
+    g = g if backward_inside else backward(out, leaves)
+    out = out.float()
     torch.testing.assert_close(out, ref, atol=0.1, rtol=0.05)
     for a, b in zip(g, ref_g):
         assert a.dtype == b.dtype == torch.float32 and bool(torch.isfinite(a).all())

@@ -6,7 +6,7 @@ singletons), with PML miners' indices tuples and with a reference set, the value
 import pytest
 import torch
 
-pml = pytest.importorskip("pytorch_metric_learning", reason="pytorch-metric-learning is in the dev extra")
+import pytorch_metric_learning as pml  # noqa: E402  (the dev extra installs it)
 from pytorch_metric_learning import distances as pml_distances  # noqa: E402
 from pytorch_metric_learning import losses as pml_losses  # noqa: E402
 from pytorch_metric_learning import miners as pml_miners  # noqa: E402
@@ -122,14 +122,14 @@ def test_triplet_sampled_per_anchor_equals_all_when_each_anchor_has_one_choice()
 @pytest.mark.parametrize("params", [(2.0, 50.0, 0.5), (1.0, 10.0, 0.2)], ids=str)
 def test_multi_similarity_equals_pml(batch, params):
     z, y = batch
-    # mining=False: PML's loss on all pairs; default mining=True: PML's loss + MultiSimilarityMiner(0.1)
+    # default mining=False: PML's loss on all pairs; mining=True: PML's loss + MultiSimilarityMiner(0.1)
     assert close(MultiSimilarityLoss(*params, mining=False)(z, y), pml_losses.MultiSimilarityLoss(*params)(z, y))
     t = pml_miners.MultiSimilarityMiner(0.1)(z, y)
-    assert close(MultiSimilarityLoss(*params)(z, y), pml_losses.MultiSimilarityLoss(*params)(z, y, t))
+    assert close(MultiSimilarityLoss(*params, mining=True)(z, y), pml_losses.MultiSimilarityLoss(*params)(z, y, t))
 
 
 def test_multi_similarity_mining_is_exercised_on_these_batches():
-    diffs = [abs(float(MultiSimilarityLoss()(z, y)) - float(MultiSimilarityLoss(mining=False)(z, y)))
+    diffs = [abs(float(MultiSimilarityLoss(mining=True)(z, y)) - float(MultiSimilarityLoss(mining=False)(z, y)))
              for z, y in BATCHES]
     assert max(diffs) > 1e-3
 

@@ -35,7 +35,7 @@ LOSSES = {  # name -> factory(labels) -> loss(z1, z2)
     "hcl": lambda y: (lambda a, b: HCLLoss(0.2)(a, b)),
     "unremix": lambda y: (lambda a, b: UnReMixLoss(0.2, k=4)(a, b)),
     "npair": lambda y: (lambda a, b: NPairLoss()(a, y)),
-    "multi_similarity": lambda y: (lambda a, b: MultiSimilarityLoss()(a, y)),
+    "multi_similarity": lambda y: (lambda a, b: MultiSimilarityLoss(mining=True)(a, y)),
     "triplet": lambda y: (lambda a, b: TripletMarginLoss()(a, y)),
     "proxy_anchor": lambda y: (lambda a, b, p=_proxy(): p.to(a.device)(a, y)),
 }
@@ -122,7 +122,7 @@ def test_gcahng_under_autocast_within_tolerance_of_float32(dtype):
     def run():
         emb = net(x)
         out = gen(emb, y)
-        ms = MultiSimilarityLoss()(out.graph.x, y, neg_embeddings=out.x, neg_labels=out.labels,
+        ms = MultiSimilarityLoss(mining=True)(out.graph.x, y, neg_embeddings=out.x, neg_labels=out.labels,
                                    anchor_index=out.anchor_index)
         gen_loss = generator_loss(out, cls, gen.softmax_factor, gen.dot_weight, gen.div_weight)
         return out, gen_loss.total, node_loss(out), ms

@@ -37,7 +37,7 @@ def test_inshop_query_against_gallery(tmp_path):
     root, _ = make_inshop(tmp_path)
     dm = InShopDataModule(str(root), **SMALL)
     enc = _encoder()
-    module = MetricLearningModule(enc, MultiSimilarityLoss(), ks=RECALL_KS["inshop"], eval_nmi=False)
+    module = MetricLearningModule(enc, MultiSimilarityLoss(mining=True), ks=RECALL_KS["inshop"], eval_nmi=False)
     out = _validate(module, dm)
     logged = {k.split("/", 1)[1]: v for k, v in out[0].items()}
     dm.setup()
@@ -54,7 +54,7 @@ def test_same_set_protocol(tmp_path):
     root, _ = make_cub(tmp_path)
     dm = CUB200DataModule(str(root), **SMALL)
     enc = _encoder()
-    module = MetricLearningModule(enc, MultiSimilarityLoss(), ks=RECALL_KS["cub200"], eval_nmi=False)
+    module = MetricLearningModule(enc, MultiSimilarityLoss(mining=True), ks=RECALL_KS["cub200"], eval_nmi=False)
     logged = {k.split("/", 1)[1]: v for k, v in _validate(module, dm)[0].items()}
     dm.setup()
     x, y = _embed(enc, dm.datasets["test"])
@@ -65,7 +65,7 @@ def test_same_set_protocol(tmp_path):
 
 def test_official_step_schedule():
     """scheduler='step': encoder StepLR(lr_step_size, lr_gamma) as the official train.py (LR_POLICY step)."""
-    module = MetricLearningModule(_encoder(), MultiSimilarityLoss(), lr=1e-3, scheduler="step", lr_step_size=2,
+    module = MetricLearningModule(_encoder(), MultiSimilarityLoss(mining=True), lr=1e-3, scheduler="step", lr_step_size=2,
                                   lr_gamma=0.5)
     opts, configs = module.configure_optimizers()
     assert len(configs) == 1 and configs[0]["name"] == "lr/encoder" and configs[0]["interval"] == "epoch"
@@ -78,4 +78,4 @@ def test_official_step_schedule():
         sched.step()
     assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
     with pytest.raises(ValueError, match="'cosine', 'step' or 'none'"):
-        MetricLearningModule(_encoder(), MultiSimilarityLoss(), scheduler="exp")
+        MetricLearningModule(_encoder(), MultiSimilarityLoss(mining=True), scheduler="exp")

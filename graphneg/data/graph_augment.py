@@ -32,6 +32,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import BaseTransform, Compose
 from torch_geometric.utils import is_undirected
 
+from graphneg.validation import check_hyperparameter, check_single_graph
+
 __all__ = [
     "GraphAugmentation",
     "NodeDrop",
@@ -44,31 +46,6 @@ __all__ = [
     "collate_views",
     "reseed_augmentations",
 ]
-
-
-def _check_ratio(value: float, name: str, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    value = float(value)
-    ok = (0.0 < value <= 1.0) if low_open else (0.0 <= value <= 1.0)
-    if not ok:
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(f"{name} must lie in {interval}, got {value}")
-    return value
-
-
-def _check_graph(data, who: str) -> None:
-    if isinstance(data, Batch):
-        raise ValueError(
-            f"{who} augments single graphs (torch_geometric.data.Data), got a Batch; set it as the "
-            "dataset transform (dataset.transform = ...) so it runs per graph before collation"
-        )
-    if not isinstance(data, Data):
-        raise ValueError(f"{who} expects a torch_geometric.data.Data, got {type(data).__name__}")
-    if data.edge_index is None:
-        raise ValueError(f"{who}: the graph has no edge_index (use an empty [2, 0] tensor for no edges)")
-    if data.num_nodes is None or data.num_nodes == 0:
-        raise ValueError(f"{who}: the graph has no nodes; augmentations need at least one node")
 
 
 class GraphAugmentation(BaseTransform):
@@ -150,10 +127,10 @@ class NodeDrop(GraphAugmentation):
     def __init__(self, p: float = 0.2, generator: Optional[torch.Generator] = None,
                  seed: Optional[int] = None):
         super().__init__(generator, seed)
-        self.p = _check_ratio(p, "NodeDrop p")
+        self.p = check_hyperparameter(p, "p", 0.0, 1.0, owner="NodeDrop")
 
     def forward(self, data: Data) -> Data:
-        _check_graph(data, "NodeDrop")
+        check_single_graph(data, "NodeDrop")
         n = data.num_nodes
         device = data.edge_index.device
         num_drop = min(int(self.p * n), n - 1)
@@ -199,11 +176,11 @@ class EdgePerturb(GraphAugmentation):
     def __init__(self, p: float = 0.2, fill_value: float = 0.0,
                  generator: Optional[torch.Generator] = None, seed: Optional[int] = None):
         super().__init__(generator, seed)
-        self.p = _check_ratio(p, "EdgePerturb p")
+        self.p = check_hyperparameter(p, "p", 0.0, 1.0, owner="EdgePerturb")
         self.fill_value = float(fill_value)
 
     def forward(self, data: Data) -> Data:
-        _check_graph(data, "EdgePerturb")
+        check_single_graph(data, "EdgePerturb")
         n = data.num_nodes
         edge_index = data.edge_index
         device = edge_index.device
@@ -291,7 +268,7 @@ class AttributeMask(GraphAugmentation):
     def __init__(self, p: float = 0.2, mode: str = "node", fill: str = "zero",
                  generator: Optional[torch.Generator] = None, seed: Optional[int] = None):
         super().__init__(generator, seed)
-        self.p = _check_ratio(p, "AttributeMask p")
+        self.p = check_hyperparameter(p, "p", 0.0, 1.0, owner="AttributeMask")
         if mode not in self.MODES:
             raise ValueError(f"AttributeMask mode must be one of {self.MODES}, got {mode!r}")
         if fill not in self.FILLS:
@@ -301,7 +278,7 @@ class AttributeMask(GraphAugmentation):
         self.mode, self.fill = mode, fill
 
     def forward(self, data: Data) -> Data:
-        _check_graph(data, "AttributeMask")
+        check_single_graph(data, "AttributeMask")
         x = data.x
         if x is None:
             raise ValueError(
@@ -365,10 +342,10 @@ class SubgraphSample(GraphAugmentation):
     def __init__(self, ratio: float = 0.8, generator: Optional[torch.Generator] = None,
                  seed: Optional[int] = None):
         super().__init__(generator, seed)
-        self.ratio = _check_ratio(ratio, "SubgraphSample ratio", low_open=True)
+        self.ratio = check_hyperparameter(ratio, "ratio", 0.0, 1.0, min_inclusive=False, owner="SubgraphSample")
 
     def forward(self, data: Data) -> Data:
-        _check_graph(data, "SubgraphSample")
+        check_single_graph(data, "SubgraphSample")
         n = data.num_nodes
         device = data.edge_index.device
         target = max(1, int(self.ratio * n))

@@ -31,6 +31,8 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
+from graphneg.validation import check_channel_stats, check_image_size
+
 __all__ = [
     "SimCLRViews",
     "eval_transform",
@@ -60,26 +62,6 @@ STL10_STD = (0.2603, 0.2566, 0.2713)
 # MNIST training-set statistics (the PyTorch MNIST example).
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
-
-
-def _check_stats(mean: Sequence[float], std: Sequence[float]) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-    if len(mean) == 0 or len(mean) != len(std):
-        raise ValueError(
-            f"mean and std need one value per channel and the same length, got mean={mean}, std={std}"
-        )
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std must be positive per channel, got {std}")
-    return mean, std
-
-
-def _check_size(size) -> Tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    size = tuple(size)
-    if len(size) != 2 or any((not isinstance(s, int)) or s < 1 for s in size):
-        raise ValueError(f"size must be a positive int or a pair (height, width) of them, got {size!r}")
-    return size
 
 
 def _to_float_image() -> list:
@@ -126,8 +108,8 @@ class SimCLRViews:
         translate: Optional[Tuple[float, float]] = None,
         num_views: int = 2,
     ) -> None:
-        self.size = _check_size(size)
-        self.mean, self.std = _check_stats(mean, std)
+        self.size = check_image_size(size)
+        self.mean, self.std = check_channel_stats(mean, std)
         if strength < 0:
             raise ValueError(f"strength (colour-distortion strength s) must be >= 0, got {strength}")
         for name, p in (("jitter_prob", jitter_prob), ("grayscale_prob", grayscale_prob),
@@ -201,10 +183,10 @@ def eval_transform(mean: Sequence[float], std: Sequence[float], size=None) -> v2
 
     As HCL's ``test_transform`` (official code ``image/utils.py``: ``ToTensor`` + ``Normalize``).
     """
-    mean, std = _check_stats(mean, std)
+    mean, std = check_channel_stats(mean, std)
     ops = _to_float_image()
     if size is not None:
-        ops.append(v2.Resize(_check_size(size), antialias=True))
+        ops.append(v2.Resize(check_image_size(size), antialias=True))
     ops += [v2.Normalize(mean, std), v2.ToPureTensor()]
     return v2.Compose(ops)
 

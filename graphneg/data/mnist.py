@@ -135,7 +135,10 @@ class TensorImageDataset(Dataset):
         return self._norm(x), y
 
 
-def _digit_augment() -> Callable:
+def digit_augment() -> Callable:
+    """Training-time augmentation of the MNIST-5k digits (single view and pairs): a small random affine
+    warp, rotation up to 10 degrees, translation up to 10 %, scale 0.9-1.1 (a mild digit augmentation,
+    not taken from a paper)."""
     from torchvision.transforms import v2
 
     return v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
@@ -245,7 +248,7 @@ class MNIST5kDataModule(L.LightningDataModule):
             xtr, ytr = self._subset(images, labels, classes, remap=False, part="train")
             xte, yte = self._subset(images, labels, classes, remap=False, part="test")
         views = None
-        transform = _digit_augment() if self.augment else None
+        transform = digit_augment() if self.augment else None
         if self.mode == "contrastive":
             from graphneg.data.image_augment import digit_views
 
@@ -293,4 +296,4 @@ class MNIST5kDataModule(L.LightningDataModule):
     predict_dataloader = val_dataloader
 
 
-__all__ = ["MNIST5kDataModule", "load_mnist5k", "default_mnist5k_path", "TensorImageDataset"]
+__all__ = ["MNIST5kDataModule", "load_mnist5k", "default_mnist5k_path", "TensorImageDataset", "digit_augment"]

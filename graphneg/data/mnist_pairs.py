@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from graphneg.data.mnist import TensorImageDataset, _digit_augment, load_mnist5k
+from graphneg.data.mnist import TensorImageDataset, digit_augment as _digit_augment, load_mnist5k
 from graphneg.data.samplers import MPerClassBatchSampler
 
 NUM_PAIR_CLASSES = 100

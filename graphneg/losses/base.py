@@ -42,7 +42,7 @@ Every loss computes in float32 under autocast and for 16-bit inputs
 """
 from __future__ import annotations
 
-import math
+import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -50,7 +50,10 @@ from torch import Tensor, nn
 
 from graphneg.losses.distances import BaseDistance
 from graphneg.precision import full_precision
-from graphneg.validation import check_embeddings, check_labels, check_multiclass, value_checks_enabled
+from graphneg.validation import (
+    SyntheticNegatives, check_embeddings, check_hyperparameter, check_indices_tuple, check_labels, check_multiclass,
+    check_same_width, check_synthetic, value_checks_enabled,
+)
 
 __all__ = [
     "BaseMetricLoss", "SyntheticNegatives", "PairBlock", "check_synthetic", "check_indices_tuple",
@@ -65,25 +68,10 @@ NO_POSITIVE = (
 
 
 def check_hparam(owner: str, name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
-    """A finite real hyper-parameter ``>= minimum`` (``> minimum`` with ``strict``), else a ``ValueError``
-    naming ``owner.name`` (NaN / inf would make every loss value NaN)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{owner}: {name} must be a real number, got {value!r}") from None
-    bad = not math.isfinite(v) or (v <= minimum if strict else v < minimum)
-    if bad:
-        rel = ">" if strict else ">="
-        raise ValueError(f"{owner}: {name} must be a finite number {rel} {minimum:g}, got {value!r}")
-    return v
-
-
-class SyntheticNegatives(NamedTuple):
-    """Validated synthetic negatives: ``x`` ``[M, D]``, ``labels`` ``[M]``, ``anchor_index`` ``[M]``."""
-
-    x: Tensor
-    labels: Tensor
-    anchor_index: Tensor
+    """Deprecated: use :func:`graphneg.validation.check_hyperparameter` (same check, same message)."""
+    warnings.warn("graphneg.losses.base.check_hparam is deprecated; use graphneg.validation.check_hyperparameter",
+                  DeprecationWarning, stacklevel=2)
+    return check_hyperparameter(value, name, minimum, min_inclusive=not strict, owner=owner)
 
 
 class PairBlock(NamedTuple):
@@ -102,89 +90,6 @@ class PairBlock(NamedTuple):
     neg_sim: Tensor
     neg_mask: Tensor
     neg_index: Tensor
-
-
-def check_synthetic(
-    embeddings: Tensor,
-    labels: Tensor,
-    neg_embeddings: Optional[Tensor],
-    neg_labels: Optional[Tensor],
-    anchor_index: Optional[Tensor],
-) -> Optional[SyntheticNegatives]:
-    """Validate the optional synthetic negatives; ``None`` when none are given.
-
-    Raises a clear ``ValueError`` for a partial set of arguments, a wrong shape or dimension, an
-    ``anchor_index`` outside ``[0, B)`` or a synthetic negative that carries its anchor's class.
-    """
-    given = {"neg_embeddings": neg_embeddings, "neg_labels": neg_labels, "anchor_index": anchor_index}
-    if all(v is None for v in given.values()):
-        return None
-    missing = [k for k, v in given.items() if v is None]
-    if missing:
-        raise ValueError(
-            "synthetic negatives need neg_embeddings [M, D], neg_labels [M] and anchor_index [M] "
-            f"together; missing: {', '.join(missing)}"
-        )
-    check_embeddings(neg_embeddings, "neg_embeddings")
-    if neg_embeddings.size(1) != embeddings.size(1):
-        raise ValueError(
-            f"neg_embeddings must have the embeddings' dimension D={embeddings.size(1)}, got shape "
-            f"{tuple(neg_embeddings.shape)}"
-        )
-    m = neg_embeddings.size(0)
-    neg_labels = check_labels(neg_labels, m, "neg_labels").to(embeddings.device)
-    if not isinstance(anchor_index, Tensor):
-        anchor_index = torch.as_tensor(anchor_index)
-    if anchor_index.dim() != 1 or anchor_index.numel() != m:
-        raise ValueError(
-            f"anchor_index must have one entry per synthetic negative: expected shape [{m}], got "
-            f"{tuple(anchor_index.shape)}"
-        )
-    if anchor_index.is_floating_point() or anchor_index.dtype == torch.bool:
-        raise ValueError(f"anchor_index must hold integer row indices, got dtype {anchor_index.dtype}")
-    anchor_index = anchor_index.to(device=embeddings.device, dtype=torch.long)
-    n = embeddings.size(0)
-    if m and value_checks_enabled() and bool(((anchor_index < 0) | (anchor_index >= n)).any()):
-        raise ValueError(
-            f"anchor_index must index rows of embeddings, i.e. lie in [0, {n}); got values in "
-            f"[{int(anchor_index.min())}, {int(anchor_index.max())}]"
-        )
-    if m and value_checks_enabled() and bool((neg_labels == labels[anchor_index]).any()):
-        raise ValueError(
-            "a synthetic negative carries its anchor's class (neg_labels[k] == labels[anchor_index[k]]); "
-            "neg_labels must be the class of the real negative each sample was generated from"
-        )
-    return SyntheticNegatives(neg_embeddings, neg_labels, anchor_index)
-
-
-def check_indices_tuple(indices_tuple, n: int, r: int, owner: str) -> Tuple[Tensor, ...]:
-    """A PML miner tuple: pairs ``(a1, p, a2, n)`` or triplets ``(a, p, n)`` of 1-D integer tensors;
-    anchors in ``[0, n)``, the others in ``[0, r)`` (value check)."""
-    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
-        size = len(indices_tuple) if hasattr(indices_tuple, "__len__") else "?"
-        raise ValueError(
-            f"{owner}: indices_tuple must be a PML miner tuple, pairs (a1, p, a2, n) or triplets (a, p, n), "
-            f"got {type(indices_tuple).__name__} of length {size}"
-        )
-    out = []
-    for i, t in enumerate(indices_tuple):
-        t = torch.as_tensor(t)
-        if t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool:
-            raise ValueError(
-                f"{owner}: indices_tuple[{i}] must be a 1-D integer tensor, got {t.dtype} {tuple(t.shape)}")
-        out.append(t.long())
-    lengths = [t.numel() for t in out]
-    pairs_ok = len(out) == 4 and lengths[0] == lengths[1] and lengths[2] == lengths[3]
-    if not (pairs_ok or (len(out) == 3 and len(set(lengths)) == 1)):
-        raise ValueError(f"{owner}: indices_tuple lengths do not match: {lengths}")
-    if value_checks_enabled():
-        anchors = (0, 2) if len(out) == 4 else (0,)
-        for i, t in enumerate(out):
-            hi = n if i in anchors else r
-            if t.numel() and bool(((t < 0) | (t >= hi)).any()):
-                raise ValueError(f"{owner}: indices_tuple[{i}] must lie in [0, {hi}), got values in "
-                                 f"[{int(t.min())}, {int(t.max())}]")
-    return tuple(out)
 
 
 def log1p_sum_exp(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
@@ -336,10 +241,7 @@ class BaseMetricLoss(nn.Module):
         if ref_emb is not None:
             if not self.supports_ref_emb:
                 raise ValueError(f"{name} does not support ref_emb / ref_labels (as in pytorch-metric-learning)")
-            check_embeddings(ref_emb, "ref_emb")
-            if ref_emb.size(1) != embeddings.size(1):
-                raise ValueError(f"ref_emb must have the embeddings' dimension D={embeddings.size(1)}, "
-                                 f"got shape {tuple(ref_emb.shape)}")
+            check_same_width(ref_emb, embeddings, "ref_emb")
             ref_labels = check_labels(ref_labels, ref_emb.size(0), "ref_labels").to(embeddings.device)
             check_multiclass(torch.cat([labels, ref_labels]))
         else:

@@ -69,28 +69,13 @@ from graphneg.precision import full_precision
 from graphneg.sampling import (
     REPRESENTATIVENESS,
     UNCERTAINTY,
-    check_neighbours,
     mix_scores,
     normalize_scores,
     unremix_components,
 )
-from graphneg.validation import check_choice, check_hyperparameter
-
-
-def _check_temperature(temperature) -> float:
-    return check_hyperparameter(temperature, "temperature", 0.0, min_inclusive=False,
-                                hint="it divides the cosine similarities; typical values are 0.05 to 1.0")
-
-
-def _check_tau_plus(tau_plus) -> float:
-    return check_hyperparameter(tau_plus, "tau_plus", 0.0, 1.0, max_inclusive=False,
-                                hint="the class prior of false negatives; use 0 for no debiasing, typical "
-                                "values are 0.01 to 0.1")
-
-
-def _check_beta(beta) -> float:
-    return check_hyperparameter(beta, "beta", 0.0, hint="the HCL concentration; beta=0 gives uniform "
-                                "importance (DCL), larger values favour harder negatives")
+from graphneg.validation import (
+    check_choice, check_hcl_beta, check_hyperparameter, check_neighbours, check_tau_plus, check_temperature,
+)
 
 
 class _TwoViewContrastiveLoss(torch.nn.Module):
@@ -100,7 +85,7 @@ class _TwoViewContrastiveLoss(torch.nn.Module):
         super().__init__()
         if not isinstance(gather_distributed, bool):
             raise TypeError(f"gather_distributed must be True or False, got {gather_distributed!r}")
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.gather_distributed = gather_distributed
 
     def reset_parameters(self) -> None:
@@ -220,7 +205,7 @@ class DebiasedContrastiveLoss(_TwoViewContrastiveLoss):
 
     def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, gather_distributed: bool = False):
         super().__init__(temperature, gather_distributed)
-        self.tau_plus = _check_tau_plus(tau_plus)
+        self.tau_plus = check_tau_plus(tau_plus)
 
     def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
         logits = pairs.sim / self.temperature
@@ -270,8 +255,8 @@ class HCLLoss(_TwoViewContrastiveLoss):
     def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, beta: float = 1.0,
                  gather_distributed: bool = False):
         super().__init__(temperature, gather_distributed)
-        self.tau_plus = _check_tau_plus(tau_plus)
-        self.beta = _check_beta(beta)
+        self.tau_plus = check_tau_plus(tau_plus)
+        self.beta = check_hcl_beta(beta)
 
     def _per_anchor(self, pairs: ContrastivePairs) -> Tensor:
         logits = pairs.sim / self.temperature
@@ -397,8 +382,8 @@ class UnReMixLoss(_TwoViewContrastiveLoss):
         gather_distributed: bool = False,
     ):
         super().__init__(temperature, gather_distributed)
-        self.tau_plus = _check_tau_plus(tau_plus)
-        self.beta = _check_beta(beta)
+        self.tau_plus = check_tau_plus(tau_plus)
+        self.beta = check_hcl_beta(beta)
         self.k = check_neighbours(k)
         self.weights: Tuple[float, float, float] = _check_weights(weights)
         if not isinstance(detach_scores, bool):

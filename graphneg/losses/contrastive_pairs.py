@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphneg.distributed import GatherLayout, gather_layout, gather_rows
-from graphneg.validation import check_embeddings, check_labels, value_checks_enabled
+from graphneg.validation import check_embeddings, check_labels, check_same_width, value_checks_enabled
 
 __all__ = ["ContrastivePairs", "contrastive_pairs", "masked_pairs", "negative_pair_mask", "view_partner"]
 
@@ -169,12 +169,7 @@ def contrastive_pairs(
     if b == 0:
         raise ValueError("the batch is empty: z1 and z2 need at least one row")
     if neg is not None:
-        check_embeddings(neg, "neg")
-        if neg.size(1) != d:
-            raise ValueError(
-                f"extra negatives neg must have the embedding size D={d} of z1/z2, got shape "
-                f"{tuple(neg.shape)}"
-            )
+        check_same_width(neg, z1, "neg (extra negatives)", "z1/z2")
     if neg_labels is not None and labels is None:
         raise ValueError("neg_labels were given without labels: pass labels for z1/z2 as well, or neither")
     if labels is not None and neg is not None and neg.size(0) > 0 and neg_labels is None:
@@ -268,12 +263,7 @@ def masked_pairs(anchor: Tensor, sample: Tensor, pos_mask: Tensor, neg_mask: Ten
     synchronisation without value checks.
     """
     check_embeddings(anchor, "anchor")
-    check_embeddings(sample, "sample")
-    if anchor.size(1) != sample.size(1):
-        raise ValueError(
-            f"anchor and sample must have the same embedding size D, got {tuple(anchor.shape)} and "
-            f"{tuple(sample.shape)}"
-        )
+    check_same_width(sample, anchor, "sample", "anchor")
     m, c = anchor.size(0), sample.size(0)
     for name, mask in (("pos_mask", pos_mask), ("neg_mask", neg_mask)):
         if not isinstance(mask, Tensor) or tuple(mask.shape) != (m, c):

@@ -5,10 +5,10 @@ from typing import Optional
 
 from torch import Tensor
 
-from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, check_hparam, log1p_sum_exp, pair_block
+from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, log1p_sum_exp, pair_block
 from graphneg.losses.distances import BaseDistance, CosineSimilarity
 from graphneg.losses.reducers import BaseReducer, MeanReducer
-from graphneg.validation import value_checks_enabled
+from graphneg.validation import check_hyperparameter, value_checks_enabled
 
 __all__ = ["MultiSimilarityLoss"]
 
@@ -31,30 +31,30 @@ class MultiSimilarityLoss(BaseMetricLoss):
     :math:`\hat{\mathcal P}_i = \{p : S_{ip} - \epsilon < \max_{n} S_{in}\}`.
 
     Contract vs pytorch-metric-learning: ``alpha, beta, base`` are PML's positional arguments and
-    defaults. The one difference: ``mining=True`` (default, the paper's loss) applies the MS miner
-    inside the loss, so ``MultiSimilarityLoss()(z, y)`` equals PML's
-    ``MultiSimilarityLoss()(z, y, MultiSimilarityMiner(0.1)(z, y))``; ``mining=False`` equals PML's
-    ``MultiSimilarityLoss()(z, y)`` (all pairs). With an ``indices_tuple`` the tuple's pairs are used
+    defaults, and the default (``mining=False``) is PML's: ``MultiSimilarityLoss()(z, y)`` equals PML's
+    ``MultiSimilarityLoss()(z, y)`` (all pairs). ``mining=True`` (the paper's loss with its pair mining,
+    what graphneg's MS configs use) applies the MS miner inside the loss and equals PML's
+    ``MultiSimilarityLoss()(z, y, MultiSimilarityMiner(0.1)(z, y))``. With an ``indices_tuple`` the tuple's pairs are used
     as they are (no further mining), as PML. With synthetic negatives, :math:`\mathcal N_i` is the set
     of anchor ``i``'s synthetic negatives (in mining and in the loss).
 
     Args:
         alpha (float): positive scale (> 0). beta (float): negative scale (> 0).
         base (float): :math:`\lambda`. epsilon (float): mining margin (>= 0).
-        mining (bool): MS mining inside the loss (see above).
+        mining (bool): MS mining inside the loss (see above; default ``False`` as PML).
         distance: a :mod:`graphneg.losses.distances` object (default ``CosineSimilarity()``).
         reducer: a :mod:`graphneg.losses.reducers` object (default ``MeanReducer()``).
     """
 
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, *, epsilon: float = 0.1,
-                 mining: bool = True, distance: Optional[BaseDistance] = None,
+                 mining: bool = False, distance: Optional[BaseDistance] = None,
                  reducer: Optional[BaseReducer] = None):
         super().__init__()
         name = type(self).__name__
-        self.alpha = check_hparam(name, "alpha", alpha, strict=True)
-        self.beta = check_hparam(name, "beta", beta, strict=True)
-        self.base = check_hparam(name, "base", base, minimum=float("-inf"))
-        self.epsilon = check_hparam(name, "epsilon", epsilon)
+        self.alpha = check_hyperparameter(alpha, "alpha", minimum=0.0, min_inclusive=False, owner=name)
+        self.beta = check_hyperparameter(beta, "beta", minimum=0.0, min_inclusive=False, owner=name)
+        self.base = check_hyperparameter(base, "base", minimum=float("-inf"), owner=name)
+        self.epsilon = check_hyperparameter(epsilon, "epsilon", minimum=0.0, owner=name)
         self.mining = bool(mining)
         self.distance = CosineSimilarity() if distance is None else distance
         self.reducer = MeanReducer() if reducer is None else reducer

@@ -6,11 +6,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, check_hparam, pair_block
+from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, pair_block
 from graphneg.losses.distances import BaseDistance, DotProductSimilarity
 from graphneg.losses.reducers import masked_mean
 from graphneg.ops.labels import next_positive_index, rank_in_class
-from graphneg.validation import value_checks_enabled
+from graphneg.validation import check_hyperparameter, value_checks_enabled
 
 __all__ = ["NPairLoss"]
 
@@ -83,7 +83,7 @@ class NPairLoss(BaseMetricLoss):
 
     def __init__(self, l2_reg: float = 3e-3, anchors: str = "all", *, distance: Optional[BaseDistance] = None):
         super().__init__()
-        self.l2_reg = check_hparam(type(self).__name__, "l2_reg", l2_reg)
+        self.l2_reg = check_hyperparameter(l2_reg, "l2_reg", minimum=0.0, owner=type(self).__name__)
         if anchors not in self.ANCHORS:
             raise ValueError(f"NPairLoss: anchors must be one of {self.ANCHORS}, got {anchors!r}")
         self.anchors = anchors

@@ -6,10 +6,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from graphneg.losses.base import BaseMetricLoss, check_hparam, log1p_sum_exp
+from graphneg.losses.base import BaseMetricLoss, log1p_sum_exp
 from graphneg.losses.distances import BaseDistance, CosineSimilarity
 from graphneg.losses.reducers import masked_mean
-from graphneg.validation import value_checks_enabled
+from graphneg.validation import check_hyperparameter, check_labels
 
 __all__ = ["ProxyAnchorLoss"]
 
@@ -51,8 +51,8 @@ class ProxyAnchorLoss(BaseMetricLoss):
             raise ValueError(f"embedding_size must be >= 1, got {embedding_size}")
         name = type(self).__name__
         self.num_classes, self.embedding_size = int(num_classes), int(embedding_size)
-        self.margin = check_hparam(name, "margin", margin, minimum=float("-inf"))
-        self.alpha = check_hparam(name, "alpha", alpha, strict=True)
+        self.margin = check_hyperparameter(margin, "margin", minimum=float("-inf"), owner=name)
+        self.alpha = check_hyperparameter(alpha, "alpha", minimum=0.0, min_inclusive=False, owner=name)
         self.distance = CosineSimilarity() if distance is None else distance
         self.proxies = nn.Parameter(torch.empty(self.num_classes, self.embedding_size))
         self.reset_parameters()
@@ -60,24 +60,16 @@ class ProxyAnchorLoss(BaseMetricLoss):
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
-    def _check_range(self, labels: Tensor, name: str) -> None:
-        if value_checks_enabled() and labels.numel() and bool(((labels < 0) | (labels >= self.num_classes)).any()):
-            raise ValueError(
-                f"{name} must lie in [0, num_classes={self.num_classes}), got values in "
-                f"[{int(labels.min())}, {int(labels.max())}]; remap the class ids to 0..C-1 or raise "
-                "num_classes"
-            )
-
     def compute(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, synthetic) -> Tensor:
         if embeddings.size(1) != self.embedding_size:
             raise ValueError(
                 f"embeddings have dimension {embeddings.size(1)} but ProxyAnchorLoss was built with "
                 f"embedding_size={self.embedding_size}"
             )
-        self._check_range(labels, "labels")
+        check_labels(labels, labels.numel(), "labels", num_classes=self.num_classes)
         x, y = embeddings, labels
         if synthetic is not None:
-            self._check_range(synthetic.labels, "neg_labels")
+            check_labels(synthetic.labels, synthetic.labels.numel(), "neg_labels", num_classes=self.num_classes)
             x, y = torch.cat([x, synthetic.x]), torch.cat([y, synthetic.labels])
         mat = self.distance(self.proxies.to(dtype=x.dtype), x)  # [C, N]
         member = torch.arange(self.num_classes, device=y.device)[:, None] == y[None, :]  # [C, N]

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, check_hparam, convert_to_triplets, pair_block
+from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, convert_to_triplets, pair_block
 from graphneg.losses.distances import BaseDistance, LpDistance
 from graphneg.losses.reducers import AvgNonZeroReducer, BaseReducer, MeanReducer
-from graphneg.validation import value_checks_enabled
+from graphneg.validation import check_hyperparameter, value_checks_enabled
 
 __all__ = ["TripletMarginLoss"]
 
@@ -58,7 +58,7 @@ class TripletMarginLoss(BaseMetricLoss):
                  distance: Optional[BaseDistance] = None, reducer: Optional[BaseReducer] = None,
                  reduction: Optional[str] = None):
         super().__init__()
-        self.margin = check_hparam(type(self).__name__, "margin", margin)
+        self.margin = check_hyperparameter(margin, "margin", minimum=0.0, owner=type(self).__name__)
         if mining == "all":
             mining = None
         if mining not in self.MINING:

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from graphneg.distributed import gather
+from graphneg.distributed import gather_layout, gather_rows
 from graphneg.losses.gca_hng import GCAHNGObjective, generator_diagnostics  # noqa: F401  (public here too)
 from graphneg.metrics.retrieval import retrieval_metrics
 from graphneg.validation import check_batch, check_ks, value_checks
@@ -57,10 +57,12 @@ class EmbeddingEvalMixin:
             self._eval_img.append(x[: self.hparams.projector_max - kept].detach().cpu())
 
     def _gather(self, *tensors: Tensor):
-        """All ranks' evaluation shards (graphneg.distributed.gather: shards may differ in size)."""
-        if self.trainer is not None and self.trainer.world_size > 1:
-            return gather(*tensors)
-        return tensors
+        """All ranks' evaluation shards (rows of equal count per call), concatenated in rank order with
+        :func:`graphneg.distributed.gather_layout` / :func:`~graphneg.distributed.gather_rows`: shards
+        may differ in size between ranks; gathered only when the Trainer runs several processes."""
+        several = self.trainer is not None and self.trainer.world_size > 1
+        out = gather_rows(gather_layout(tensors[0].size(0), several, tensors[0].device), *tensors)
+        return out if isinstance(out, tuple) else (out,)
 
     def _eval_finish(self, stage: str) -> Optional[Dict[str, float]]:
         if not getattr(self, "_eval_emb", None):
@@ -298,18 +300,18 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         opt_e.zero_grad()
         opt_g.zero_grad()
         metric = obj.metric_loss(emb, y)
-        self._backward(metric.total)
+        self.manual_backward(metric.total)
         opt_e.step()
         self._step_uncounted(opt_g)
         # step 2: softmax classifier on detached embeddings
         opt_c.zero_grad()
         ce = obj.classifier_loss(emb, y)
-        self._backward(ce)
+        self.manual_backward(ce)
         self._step_uncounted(opt_c)
         # step 3: generator only, on detached embeddings
         opt_g.zero_grad()
         gen = obj.generator_loss(emb, y)
-        self._backward(gen.total)
+        self.manual_backward(gen.total)
         self._step_uncounted(opt_g)
 
         self.log_dict(
@@ -326,14 +328,6 @@ class MetricLearningModule(EmbeddingEvalMixin, L.LightningModule):
         # for the epoch-end histograms; detached, so the GNN's autograd graph is freed
         self._last_negatives = metric.negatives.detach()
         return metric.total.detach()
-
-    def _backward(self, loss: Tensor) -> None:
-        """``manual_backward`` with autocast off: Lightning runs ``training_step`` (and so a manual
-        backward) inside the precision plugin's autocast context, and PyTorch recommends against backward
-        passes under autocast (the backward ops follow the forward's dtypes anyway); the GCA-HNG layers'
-        custom backward functions mix dtypes under it (bf16-mixed failed)."""
-        with torch.autocast(loss.device.type, enabled=False):
-            self.manual_backward(loss)
 
     def _step_uncounted(self, optimizer) -> None:
         """``optimizer.step()`` through the strategy and precision plugin (mixed-precision unscaling,

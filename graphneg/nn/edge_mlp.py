@@ -110,6 +110,10 @@ class _EdgeMLPUpdate(torch.autograd.Function):
             out[sl] = _norm(s2c, nw, nb, eps_n)
         ctx.save_for_backward(s1, h1, s2, nw, nb, w1, b1, lw, lb, w2, b2)
         ctx.eps_n, ctx.eps_l, ctx.chunk = eps_n, eps_l, chunk
+        # the forward's matrix products ran in autocast's dtype (e.g. bfloat16) when autocast was on:
+        # the backward's products use the same dtype, with autocast itself off (see backward)
+        dev = s1.device.type
+        ctx.mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
         return out
 
     @staticmethod
@@ -117,10 +121,27 @@ class _EdgeMLPUpdate(torch.autograd.Function):
         # explicit chain rule, chunk by chunk: the two Linear layers by matrix products, GELU and
         # LayerNorm by their ATen backward kernels (_gelu_layer_norm_backward); the element-wise
         # forward parts are recomputed, the hidden layer h too with recompute_hidden
+        # Mixed precision: the backward may run inside an autocast region (a backward call inside the
+        # forward's ``with torch.autocast(...)``, as Lightning's manual_backward does); autocast would
+        # then cast the products below to its dtype and hand bfloat16 results to the float32 LayerNorm
+        # backward kernels ("expected scalar type Float but found BFloat16"). So autocast is switched
+        # off here and every dtype is explicit: element-wise parts in the promoted input dtype, the
+        # products in the dtype the forward's products ran in (``ctx.mm_dtype``: autocast's dtype if
+        # it was on in forward), as autocast would have run them; the same whether backward is
+        # called inside or outside the autocast region.
+        with torch.autocast(grad.device.type, enabled=False):
+            return _EdgeMLPUpdate._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         s1, h1, s2, nw, nb, w1, b1, lw, lb, w2, b2 = ctx.saved_tensors
         eps_n, eps_l, chunk = ctx.eps_n, ctx.eps_l, ctx.chunk
         need = ctx.needs_input_grad
         dtype = torch.promote_types(s1.dtype, nw.dtype)  # compute dtype of the recomputation
+        mmd = ctx.mm_dtype or dtype
+
+        def mm(a: Tensor, b: Tensor) -> Tensor:
+            return (a.to(mmd) @ b.to(mmd)).to(dtype)
         gs1 = torch.empty_like(s1) if need[0] else None
         gnw = gnb = gw1 = gb1 = glw = glb = gw2 = gb2 = None
         for sl in row_slices(s1.size(0), chunk):
@@ -134,21 +155,22 @@ class _EdgeMLPUpdate(torch.autograd.Function):
             # (the same addmm on the same rows: the same values)
             t1 = s1[sl].to(dtype)
             e, u1, m1, r1 = _gelu_layer_norm(t1, nw, nb, eps_n)
-            h = torch.addmm(b1, e, w1.t()) if h1 is None else h1[sl].to(dtype)
+            h = (torch.addmm(b1.to(mmd), e.to(mmd), w1.t().to(mmd)).to(dtype) if h1 is None
+                 else h1[sl].to(dtype))
             # s2 = e + m, m = Linear2(act), act = LN(GELU(h))
             act, uh, mh, rh = _gelu_layer_norm(h, lw, lb, eps_l)
             if need[9]:
-                gw2 = _acc(gw2, g_s2.t() @ act)
+                gw2 = _acc(gw2, mm(g_s2.t(), act))
             if need[10]:
                 gb2 = _acc(gb2, g_s2.sum(0))
-            g_h, a, b = _gelu_layer_norm_backward(g_s2 @ w2, h, uh, mh, rh, lw, lb, need[6], need[7])
+            g_h, a, b = _gelu_layer_norm_backward(mm(g_s2, w2), h, uh, mh, rh, lw, lb, need[6], need[7])
             glw, glb = _acc(glw, a), _acc(glb, b)
             if need[4]:
-                gw1 = _acc(gw1, g_h.t() @ e)
+                gw1 = _acc(gw1, mm(g_h.t(), e))
             if need[5]:
                 gb1 = _acc(gb1, g_h.sum(0))
             # the residual adds g_s2 to e's gradient
-            g_s1, a, b = _gelu_layer_norm_backward(g_s2 + g_h @ w1, t1, u1, m1, r1, nw, nb, need[1], need[2])
+            g_s1, a, b = _gelu_layer_norm_backward(g_s2 + mm(g_h, w1), t1, u1, m1, r1, nw, nb, need[1], need[2])
             gnw, gnb = _acc(gnw, a), _acc(gnb, b)
             if gs1 is not None:
                 gs1[sl] = g_s1
@@ -190,6 +212,11 @@ def edge_mlp_update(
     that autograd runs for them (``gelu_backward``, ``native_layer_norm_backward``); the result
     equals autograd's gradient of the module composition (``tests/test_nn_edge_mlp.py``, float64
     gradcheck).
+
+    Mixed precision: under autocast the forward's products run in autocast's dtype; the backward runs
+    its products in that same dtype and everything else in the inputs' dtype, with autocast switched
+    off inside it, so it works whether ``backward`` is called inside the autocast region (Lightning's
+    ``manual_backward``) or after it (``tests/test_nn_edge_mlp.py``, bf16 against float32).
     """
     return _EdgeMLPUpdate.apply(s1, norm_weight, norm_bias, float(norm_eps), w1, b1, ln_weight,
                                 ln_bias, float(ln_eps), w2, b2, row_chunk(w1.size(0), chunk_size),

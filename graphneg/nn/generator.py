@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import scatter
 
-from graphneg.distributed import gather, is_distributed
+from graphneg.distributed import gather_layout, gather_rows
 from graphneg.graph import EDGE_MODES, batch_graph, check_edge_mode
 from graphneg.nn.functional import gather_distance
 from graphneg.nn.gca_gnn import GCAGNN, GCAGNNOutput
@@ -179,7 +179,8 @@ class GCAHNG(nn.Module):
         hidden_channels (int, optional): FFN hidden size (default ``4 * dim``).
         gather_distributed (bool): inside a ``torch.distributed`` process group (Lightning DDP),
             :meth:`forward` first gathers ``embeddings`` and ``labels`` from all processes
-            (:func:`graphneg.distributed.gather`, differentiable, any per-process batch size), so the
+            (:func:`graphneg.distributed.gather_layout` decides, :func:`graphneg.distributed.gather_rows`
+            gathers: differentiable, any per-process batch size), so the
             batch graph, the generated negatives and every index in :class:`GeneratedNegatives`
             refer to the *global* batch (``out.graph.x``, ``out.graph.y``); feed those to the
             metric loss. Every process then computes the same global losses, and gather's
@@ -346,8 +347,9 @@ class GCAHNG(nn.Module):
         check_embeddings(embeddings, values=False, dtype=next(self.parameters()).dtype, owner=type(self).__name__)
         embeddings = to_float32(embeddings)  # generation math in float32 under mixed precision
         labels = check_labels(labels, embeddings.size(0), values=False).to(embeddings.device)
-        if self.gather_distributed and is_distributed():  # the graph spans the global batch
-            embeddings, labels = gather(embeddings, labels)
+        # the graph spans the global batch when gathering (graphneg.distributed.gather_layout decides)
+        layout = gather_layout(embeddings.size(0), self.gather_distributed, embeddings.device)
+        embeddings, labels = gather_rows(layout, embeddings, labels)
         b, d = embeddings.shape
         if d != self.dim:
             raise ValueError(f"embeddings have {d} channels but the generator was built with dim={self.dim}")

@@ -7,7 +7,6 @@ formula here is a reconstruction (see :mod:`graphneg.sampling.unremix` and
 from graphneg.sampling.representativeness import (
     REPRESENTATIVENESS,
     candidate_representativeness,
-    check_neighbours,
     density_scores,
     diversity_scores,
     neighbour_similarities,
@@ -15,6 +14,7 @@ from graphneg.sampling.representativeness import (
     representativeness_scores,
     representativeness_vector,
 )
+from graphneg.validation import check_neighbours
 from graphneg.sampling.unremix import (
     UNCERTAINTY,
     UnReMixScores,

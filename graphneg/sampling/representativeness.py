@@ -22,7 +22,6 @@ candidate's own positive view (``-1`` for none), which the diversity leaves out 
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import Optional, Tuple
 
@@ -31,7 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphneg.ops.knn import chunked_topk
-from graphneg.validation import check_choice, check_embeddings, value_checks_enabled
+from graphneg.validation import (
+    check_choice, check_embeddings, check_neighbours, check_partner,
+)
 
 __all__ = [
     "REPRESENTATIVENESS", "check_neighbours", "neighbour_similarities", "pair_groups", "density_scores",
@@ -41,22 +42,6 @@ __all__ = [
 
 #: Representativeness directions of :func:`candidate_representativeness` / ``UnReMixLoss``.
 REPRESENTATIVENESS = ("diversity", "density")
-
-
-def check_neighbours(k) -> Optional[int]:
-    """``k`` (neighbours per node of the batch kNN graph) as an ``int``, or ``None`` (all others).
-
-    Python / NumPy integers ``>= 1`` pass; ``bool``, fractions, strings and ``k < 1`` raise
-    ``ValueError`` naming ``k``.
-    """
-    if k is None:
-        return None
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(
-            f"k (neighbours per node of the batch kNN graph) must be an integer >= 1 or None (all "
-            f"other candidates), got {k!r}"
-        )
-    return int(k)
 
 
 def pair_groups(partner: Tensor) -> Tensor:
@@ -166,23 +151,6 @@ def _diversity(cn: Tensor, k: Optional[int], partner: Optional[Tensor], block_si
     return dist  # a node without allowed neighbours: 0
 
 
-def _check_partner(partner: Tensor, c: int) -> None:
-    if partner.dim() != 1 or partner.numel() != c or partner.is_floating_point() or partner.dtype == torch.bool:
-        raise ValueError(
-            f"partner must be an integer vector [C] = [{c}] holding each candidate's positive "
-            f"column (-1 for none), got dtype {partner.dtype} and shape {tuple(partner.shape)}"
-        )
-    if c and value_checks_enabled():
-        p = partner.long()
-        back = p.clamp(0, c - 1)
-        if bool(((p < -1) | (p >= c)).any()) or bool(((p >= 0) & (p.index_select(0, back) != torch.arange(
-                c, device=p.device))).any()):
-            raise ValueError(
-                "partner must pair candidates both ways (partner[partner[j]] == j, entries in [-1, C)), "
-                "as the two views of a sample are; use -1 for a candidate without a positive view"
-            )
-
-
 def diversity_scores(z: Tensor, k: Optional[int] = None, partner: Optional[Tensor] = None,
                      detach: bool = True) -> Tensor:
     r"""Per-candidate diversity: mean cosine distance to the nearest other candidates (reconstructed).
@@ -222,7 +190,7 @@ def diversity_scores(z: Tensor, k: Optional[int] = None, partner: Optional[Tenso
     k = check_neighbours(k)
     check_embeddings(z, "z")
     if partner is not None:
-        _check_partner(partner, z.size(0))
+        check_partner(partner, z.size(0))
     zn = F.normalize(z.detach() if detach else z, dim=-1)
     return _diversity(zn, k, None if partner is None else partner.long())
 

@@ -45,11 +45,12 @@ from torch import Tensor
 
 from graphneg.sampling.representativeness import (
     REPRESENTATIVENESS,
-    check_neighbours,
     representativeness_scores,
     representativeness_vector,
 )
-from graphneg.validation import check_choice, check_embeddings, check_hyperparameter, value_checks_enabled
+from graphneg.validation import (
+    check_candidates, check_choice, check_hcl_beta, check_neighbours, check_temperature,
+)
 
 
 class UnReMixScores(NamedTuple):
@@ -66,41 +67,6 @@ UNCERTAINTY = ("gradient", "pseudo_label")
 
 
 # --------------------------------------------------------------------------------------- validation
-def _check_temperature(temperature: float) -> float:
-    return check_hyperparameter(temperature, "temperature", 0.0, min_inclusive=False,
-                                hint="it divides the cosine similarities; typical values are 0.05 to 1.0")
-
-
-def _check_beta(beta: float) -> float:
-    return check_hyperparameter(beta, "beta", 0.0, hint="the HCL concentration; beta=0 gives uniform "
-                                "importance (DCL), larger values favour harder negatives")
-
-
-def _check_pairs(z: Tensor, candidates: Tensor, pos_index: Optional[Tensor], neg_mask: Tensor) -> None:
-    check_embeddings(z, "z")
-    check_embeddings(candidates, "candidates")
-    if candidates.size(1) != z.size(1):
-        raise ValueError(
-            f"candidates must have the embedding size of z: z is {tuple(z.shape)}, candidates "
-            f"{tuple(candidates.shape)}"
-        )
-    n, c = z.size(0), candidates.size(0)
-    if neg_mask.dtype != torch.bool or tuple(neg_mask.shape) != (n, c):
-        raise ValueError(
-            f"neg_mask must be a bool tensor of shape [N, C] = [{n}, {c}] (anchors x candidates), got "
-            f"dtype {neg_mask.dtype} and shape {tuple(neg_mask.shape)}"
-        )
-    if pos_index is not None:
-        if pos_index.dim() != 1 or pos_index.numel() != n or pos_index.is_floating_point():
-            raise ValueError(
-                f"pos_index must be an integer vector [N] = [{n}] holding each anchor's positive "
-                f"column, got dtype {pos_index.dtype} and shape {tuple(pos_index.shape)}"
-            )
-        if n and value_checks_enabled() and bool(((pos_index < 0) | (pos_index >= c)).any()):
-            raise ValueError(f"pos_index entries must lie in [0, {c}) (columns of the candidates)")
-        if n and value_checks_enabled() and bool(neg_mask.gather(1, pos_index.long()[:, None]).any()):
-            raise ValueError("neg_mask marks an anchor's positive as a negative; unset those entries")
-
 
 def _prepare(z: Tensor, candidates: Optional[Tensor], sim: Optional[Tensor], detach: bool):
     """Normalise, optionally detach, and compute (or reuse) the ``[N, C]`` cosine matrix."""
@@ -163,10 +129,10 @@ def similarity_scores(
     Returns:
         ``[N, C]`` scores, zero outside ``neg_mask``.
     """
-    _check_temperature(temperature)
-    _check_beta(beta)
+    check_temperature(temperature)
+    check_hcl_beta(beta)
     cand = z if candidates is None else candidates
-    _check_pairs(z, cand, None, neg_mask)
+    check_candidates(z, cand, None, neg_mask)
     _, _, sim = _prepare(z, candidates, sim, detach)
     return _similarity(sim, neg_mask, temperature, beta)
 
@@ -257,10 +223,10 @@ def uncertainty_scores(
     Returns:
         ``[N, C]`` scores, zero outside ``neg_mask``.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     check_choice("uncertainty", uncertainty, UNCERTAINTY)
     cand = z if candidates is None else candidates
-    _check_pairs(z, cand, pos_index, neg_mask)
+    check_candidates(z, cand, pos_index, neg_mask)
     _, cn, sim = _prepare(z, candidates, sim, detach)
     if uncertainty == "gradient":
         return _uncertainty(sim, pos_index, neg_mask, temperature)
@@ -440,13 +406,13 @@ def unremix_scores(
         See :func:`similarity_scores`, :func:`uncertainty_scores`, :func:`density_scores`,
         :func:`diversity_scores`.
     """
-    temperature = _check_temperature(temperature)
-    beta = _check_beta(beta)
+    temperature = check_temperature(temperature)
+    beta = check_hcl_beta(beta)
     k = check_neighbours(k)
     check_choice("representativeness", representativeness, REPRESENTATIVENESS)
     check_choice("uncertainty", uncertainty, UNCERTAINTY)
     cand = z if candidates is None else candidates
-    _check_pairs(z, cand, pos_index, neg_mask)
+    check_candidates(z, cand, pos_index, neg_mask)
     zn, cn, sim = _prepare(z, candidates, sim, detach)
     if partner is None:
         partner = _default_partner(pos_index, cn.size(0))

@@ -16,7 +16,7 @@ The modules hold the method; the downstream probes are callbacks (:mod:`graphneg
 :class:`~graphneg.callbacks.KNNProbe`, :class:`~graphneg.callbacks.LinearProbe`,
 :class:`~graphneg.callbacks.SVCProbe`, listed under ``trainer.callbacks``). The modules'
 ``validation_step`` / ``test_step`` return ``{"embeddings": h, "labels": y}`` for them
-(:meth:`_ContrastiveBase.embed_batch`) and run under the Trainer's inference mode.
+(:meth:`ContrastiveModuleBase.embed_batch`) and run under the Trainer's inference mode.
 
 TensorBoard (every logger with ``add_histogram`` / ``add_embedding``): ``train/loss_step``,
 ``train/loss_epoch``, ``train/pos_cos`` (mean cosine of the positive pairs' projections), the
@@ -38,9 +38,9 @@ from torch import Tensor, nn
 
 from graphneg.models.metric import EmbeddingEvalMixin
 from graphneg.models.projector import MLPProjector
-from graphneg.validation import check_batch, value_checks
+from graphneg.validation import check_batch, check_choice, value_checks
 
-__all__ = ["build_projector", "encoder_dim"]
+__all__ = ["ContrastiveModuleBase", "build_projector", "encoder_dim"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
@@ -86,14 +86,8 @@ def build_projector(in_dim: int, dims: Sequence[int], batch_norm: bool = True) -
                         num_layers=len(dims), batch_norm=batch_norm)
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value.lower()
-
-
 # ------------------------------------------------------------------------------------------- base
-class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
+class ContrastiveModuleBase(EmbeddingEvalMixin, L.LightningModule):
     """Shared machinery: two-view training step, optimiser / scheduler, score histograms, evaluation
     step outputs for the probes of :mod:`graphneg.callbacks`, projector snapshot.
 
@@ -113,8 +107,8 @@ class _ContrastiveBase(EmbeddingEvalMixin, L.LightningModule):
                 f"loss must be a contrastive loss module taking (z1, z2), got {type(loss).__name__}; "
                 "e.g. graphneg.losses.UnReMixLoss"
             )
-        _check_choice("optimizer", hp.optimizer, OPTIMIZERS)
-        _check_choice("scheduler", hp.scheduler, SCHEDULERS)
+        check_choice("optimizer", hp.optimizer, OPTIMIZERS, ignore_case=True)
+        check_choice("scheduler", hp.scheduler, SCHEDULERS, ignore_case=True)
         if not hp.lr > 0:
             raise ValueError(f"lr must be > 0, got {hp.lr}")
         if hp.weight_decay < 0:

@@ -9,12 +9,12 @@ from typing import Dict, Optional, Sequence
 
 from torch import Tensor, nn
 
-from graphneg.models.contrastive.base import _ContrastiveBase
+from graphneg.models.contrastive.base import ContrastiveModuleBase
 
 __all__ = ["GraphContrastiveModule"]
 
 
-class GraphContrastiveModule(_ContrastiveBase):
+class GraphContrastiveModule(ContrastiveModuleBase):
     r"""Graph contrastive learning (GraphCL style) with any two-view contrastive loss.
 
     Training batches are pairs ``(view1, view2)`` of :class:`~torch_geometric.data.Batch` (two

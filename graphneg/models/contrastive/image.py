@@ -9,12 +9,12 @@ from typing import Dict, Optional, Sequence
 
 from torch import Tensor, nn
 
-from graphneg.models.contrastive.base import _ContrastiveBase
+from graphneg.models.contrastive.base import ContrastiveModuleBase
 
 __all__ = ["ContrastiveModule"]
 
 
-class ContrastiveModule(_ContrastiveBase):
+class ContrastiveModule(ContrastiveModuleBase):
     r"""Contrastive learning on two augmented image views (SimCLR / HCL / UnReMix setting).
 
     Training step: ``loss(g(f(v1)), g(f(v2)))`` on batches ``(v1, v2)`` or ``(v1, v2, labels)``

@@ -1,21 +1,5 @@
-"""Input validation shared by the whole package: clear errors, and no host sync on hot paths.
-
-Every check has two parts:
-
-* **structure** (type, shape, dtype): free, read from tensor metadata; always runs.
-* **values** (NaN / Inf, label ranges, "at least two classes"): needs the data, i.e. a host sync
-  (``bool(tensor)``) on a GPU, and breaks ``torch.compile`` graphs. It runs when the call passes
-  ``values=True``, or, with ``values=None`` (the building blocks' default), when the module-level
-  switch is on (:func:`value_checks_enabled`, on by default).
-
-The LightningModules validate each training batch once at their boundary (:func:`check_batch`,
-one host sync for all value checks) and then run the losses, the generator and the graph builder
-inside ``with value_checks(False):``, so the building blocks only check structure there. Called
-directly by a user (switch on), every building block still checks values.
-
-Integer hyper-parameters (``k``, ``ks``) must be Python / NumPy integers: ``k=2.7`` or ``k=True`` is
-an error, not a silent ``2`` or ``1``.
-"""
+"""The value-check switch and the checks of embeddings, labels, batches and integer sizes
+(:mod:`graphneg.validation`)."""
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +11,8 @@ from torch import Tensor
 
 __all__ = [
     "value_checks_enabled", "set_value_checks", "value_checks",
-    "check_embeddings", "check_not_meta", "check_dtype_matches", "check_labels", "check_multiclass",
-    "check_batch", "check_k", "check_ks", "check_hyperparameter", "check_choice",
+    "check_embeddings", "check_same_width", "check_not_meta", "check_dtype_matches", "check_labels",
+    "check_multiclass", "check_batch", "check_k", "check_ks",
 ]
 
 _VALUE_CHECKS = True
@@ -177,6 +161,18 @@ def check_labels(
     return labels
 
 
+def check_same_width(x: Tensor, ref: Tensor, name: str, ref_name: str = "embeddings") -> None:
+    """``x`` checked as embeddings ``[M, D]`` (:func:`check_embeddings`) with the embedding size ``D`` of
+    ``ref`` (already checked): a ``ValueError`` naming both otherwise. For the second set of rows of a
+    loss or sampler (references, extra or synthetic negatives, candidates)."""
+    check_embeddings(x, name)
+    if x.size(1) != ref.size(1):
+        raise ValueError(
+            f"{name} must have the embedding size (dimension D={ref.size(1)}) of {ref_name}, got shape "
+            f"{tuple(x.shape)}"
+        )
+
+
 def check_multiclass(labels: Tensor, what: str = "this batch", values: Optional[bool] = None) -> None:
     """Raise unless at least two distinct classes are present (negatives need another class).
 
@@ -244,19 +240,22 @@ def check_batch(
     return labels
 
 
-def check_k(k, name: str = "k", minimum: int = 1) -> int:
+def check_k(k, name: str = "k", minimum: int = 1, optional: bool = False) -> Optional[int]:
     """Return ``k`` as an ``int`` if it is an integer ``>= minimum``.
 
     Python and NumPy integers (and integer 0-d tensors) pass; ``bool``, floats (``2.7``, and also
-    ``2.0``), strings and ``None`` raise, so a fractional ``k`` is never truncated silently.
+    ``2.0``), strings and ``None`` raise, so a fractional ``k`` is never truncated silently. With
+    ``optional``, ``None`` passes and is returned (e.g. "all neighbours").
 
     Raises:
         TypeError: ``k`` is not an integer.
         ValueError: ``k < minimum``.
     """
+    if optional and k is None:
+        return None
     if isinstance(k, Tensor) and k.dim() == 0 and _is_int_dtype(k.dtype):
         k = int(k)
-    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    what = ("a positive integer" if minimum == 1 else f"an integer >= {minimum}") + (" or None" if optional else "")
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(
             f"{name} must be {what}, got {k!r} ({type(k).__name__}); a fractional or boolean value "
@@ -288,158 +287,3 @@ def check_ks(ks: Union[int, Iterable[int]], name: str = "ks") -> Tuple[int, ...]
     if not items:
         raise ValueError(f"{name} is empty; pass at least one K, e.g. {name}=(1, 2, 4, 8)")
     return tuple(sorted({check_k(k, f"each entry of {name}") for k in items}))
-
-
-# ------------------------------------------------------------------ hyper-parameters (constructors)
-def check_hyperparameter(
-    value,
-    name: str,
-    minimum: Optional[float] = None,
-    maximum: Optional[float] = None,
-    min_inclusive: bool = True,
-    max_inclusive: bool = True,
-    hint: str = "",
-) -> float:
-    """Return a real hyper-parameter as a ``float`` if it is finite and inside its range.
-
-    ``bool``, strings and non-numbers raise ``TypeError``; NaN, +-Inf and values outside
-    ``[minimum, maximum]`` (open ends with ``min_inclusive`` / ``max_inclusive`` ``False``) raise
-    ``ValueError`` naming the argument, the range and ``hint`` (how to fix it). Called once in a
-    constructor, never on a hot path (no tensors involved).
-    """
-    if isinstance(value, Tensor) and value.dim() == 0 and value.is_floating_point() and value.device.type == "cpu":
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})"
-                        + (f"; {hint}" if hint else ""))
-    v = float(value)
-    parts = []
-    if minimum is not None:
-        parts.append(f"{'>=' if min_inclusive else '>'} {minimum:g}")
-    if maximum is not None:
-        parts.append(f"{'<=' if max_inclusive else '<'} {maximum:g}")
-    if minimum is not None and maximum is not None:
-        parts = [f"in {'[' if min_inclusive else '('}{minimum:g}, {maximum:g}{']' if max_inclusive else ')'}"]
-    where = parts[0] if parts else ""
-    bad = v != v or v in (float("inf"), float("-inf"))
-    if minimum is not None:
-        bad = bad or (v < minimum if min_inclusive else v <= minimum)
-    if maximum is not None:
-        bad = bad or (v > maximum if max_inclusive else v >= maximum)
-    if bad:
-        rng = f"{where} and finite" if where else "a finite number"
-        raise ValueError(f"{name} must be {rng}, got {value!r}" + (f"; {hint}" if hint else ""))
-    return v
-
-
-def check_choice(name: str, value, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of the strings ``choices``; else a ``ValueError`` listing them."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value
-
-# graph inputs of the message-passing layers (graphneg.nn): structure only, read from tensor
-# metadata, so they cost no host sync and are traced away by torch.compile -------------------------
-__all__ += ["check_node_features", "check_adjacency", "check_edge_features", "check_edge_mask"]
-
-
-def _is_sparse_adjacency(adj) -> bool:
-    """A ``torch.sparse`` tensor (COO / CSR / CSC) or a ``torch_sparse.SparseTensor``."""
-    if isinstance(adj, Tensor):
-        return adj.layout in (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
-    from torch_geometric.typing import SparseTensor  # PyG's placeholder class without torch_sparse
-
-    return isinstance(adj, SparseTensor)
-
-
-def check_node_features(x: Tensor, channels: Optional[int] = None, name: str = "x") -> None:
-    """Raise unless ``x`` is a floating ``[N, channels]`` tensor (any ``channels`` when ``None``
-    or ``-1``, a lazily initialised layer). Structure only: no host sync.
-
-    Raises:
-        TypeError: ``x`` is not a tensor.
-        ValueError: not two-dimensional, not floating, or the wrong number of channels.
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of node features [N, C], got {type(x).__name__}")
-    if x.dim() != 2 or not x.is_floating_point():
-        raise ValueError(
-            f"{name} must be a floating tensor of node features [N, C], got {x.dtype} of shape "
-            f"{tuple(x.shape)}; flatten with x.flatten(1) and convert with x.float()"
-        )
-    if channels is not None and channels > 0 and x.size(1) != channels:
-        raise ValueError(
-            f"{name} must have {channels} channels (the layer's in_channels), got shape {tuple(x.shape)}; "
-            f"build the layer with in_channels={x.size(1)} (or -1 for lazy initialisation)"
-        )
-
-
-def check_adjacency(edge_index, num_nodes: int, name: str = "edge_index") -> None:
-    """Raise unless ``edge_index`` is a graph on ``num_nodes`` nodes in a form PyG layers accept:
-    an integer ``[2, E]`` tensor (row 0 = source), or a square ``[N, N]`` adjacency as a
-    ``torch.sparse`` tensor (COO / CSR / CSC; extra dense dimensions hold edge features) or a
-    ``torch_sparse.SparseTensor`` (rows = targets, PyG's ``adj_t``). Structure only: the node ids
-    are not range-checked (that would need a host sync).
-
-    Raises:
-        TypeError: any other type, or a non-integer index tensor.
-        ValueError: the wrong shape, or a sparse adjacency of another size than ``[N, N]``.
-    """
-    if _is_sparse_adjacency(edge_index):
-        size = (tuple(edge_index.sparse_sizes()) if not isinstance(edge_index, Tensor)
-                else tuple(edge_index.shape[:2]))
-        if size != (num_nodes, num_nodes):
-            raise ValueError(
-                f"{name} as a sparse adjacency must have size [N, N] = [{num_nodes}, {num_nodes}] "
-                f"(N = number of nodes of x), got {list(size)}"
-            )
-        return
-    if not isinstance(edge_index, Tensor):
-        raise TypeError(
-            f"{name} must be a LongTensor [2, E], a torch.sparse adjacency or a torch_sparse.SparseTensor, "
-            f"got {type(edge_index).__name__}"
-        )
-    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer node indices, got dtype {edge_index.dtype}; pass edge_index.long()")
-    if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(
-            f"{name} must have shape [2, E] (row 0 = source, row 1 = target), got {tuple(edge_index.shape)}; "
-            "transpose an [E, 2] list of pairs with .t()"
-        )
-
-
-def check_edge_features(
-    edge_attr, num_edges: int, num_nodes: int, channels: Optional[int] = None, name: str = "edge_attr",
-) -> None:
-    """Raise unless ``edge_attr`` holds one feature row per edge: a floating ``[E, channels]``
-    tensor (any ``channels`` when ``None`` or ``-1``). The message names E and N, so that node
-    features passed as edge features (or a graph with other edges) are told apart at once.
-
-    Raises:
-        TypeError: ``edge_attr`` is missing or not a tensor.
-        ValueError: the wrong shape or dtype.
-    """
-    want = f"[E, C] = [{num_edges}, {channels if channels is not None and channels > 0 else 'C'}]"
-    if not isinstance(edge_attr, Tensor):
-        raise TypeError(
-            f"{name} is required: a floating tensor {want}, one row per edge of edge_index (E = {num_edges} "
-            f"edges on N = {num_nodes} nodes), got {type(edge_attr).__name__}"
-        )
-    if (edge_attr.dim() != 2 or edge_attr.size(0) != num_edges or not edge_attr.is_floating_point()
-            or (channels is not None and channels > 0 and edge_attr.size(1) != channels)):
-        raise ValueError(
-            f"{name} must hold one feature row per edge, in edge_index's order: expected {want} for "
-            f"E = {num_edges} edges on N = {num_nodes} nodes, got {edge_attr.dtype} of shape "
-            f"{tuple(edge_attr.shape)}"
-        )
-
-
-def check_edge_mask(mask, num_edges: int, name: str = "attn_mask") -> None:
-    """Raise unless ``mask`` is ``None`` or a bool ``[E]`` tensor (one entry per edge)."""
-    if mask is None:
-        return
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (num_edges,):
-        got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(
-            f"{name} must be a bool tensor of shape [E] = [{num_edges}] (True = the edge takes part), got {got}"
-        )
