@@ -71,7 +71,7 @@ def test_fit_logs_checkpoints_and_resumes_last_run(tmp_path, caplog):
     mod = MetricLearningModule.load_from_checkpoint(
         last, encoder=SmallCNN(1, 64, width=8), loss=MultiSimilarityLoss(mining=True), weights_only=False
     )
-    assert torch.equal(mod.encoder.fc.weight, straight.model.encoder.fc.weight)
+    assert torch.equal(mod.encoder.fc[-1].weight, straight.model.encoder.fc[-1].weight)
 
 
 def test_ckpt_path_last_without_a_run_is_an_error(tmp_path):

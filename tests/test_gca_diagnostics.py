@@ -106,8 +106,9 @@ def test_module_logs_diagnostics_each_epoch(tmp_path):
     from graphneg.models import MetricLearningModule, SmallCNN
 
     L.seed_everything(0)
-    dm = MNIST5kPairsDataModule(split="val", val_train_classes=range(0, 6), val_classes=range(40, 44),
-                                images_per_class=6, classes_per_batch=6, samples_per_class=2, eval_batch_size=64)
+    dm = MNIST5kPairsDataModule(split="val", class_split="halves", val_train_classes=range(0, 6),
+                                val_classes=range(40, 44), images_per_class=6, classes_per_batch=6, samples_per_class=2,
+                                eval_batch_size=64)
     gen = GCAHNG(8, num_classes=6, num_layers=1, heads=2)
     mod = MetricLearningModule(SmallCNN(1, 8, width=4), NPairLoss(), generator=gen, num_classes=6, eval_nmi=False)
     L.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, enable_progress_bar=False,
@@ -133,8 +134,9 @@ def test_without_node_loss_and_synthetic_term_the_encoder_steps_as_the_plain_los
 
     def fit(with_gen):
         L.seed_everything(0)
-        dm = MNIST5kPairsDataModule(split="val", val_train_classes=range(0, 6), val_classes=range(40, 44),
-                                    images_per_class=6, classes_per_batch=6, samples_per_class=2)
+        dm = MNIST5kPairsDataModule(split="val", class_split="halves", val_train_classes=range(0, 6),
+                                    val_classes=range(40, 44), images_per_class=6, classes_per_batch=6,
+                                    samples_per_class=2)
         enc = SmallCNN(1, 8, width=4)
         kw = dict(generator=GCAHNG(8, num_classes=6, num_layers=1, heads=2), num_classes=6, node_loss_weight=0.0,
                   synthetic_beta=0.0) if with_gen else {}

@@ -15,8 +15,8 @@ def mnist():
 
 @pytest.fixture(scope="module")
 def dm():
-    d = MNIST5kPairsDataModule(images_per_class=8, test_images_per_class=6, classes_per_batch=10,
-                               samples_per_class=2, augment=False)
+    d = MNIST5kPairsDataModule(class_split="halves", images_per_class=8, test_images_per_class=6,
+                               classes_per_batch=10, samples_per_class=2, augment=False)
     d.setup("fit")
     return d
 
@@ -59,7 +59,8 @@ def test_no_source_image_on_both_sides(dm):
 
 
 def test_validation_split_uses_training_classes_and_train_half_only(dm):
-    v = MNIST5kPairsDataModule(split="val", images_per_class=8, test_images_per_class=6, augment=False)
+    v = MNIST5kPairsDataModule(split="val", class_split="halves", images_per_class=8, test_images_per_class=6,
+                               augment=False)
     v.setup("fit")
     assert Counter(v.train_set.labels.tolist()) == {c: 8 for c in range(40)}
     assert Counter(v.test_set.labels.tolist()) == {c: 6 for c in range(40, 50)}
@@ -97,8 +98,10 @@ def test_errors():
         MNIST5kPairsDataModule(split="train")
     with pytest.raises(ValueError, match="overlap"):
         MNIST5kPairsDataModule(train_classes=range(0, 60))
+    with pytest.raises(ValueError, match="class_split must be one of"):
+        MNIST5kPairsDataModule(class_split="random")
     with pytest.raises(ValueError, match="never chosen on test classes"):
-        MNIST5kPairsDataModule(val_classes=range(50, 60))
+        MNIST5kPairsDataModule(class_split="halves", val_classes=range(50, 60))
     with pytest.raises(ValueError, match="0..99"):
         MNIST5kPairsDataModule(test_classes=range(50, 101))
     with pytest.raises(ValueError, match="images_per_class"):
@@ -117,5 +120,51 @@ def test_configs_build_and_agree_with_the_data(name, tmp_path):
     gen = cli.model.generator
     assert (gen is not None) == name.endswith("gca_hng")
     if gen is not None:  # the generator's classifier heads cover exactly the training classes
-        assert gen.num_classes == cli.model.hparams.num_classes == cli.datamodule.num_train_classes == 50
+        assert gen.num_classes == cli.datamodule.num_train_classes == 50
         assert gen.dim == cli.model.encoder.embedding_dim
+        assert (gen.gnn.num_layers, gen.gnn.heads) == (2, 4)  # official G_CUB200.yml GNN size
+    # the paper's regime: official head, official N-pair real-pair term, StepLR schedule, warm-up, parity split
+    from graphneg.models.encoders import EmbeddingHead
+
+    enc = cli.model.encoder
+    assert isinstance(enc.fc, EmbeddingHead) and enc.fc.norm == "batchnorm" and enc.pool == (1, 2)
+    if name in ("npair", "gca_hng"):
+        assert type(cli.model.loss).__name__ == "NPairLoss" and cli.model.loss.anchors == "official"
+    hp = cli.model.hparams
+    assert (hp.scheduler, hp.warmup_epochs, hp.lr_gamma) == ("step", 1, 0.5)
+    assert hp.lr_step_size * 5 == cli.trainer.max_epochs  # five halvings over the run, as 150 / 30 officially
+    assert cli.datamodule.class_split == "parity" and (cli.datamodule.classes_per_batch,
+                                                       cli.datamodule.samples_per_class) == (27, 3)
+
+
+def test_parity_split_every_digit_on_both_sides():
+    """class_split="parity": train = even digit sum, test = odd; each digit 5 times left and 5 times right in
+    both; validation = the 10 training classes a (a+2 mod 10), each digit once left and once right, and the
+    40 others still show every digit on both sides."""
+    dm = MNIST5kPairsDataModule()
+    train, test = set(dm.train_classes), set(dm.test_classes)
+    assert train == {10 * a + b for a in range(10) for b in range(10) if (a + b) % 2 == 0}
+    assert test == set(range(100)) - train and len(train) == len(test) == 50
+    for classes, times in ((train, 5), (test, 5)):
+        for d in range(10):
+            assert sum(c // 10 == d for c in classes) == times and sum(c % 10 == d for c in classes) == times
+    val = set(dm.val_classes)
+    assert val == {2, 13, 24, 35, 46, 57, 68, 79, 80, 91} and val <= train
+    assert set(dm.val_train_classes) == train - val
+    for d in range(10):
+        assert sum(c // 10 == d for c in val) == 1 and sum(c % 10 == d for c in val) == 1
+        assert any(c // 10 == d for c in dm.val_train_classes) and any(c % 10 == d for c in dm.val_train_classes)
+    dm = MNIST5kPairsDataModule(split="val", images_per_class=2, augment=False)
+    dm.setup("fit")
+    assert set(dm.test_set.labels.tolist()) == val and dm.num_train_classes == 40
+
+
+def test_flagship_mnist_config_is_the_papers_pairing(tmp_path):
+    import os
+
+    from graphneg.cli import cli_main
+
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "mnist_gca_hng.yaml")
+    cli = cli_main(["--config", path, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert type(cli.model.loss).__name__ == "NPairLoss" and cli.model.loss.anchors == "official"
+    assert cli.model.generator is not None and cli.model.encoder.fc.norm == "batchnorm"

