@@ -113,8 +113,17 @@ class TripletMarginLoss(BaseMetricLoss):
             return self.reducer(self._violation(ap, an), keep)
         if self.triplets_per_anchor != "all":
             return self._sampled(b, has_pos & has_neg)
-        keep = b.pos_mask[:, :, None] & b.neg_mask[:, None, :]  # [B, R, K]
-        ap, an = b.pos_sim[:, :, None], b.neg_sim[:, None, :]
+        if synthetic is not None:
+            # all (positive, synthetic negative) triplets as [M, R]: negative k against the positives of its
+            # anchor. The same triplets as the [B, R, K] block, in O(M R) rather than O(B R M) memory
+            # (pair_block's static width M, issue 21); the values are pair_block's (distance.pairwise)
+            a = synthetic.anchor_index
+            keep = b.pos_mask.index_select(0, a)  # [M, R]
+            ap = b.pos_sim.index_select(0, a)
+            an = self.distance.pairwise(embeddings.index_select(0, a), synthetic.x)[:, None]
+        else:
+            keep = b.pos_mask[:, :, None] & b.neg_mask[:, None, :]  # [B, R, K]
+            ap, an = b.pos_sim[:, :, None], b.neg_sim[:, None, :]
         if self.swap:  # d(p, n) for p, n in the batch (no synthetic negatives here)
             an = self.distance.smallest_dist(an.expand_as(keep), b.pos_sim[None, :, :].expand_as(keep))
         losses = self._violation(ap, an)
