@@ -57,7 +57,7 @@ from graphneg.validation import (
 
 __all__ = [
     "BaseMetricLoss", "SyntheticNegatives", "PairBlock", "check_synthetic", "check_indices_tuple",
-    "check_hparam", "pair_block", "pair_masks", "convert_to_triplets", "log1p_sum_exp", "NO_POSITIVE",
+    "check_hparam", "pair_block", "segment_log_sum_exp", "pair_masks", "convert_to_triplets", "log1p_sum_exp", "NO_POSITIVE",
 ]
 
 NO_POSITIVE = (
@@ -98,6 +98,16 @@ def log1p_sum_exp(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
     x = x.masked_fill(~mask, float("-inf"))
     zero = x.new_zeros(1).expand(*[1 if d == (dim % x.dim()) else s for d, s in enumerate(x.shape)])
     return torch.logsumexp(torch.cat([zero, x], dim=dim), dim=dim)
+
+
+def segment_log_sum_exp(x: Tensor, index: Tensor, init: Tensor) -> Tensor:
+    r""":math:`\log(e^{init_a} + \sum_{k: index_k = a} e^{x_k})` for every segment ``a`` (``init`` ``[B]``,
+    ``x`` and ``index`` ``[M]``; ``-inf`` entries of ``x`` count as absent): the logsumexp of
+    :func:`log1p_sum_exp` (``init = 0``) over a flat, unpadded layout, stable (shifted by the segment's
+    detached maximum), no host sync. Reconstructed: the standard max-shifted logsumexp, per segment."""
+    shift = init.detach().scatter_reduce(0, index, x.detach(), reduce="amax", include_self=True)
+    total = (init - shift).exp().index_add(0, index, (x - shift.index_select(0, index)).exp())
+    return shift + total.log()
 
 
 def pair_masks(indices_tuple: Optional[Sequence[Tensor]], labels: Tensor, ref_labels: Optional[Tensor]):

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
-from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, log1p_sum_exp, pair_block
+from graphneg.losses.base import (
+    NO_POSITIVE, BaseMetricLoss, log1p_sum_exp, pair_block, pair_masks, segment_log_sum_exp,
+)
 from graphneg.losses.distances import BaseDistance, CosineSimilarity
 from graphneg.losses.reducers import BaseReducer, MeanReducer
 from graphneg.validation import check_hyperparameter, value_checks_enabled
@@ -60,6 +63,8 @@ class MultiSimilarityLoss(BaseMetricLoss):
         self.reducer = MeanReducer() if reducer is None else reducer
 
     def compute(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, synthetic) -> Tensor:
+        if synthetic is not None:
+            return self._compute_synthetic(embeddings, labels, synthetic)
         b = pair_block(embeddings, labels, synthetic, self.distance, ref_emb, ref_labels, indices_tuple)
         if indices_tuple is None and value_checks_enabled() and not bool(b.pos_mask.any()):
             raise ValueError(NO_POSITIVE)
@@ -75,6 +80,30 @@ class MultiSimilarityLoss(BaseMetricLoss):
         neg_exp = self.distance.margin(self.base, b.neg_sim)
         pos_term = log1p_sum_exp(self.alpha * pos_exp, pos_keep) / self.alpha
         neg_term = log1p_sum_exp(self.beta * neg_exp, neg_keep) / self.beta
+        return self.reducer(pos_term + neg_term)
+
+    def _compute_synthetic(self, embeddings, labels, synthetic) -> Tensor:
+        """:meth:`compute` with synthetic negatives on the flat ``[M]`` layout (anchor ``anchor_index[k]``):
+        the same terms as the padded :func:`pair_block` block, in ``O(B^2 + M)`` memory and without a
+        host sync (issue 21)."""
+        mat = self.distance(embeddings)
+        pos_mask, _ = pair_masks(None, labels, None)
+        if value_checks_enabled() and not bool(pos_mask.any()):
+            raise ValueError(NO_POSITIVE)
+        a = synthetic.anchor_index
+        neg = self.distance.pairwise(embeddings.index_select(0, a), synthetic.x)  # [M], as pair_block
+        pos_keep, neg_keep = pos_mask, torch.ones_like(neg, dtype=torch.bool)
+        if self.mining:
+            sign = 1.0 if self.distance.is_inverted else -1.0
+            sp, sn = sign * mat.detach(), sign * neg.detach()
+            min_pos = sp.masked_fill(~pos_mask, float("inf")).amin(dim=1)
+            max_neg = sn.new_full((embeddings.size(0),), float("-inf")).scatter_reduce(
+                0, a, sn, reduce="amax", include_self=True)
+            neg_keep = sn + self.epsilon > min_pos.index_select(0, a)
+            pos_keep = pos_keep & (sp - self.epsilon < max_neg[:, None])
+        pos_term = log1p_sum_exp(self.alpha * self.distance.margin(mat, self.base), pos_keep) / self.alpha
+        neg_x = (self.beta * self.distance.margin(self.base, neg)).masked_fill(~neg_keep, float("-inf"))
+        neg_term = segment_log_sum_exp(neg_x, a, mat.new_zeros(embeddings.size(0))) / self.beta
         return self.reducer(pos_term + neg_term)
 
     def extra_repr(self) -> str:
