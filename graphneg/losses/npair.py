@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, pair_block
+from graphneg.losses.base import NO_POSITIVE, BaseMetricLoss, pair_block, segment_log_sum_exp
 from graphneg.losses.distances import BaseDistance, DotProductSimilarity
 from graphneg.losses.reducers import masked_mean
 from graphneg.ops.labels import next_positive_index, rank_in_class
@@ -95,14 +95,23 @@ class NPairLoss(BaseMetricLoss):
     def compute(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, synthetic) -> Tensor:
         if synthetic is None and self.anchors == "official":
             return self._official_real(embeddings, labels)
-        block = pair_block(embeddings, labels, synthetic, self.distance)
         partner = next_positive_index(labels)
         valid = partner != torch.arange(partner.numel(), device=partner.device)
         if value_checks_enabled() and not bool(valid.any()):
             raise ValueError(NO_POSITIVE)
-        s_pos = self._sim(block.pos_sim).gather(1, partner[:, None])  # [B, 1]
-        neg = self._sim(block.neg_sim).masked_fill(~block.neg_mask, float("-inf"))
-        ce = masked_mean(torch.logsumexp(torch.cat([s_pos, neg], dim=1), dim=1) - s_pos[:, 0], valid)
+        if synthetic is None:
+            block = pair_block(embeddings, labels, synthetic, self.distance)
+            s_pos = self._sim(block.pos_sim).gather(1, partner[:, None])  # [B, 1]
+            neg = self._sim(block.neg_sim).masked_fill(~block.neg_mask, float("-inf"))
+            lse = torch.logsumexp(torch.cat([s_pos, neg], dim=1), dim=1)
+        else:
+            # flat [M] layout (anchor_index[k] = row): the padded block's logsumexp without the [B, M] block
+            # or a host sync (issue 21); values as pair_block's (distance.pairwise)
+            a = synthetic.anchor_index
+            s_pos = self._sim(self.distance.pairwise(embeddings, embeddings.index_select(0, partner)))[:, None]
+            neg = self._sim(self.distance.pairwise(embeddings.index_select(0, a), synthetic.x))
+            lse = segment_log_sum_exp(neg, a, s_pos[:, 0])
+        ce = masked_mean(lse - s_pos[:, 0], valid)
 
         sq = embeddings.pow(2).sum(dim=1)
         if synthetic is None:
