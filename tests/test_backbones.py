@@ -169,12 +169,13 @@ def test_smallcnn_pool_keeps_the_two_halves_apart():
 
 
 @pytest.mark.parametrize("freeze", [True, False])
-def test_googlenet_bn_freeze_keeps_running_statistics(freeze):
+@pytest.mark.parametrize("name", ["bn_freeze", "freeze_bn"])
+def test_googlenet_bn_freeze_keeps_running_statistics(freeze, name):
     """Official train.py with BN_FREEZE: every BatchNorm2d of the feature extractor in eval mode each epoch
     (after model.train()); the affine parameters still train (the official googlenet() leaves their
     requires_grad alone). The head's BatchNorm1d trains either way."""
     torch.manual_seed(0)
-    m = _quiet(GoogLeNetEmbedding, embedding_dim=8, bn_freeze=freeze)
+    m = _quiet(GoogLeNetEmbedding, embedding_dim=8, **{name: freeze})
     bns = [mod for mod in m.backbone.modules() if isinstance(mod, nn.BatchNorm2d)]
     assert len(bns) == 57
     # calibrate the statistics as pretrained weights would have them (random init + mean 0 / var 1 makes the
@@ -201,3 +202,8 @@ def test_googlenet_bn_freeze_keeps_running_statistics(freeze):
     assert sum(not torch.equal(b.weight, a) for b, a in zip(bns, affine)) > len(bns) // 2
     assert not torch.equal(m.fc[0].running_mean, head_stats)
     assert all(b.training != freeze for b in bns) and m.fc[0].training
+
+
+def test_googlenet_freeze_bn_and_bn_freeze_are_one_switch():
+    with pytest.raises(ValueError, match="bn_freeze or freeze_bn"):
+        GoogLeNetEmbedding(embedding_dim=8, bn_freeze=True, freeze_bn=True)

@@ -91,3 +91,23 @@ def test_one_step_equals_metric_learning_module(tmp_path):
     for key in ("j_mean", "j_gen_mean"):
         torch.testing.assert_close(getattr(module.objective, key + "_sum"), getattr(plain["objective"], key),
                                    rtol=0, atol=1e-6)
+
+
+def _readme_python_blocks():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_shows_this_loop_and_its_other_snippets_run(capsys):
+    """README.md shows README_EXAMPLE verbatim (run above), and every other Python block of the README runs."""
+    blocks = _readme_python_blocks()
+    assert README_EXAMPLE.strip() in [b.strip() for b in blocks], "README.md must show README_EXAMPLE verbatim"
+    others = [b for b in blocks if b.strip() != README_EXAMPLE.strip()]
+    assert others, "README.md has no other Python block"
+    torch.manual_seed(0)
+    for block in others:
+        run(block)
+    assert "recall@1" in capsys.readouterr().out  # the API snippet prints its retrieval metrics

@@ -1,5 +1,5 @@
 """Encoders and LightningModules."""
-from graphneg.models.encoders import Flatten, SmallCNN
+from graphneg.models.encoders import EmbeddingHead, Flatten, SmallCNN
 from graphneg.models.metric import MetricLearningModule
 from graphneg.models.contrastive import ContrastiveModule, GraphContrastiveModule
 from graphneg.models.gin import GINEncoder
@@ -8,7 +8,7 @@ from graphneg.models.resnet import CifarResNet, resnet18, resnet50
 from graphneg.models.backbones import GoogLeNetEmbedding, ResNet50Embedding
 
 __all__ = [
-    "SmallCNN", "Flatten", "MetricLearningModule",
+    "SmallCNN", "EmbeddingHead", "Flatten", "MetricLearningModule",
     "ContrastiveModule", "GraphContrastiveModule", "GINEncoder", "MLPProjector", "CifarResNet", "resnet18",
     "resnet50", "ResNet50Embedding", "GoogLeNetEmbedding",
 ]

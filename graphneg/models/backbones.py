@@ -220,6 +220,8 @@ class GoogLeNetEmbedding(_EmbeddingBackbone):
             ``False`` in ``G_SOP.yml`` / ``G_INSHOP.yml``). Their affine parameters keep training, as in the
             official code (``train.py`` only calls ``m.eval()``; unlike ``Resnet50``, the official
             ``googlenet`` does not set their ``requires_grad``). Default ``False`` (torchvision's behaviour).
+        freeze_bn: the same switch under the name users of other trainers know (``GoogLeNetEmbedding(
+            freeze_bn=True)``); give one of the two.
 
     Shapes:
         - input: images ``[N, 3, H, W]`` (ImageNet-normalised; 224 x 224 in the protocol)
@@ -234,10 +236,15 @@ class GoogLeNetEmbedding(_EmbeddingBackbone):
         weights: Optional[str] = None,
         transform_input: Optional[bool] = None,
         bn_freeze: bool = False,
+        freeze_bn: Optional[bool] = None,
     ) -> None:
         super().__init__()
         from torchvision.models import GoogLeNet
 
+        if freeze_bn is not None:
+            if bn_freeze:
+                raise ValueError("GoogLeNetEmbedding: give bn_freeze or freeze_bn (the same switch), not both")
+            bn_freeze = freeze_bn
         weights = self._weights_arg(weights)
         self.bn_freeze = bool(bn_freeze)
         self.transform_input = (weights is not None) if transform_input is None else bool(transform_input)
