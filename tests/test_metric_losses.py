@@ -663,3 +663,15 @@ def test_a_subclass_gets_the_contract():
     neg, neg_labels, anchor = make_synthetic(z, y)
     with pytest.raises(ValueError, match="MeanPositiveDistance does not take synthetic negatives"):
         MeanPositiveDistance()(z, y, neg_embeddings=neg, neg_labels=neg_labels, anchor_index=anchor)
+
+
+def test_base_classes_are_abstract():
+    """BaseMetricLoss / BaseDistance / BaseReducer declare what a subclass must define (compute, compute_mat and
+    pairwise_distance, forward): instantiating one without them is a TypeError naming the missing method."""
+    from graphneg.losses import BaseMetricLoss
+    from graphneg.losses.distances import BaseDistance
+    from graphneg.losses.reducers import BaseReducer
+
+    for cls, missing in ((BaseMetricLoss, "compute"), (BaseDistance, "compute_mat"), (BaseReducer, "forward")):
+        with pytest.raises(TypeError, match=missing):
+            cls()

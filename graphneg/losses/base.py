@@ -43,6 +43,7 @@ Every loss computes in float32 under autocast and for 16-bit inputs
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -178,7 +179,7 @@ def pair_block(
     return PairBlock(mat, pos_mask, neg_sim, neg_index >= 0, neg_index)
 
 
-class BaseMetricLoss(nn.Module):
+class BaseMetricLoss(nn.Module, ABC):
     """Base class of graphneg's metric losses: validate once, then :meth:`compute` (module docstring).
 
     A new loss declares its needs and implements :meth:`compute` on validated inputs, e.g. the mean
@@ -205,6 +206,7 @@ class BaseMetricLoss(nn.Module):
     #: accepts PML's ``ref_emb`` / ``ref_labels``
     supports_ref_emb: bool = True
 
+    @abstractmethod
     def compute(
         self,
         embeddings: Tensor,
@@ -214,8 +216,7 @@ class BaseMetricLoss(nn.Module):
         ref_labels: Optional[Tensor],
         synthetic: Optional[SyntheticNegatives],
     ) -> Tensor:
-        """The loss on validated inputs (``labels`` on the embeddings' device)."""
-        raise NotImplementedError
+        """The loss on validated inputs (``labels`` on the embeddings' device); each loss defines it."""
 
     @full_precision
     def forward(

@@ -8,6 +8,7 @@ Only what graphneg's losses use is implemented (no ``power``, no recorded statis
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Optional
 
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 __all__ = ["BaseDistance", "DotProductSimilarity", "CosineSimilarity", "LpDistance"]
 
 
-class BaseDistance(nn.Module):
+class BaseDistance(nn.Module, ABC):
     """Pairwise distance / similarity ``mat = distance(query, ref)`` (``ref`` defaults to ``query``).
 
     Args:
@@ -42,11 +43,13 @@ class BaseDistance(nn.Module):
         """Row-wise ``d(query[i], ref[i])`` ``[N]`` (PML ``pairwise_distance`` after normalisation)."""
         return self.pairwise_distance(self.maybe_normalize(query), self.maybe_normalize(ref))
 
+    @abstractmethod
     def compute_mat(self, query: Tensor, ref: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The ``[M, N]`` matrix of ``d(query[i], ref[j])`` on normalised inputs; each distance defines it."""
 
+    @abstractmethod
     def pairwise_distance(self, query: Tensor, ref: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Row-wise ``d(query[i], ref[i])`` ``[N]`` on normalised inputs; each distance defines it."""
 
     def margin(self, x: Tensor, y) -> Tensor:
         """How much closer ``y`` is than ``x``: ``x - y`` for distances, ``y - x`` for similarities."""

@@ -8,6 +8,7 @@ sync. An empty selection gives a 0 that is still attached to the graph (PML retu
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Optional
 
 from torch import Tensor, nn
@@ -23,11 +24,12 @@ def masked_mean(values: Tensor, keep: Optional[Tensor] = None) -> Tensor:
     return total / keep.sum().clamp(min=1).to(values.dtype)
 
 
-class BaseReducer(nn.Module):
+class BaseReducer(nn.Module, ABC):
     """``reducer(losses, keep=None) -> scalar`` over the elements where ``keep`` is ``True``."""
 
+    @abstractmethod
     def forward(self, losses: Tensor, keep: Optional[Tensor] = None) -> Tensor:
-        raise NotImplementedError
+        """The reduced loss; each reducer defines it."""
 
 
 class MeanReducer(BaseReducer):
