@@ -38,15 +38,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import PeakRSS  # noqa: E402  (the studies' one /proc peak-memory reader)
+
 KS = (1, 10, 100, 1000)
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def child(backend: str, n: int, dim: int, classes: int, seed: int, threads: int) -> dict:
@@ -68,27 +63,14 @@ def child(backend: str, n: int, dim: int, classes: int, seed: int, threads: int)
     labels = torch.from_numpy(rng.permutation(np.repeat(np.arange(classes), sizes)))
     emb = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
     emb_bytes = emb.numel() * emb.element_size()
-    exact = True
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = _status("VmRSS")
-    except OSError:
-        exact = False
-        before = _status("VmRSS")
     load0 = os.getloadavg()[0]
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = retrieval_metrics(emb, labels, ks=KS, nmi=False, backend=backend)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if exact:
-        peak = _status("VmHWM")
-    else:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with PeakRSS() as mem:  # VmHWM after - VmRSS before, peak counter reset first
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = retrieval_metrics(emb, labels, ks=KS, nmi=False, backend=backend)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"backend": backend, "installed": True, "wall_s": wall, "cpu_s": cpu, "load": [load0, os.getloadavg()[0]],
-            "peak_beyond_MiB": (peak - before) / 2**20,
-            "embeddings_MiB": emb_bytes / 2**20, "exact_peak": exact, "metrics": res,
+            "peak_beyond_MiB": mem.bytes / 2**20,
+            "embeddings_MiB": emb_bytes / 2**20, "exact_peak": mem.exact, "metrics": res,
             "max_class": int(sizes.max()), "min_class": int(sizes.min())}
 
 
