@@ -15,6 +15,7 @@ from torch import nn
 import graphneg.nn as gnn_pkg
 from graphneg.graph import batch_graph
 from graphneg.ops.labels import next_positive_index, rank_in_class
+from graphneg.ops.random import counter_uniform, draw_seed
 from graphneg.losses.gca_hng import generator_loss, node_loss
 from graphneg.nn import GCAHNG
 
@@ -175,8 +176,11 @@ def test_chain_matches_official_chained_mixing():
     gen = make_gen(rw="chain")
     out = gen(z, y, j_mean=2.0, generator=torch.Generator().manual_seed(7), return_pairs=True)
     pairs = pair_dict(out, out.pairs.x.detach())
-    # the official draws: one np.random.random() per (anchor chunk, step), in loop order
-    u = torch.rand(M, M - 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    # the official draws: one np.random.random() per (anchor chunk, step), shared by the chunk's anchors and
+    # all classes; here draw (chunk r, step t) = counter_uniform(seed, r, t), seed drawn from the generator
+    seed = draw_seed(torch.Generator().manual_seed(7))
+    u = {(r, t - 1): float(counter_uniform(seed, torch.tensor(r), torch.tensor(t), dtype=torch.float64))
+         for r in range(M) for t in range(1, M)}
     ref = {}
     for chunk in range(M):
         for i in range(C):
@@ -187,7 +191,7 @@ def test_chain_matches_official_chained_mixing():
                 tmp = pairs[(a, j)]
                 for step in range(1, M):
                     nh = pairs[(a, step * C + j)]
-                    tmp = nh + u[chunk, step - 1] * (tmp - nh)
+                    tmp = nh + u[(chunk, step - 1)] * (tmp - nh)
                 ref[(a, j)] = tmp
     rows = {(int(a), int(c)): g for g, (a, c) in enumerate(zip(out.anchor_index, out.labels))}
     assert set(rows) == set(ref)  # one negative per (anchor, other class)

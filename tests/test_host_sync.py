@@ -1,10 +1,9 @@
 """No host synchronisation in a training step (issue 21), counted on the CPU by tests/sync_counter.py
 (the ops that force a device -> host sync on CUDA; with CUDA present also CUDA's own sync debug mode).
 
-Each test prints the offending ``file:line in function: op`` list when it fails. The tests marked
-``xfail(strict=True)`` fail today because of sync sites in files other helpers own (listed in the
-reason); when those are fixed the test passes, strict xfail turns that into a failure, and the marker
-is to be removed.
+Each test prints the offending ``file:line in function: op`` list when it fails. The only syncs
+allowed in a step are the kNN graph's edge count (data-dependent by nature) and, in the CPU's compact
+GCA-HNG layout, ``GeneratedNegatives.compact()``.
 """
 import sys
 import os
@@ -19,7 +18,7 @@ from graphneg.losses import (  # noqa: E402
     DebiasedContrastiveLoss, HCLLoss, InfoNCELoss, MultiSimilarityLoss, NPairLoss, ProxyAnchorLoss,
     TripletMarginLoss, UnReMixLoss,
 )
-from graphneg.losses.gca_hng import generator_loss, node_loss  # noqa: E402
+from graphneg.losses.gca_hng import generator_diagnostics, generator_loss, node_loss  # noqa: E402
 from graphneg.nn import GCAHNG  # noqa: E402
 from graphneg.ops import knn as knn_mod  # noqa: E402
 from graphneg.ops.knn import chunked_topk, knn_index  # noqa: E402
@@ -30,11 +29,6 @@ from graphneg.validation import value_checks  # noqa: E402
 def cuda_path(monkeypatch):
     """The kNN kernel's CUDA selection (sync-free two-pass) also on the CPU."""
     monkeypatch.setattr(knn_mod, "PREFILTER_DEVICE_TYPES", set())
-
-
-def xfail_sync(reason):
-    """Fails today on the listed sync sites (an AssertionError naming them); strict: passes -> remove."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
 
 
 # ------------------------------------------------------------------------------------------ detector
@@ -135,46 +129,48 @@ def test_contrastive_losses_are_sync_free(name, cuda_path):
 
 
 # ------------------------------------------------------------------------------------------ GCA-HNG
-GCA_SITES = (
-    "graphneg/nn/generator.py _generate: nonzero of the cross-class edges (the number of anchor -> negative "
-    "pairs, B^2 - sum_c n_c^2 in the complete graph, depends on the labels) and unique of the (anchor, class) "
-    "groups (the number of generated negatives, the rows of out.x, depends on the labels); "
-    "graphneg/nn/generation.py chain_weights: one .tolist() of max(size), max(chunk) (the shape (R, T) of the "
-    "documented draw u = torch.rand(R, T, generator) fixes which draw each pair gets, so a static bound would "
-    "change the generated negatives for a given seed). Removing them needs a padded GeneratedNegatives layout "
-    "(B * num_classes rows with a mask) that every loss accepts: a redesign, not a local fix"
-)
-
 #: sites whose output size is data-dependent by nature in the sparse (kNN) graph (edge counts): allowed
 KNN_DATA_DEPENDENT = ("graphneg/ops/knn.py", "_sorted_unique_edges", "graph.py")
 
 
-def _gca_step(edges, k):
+def _gca_step(edges, k, rw="chain", static_shapes=True):
     torch.manual_seed(0)
     y = torch.arange(6).repeat(3)
     z = torch.randn(18, 16, requires_grad=True)
-    gen = GCAHNG(16, num_classes=6, num_layers=2, heads=4, rw="chain", edges=edges, k=k)
+    gen = GCAHNG(16, num_classes=6, num_layers=2, heads=4, rw=rw, edges=edges, k=k, static_shapes=static_shapes)
     clf = torch.nn.Linear(16, 6)
     with value_checks(False), count_syncs() as rep:
         out = gen(z, y, j_mean=2.0)
         loss = generator_loss(out, clf, gen.softmax_factor, gen.dot_weight, gen.div_weight).total + node_loss(out)
         loss.backward()
+        generator_diagnostics(out)
     return rep
 
 
-@xfail_sync(reason="the GCA-HNG generator sites: " + GCA_SITES)
-def test_gcahng_complete_step_is_sync_free():
-    rep = _gca_step("complete", None)
+@pytest.mark.parametrize("rw", ["chain", "dirichlet", None])
+def test_gcahng_complete_step_is_sync_free(rw):
+    """The padded layout (static_shapes=True, the default on CUDA): generation, generator and node losses,
+    backward and the logged diagnostics without a host sync."""
+    rep = _gca_step("complete", None, rw)
     assert len(rep) == 0, rep.message()
 
 
-@xfail_sync(reason="the GCA-HNG generator sites: " + GCA_SITES)
-def test_gcahng_knn_step_syncs_only_for_the_edge_count(cuda_path):
+@pytest.mark.parametrize("rw", ["chain", "dirichlet", None])
+def test_gcahng_knn_step_syncs_only_for_the_edge_count(cuda_path, rw):
     """The class-aware kNN graph has a data-dependent number of edges (symmetrised, deduplicated): its
     construction may sync; nothing else in the step may."""
-    rep = _gca_step("knn", 4)
+    rep = _gca_step("knn", 4, rw)
     other = [s for s in rep.sites() if not any(a in s for a in KNN_DATA_DEPENDENT)]
     assert not other, "host synchronisations:\n  " + "\n  ".join(other)
+
+
+def test_gcahng_compact_layout_syncs_only_to_drop_the_padding():
+    """The compact layout (the CPU default) is the padded one plus GeneratedNegatives.compact(): its
+    only syncs are compact()'s two nonzero (rows, pairs)."""
+    rep = _gca_step("complete", None, "chain", static_shapes=False)
+    kinds = sorted((s.split(" in ")[1].split(":")[0], s.split(": ")[1].split(" ")[0]) for s in rep.sites())
+    assert all("graphneg/nn/generator.py" in s for s in rep.sites()), rep.message()
+    assert kinds == [("compact", "aten.nonzero.default")] * 2, kinds
 
 
 # ------------------------------------------------------------------------------------------ module step
@@ -214,28 +210,17 @@ def test_metric_module_training_step_is_sync_free():
     assert len(rep) == 0, rep.message()
 
 
-@xfail_sync(reason="the GCA-HNG generator sites: " + GCA_SITES)
-def test_metric_module_gca_training_step_is_sync_free():
+def test_metric_module_gca_training_step_is_sync_free(monkeypatch):
+    """The module's GCA-HNG step with the generator's default layout on CUDA (padded), forced on the CPU by
+    emptying graphneg.nn.generator.COMPACT_DEVICE_TYPES."""
+    from graphneg.nn import generator as generator_mod
+
+    monkeypatch.setattr(generator_mod, "COMPACT_DEVICE_TYPES", set())
     rep = _module_step_syncs(generator=True)
     assert len(rep) == 0, rep.message()
 
 
-# ------------------------------------------------------------------------------------------ removed sites
-#: the sync sites left in a GCA-HNG step (GCA_SITES); anything else is a regression
-GENERATOR_SITES = ("graphneg/nn/generator.py", "graphneg/nn/generation.py")
-
-
-def test_gcahng_complete_step_syncs_only_at_the_listed_generator_sites():
-    """The complete graph, rank_within_groups, the class grouping and the losses no longer sync; what is
-    left is GCA_SITES: nonzero and unique in _generate, one .tolist() in chain_weights (once each)."""
-    rep = _gca_step("complete", None)
-    sites = rep.sites()
-    assert all(any(g in s for g in GENERATOR_SITES) for s in sites), "\n".join(sites)
-    kinds = sorted((s.split(" in ")[1].split(":")[0], s.split(": ")[1].split(" ")[0]) for s in sites)
-    assert kinds == [("_generate", "aten._unique2.default"), ("_generate", "aten.nonzero.default"),
-                     ("chain_weights", "Tensor.tolist")], kinds
-
-
+# ------------------------------------------------------------------------------------------ graph
 @pytest.mark.parametrize("n", [0, 1, 2, 5])
 @pytest.mark.parametrize("loop", [True, False])
 def test_complete_edge_index_equals_the_dense_mask_and_is_sync_free(n, loop):

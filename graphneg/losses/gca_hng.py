@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphneg.losses.pml import pml_inputs
+from graphneg.losses.reducers import masked_mean
 from graphneg.nn.functional import gather_cosine, group_squared_deviation
 from graphneg.nn.generator import GeneratedNegatives
 from graphneg.precision import full_precision, to_float32
@@ -125,11 +126,15 @@ def generator_loss(
     mean runs over ``B * C`` rows incl. own-class rows it tries to zero). Nothing is detached here:
     generate from detached embeddings for this step (:meth:`GCAHNGObjective.generator_loss` does).
     Defaults: official ``G_CUB200.yml``; :class:`GCAHNGObjective` passes the generator's own weights.
-    Computed in float32 under autocast.
+    Computed in float32 under autocast. In the padded layout (``out.mask``) the means run over the real
+    rows only (the same values as on :meth:`~graphneg.nn.generator.GeneratedNegatives.compact`).
     """
-    softmax_ce = softmax_factor * F.cross_entropy(classifier(out.x), out.labels)
+    # means over the synthetic negatives: over the rows of out.mask in the padded layout (masked_mean,
+    # no host sync; the same value as the compact layout's plain mean)
+    ce = F.cross_entropy(classifier(out.x), out.labels, reduction="none")
+    softmax_ce = softmax_factor * masked_mean(ce, out.mask)
     # == F.cosine_similarity(graph.x[anchor_index], out.x); no gathered [P, D] anchor copy
-    similarity = (1.0 - gather_cosine(out.graph.x, out.anchor_index, out.x)).mean()
+    similarity = masked_mean(1.0 - gather_cosine(out.graph.x, out.anchor_index, out.x), out.mask)
     diversity = 1e-2 * diversity_loss(to_float32(out.gnn.lam), out.graph.edge_index, out.graph.num_nodes)
     total = 0.5 * (softmax_ce + dot_weight * similarity + div_weight * diversity)
     return GCAHNGLoss(total, softmax_ce, similarity, diversity)
@@ -166,20 +171,30 @@ def generator_diagnostics(out: GeneratedNegatives, fixed_lambda: Optional[float]
     emb = out.graph.x.detach()  # the (global) batch the generator ran on
     x = out.x.detach()
     pairs = out.pairs
-    cos_syn = F.cosine_similarity(emb.index_select(0, out.anchor_index), x, dim=1)
+    rows, valid = out.mask, pairs.valid  # None in the compact layout; padding / same-class edges otherwise
+    cos_syn = masked_mean(F.cosine_similarity(emb.index_select(0, out.anchor_index), x, dim=1), rows)
     cos_pair = F.cosine_similarity(emb.index_select(0, pairs.anchor), emb.index_select(0, pairs.negative), dim=1)
-    cos_src = torch.zeros(x.size(0), dtype=cos_pair.dtype, device=cos_pair.device).index_add_(
-        0, pairs.group, pairs.weight.detach().to(cos_pair.dtype) * cos_pair)
+    # pairs of no row (padded layout: group == number of rows) go to a dropped extra row
+    cos_src = torch.zeros(x.size(0) + 1, dtype=cos_pair.dtype, device=cos_pair.device).index_add_(
+        0, pairs.group, pairs.weight.detach().to(cos_pair.dtype) * cos_pair)[:-1]
+    cos_src = masked_mean(cos_src, rows)
     if fixed_lambda is None:
         lam = out.gnn.lam.detach().index_select(0, pairs.edge)  # the pairs' interpolation vectors
-        lam_mean, lam_std = lam.mean(), lam.std()
+        if valid is None:
+            lam_mean, lam_std = lam.mean(), lam.std()
+        else:
+            keep = valid[:, None].expand_as(lam)
+            lam_mean = masked_mean(lam, keep)
+            count = keep.sum().to(lam.dtype)
+            var = torch.where(keep, (lam - lam_mean).pow(2), torch.zeros_like(lam)).sum() / (count - 1.0)
+            lam_std = var.sqrt()  # unbiased, as Tensor.std
     else:
         lam_mean, lam_std = emb.new_tensor(float(fixed_lambda)), emb.new_tensor(0.0)
     res = {
-        "cos_anchor_synthetic": cos_syn.mean(),
-        "cos_anchor_source": cos_src.mean(),
-        "hardness_gain": cos_syn.mean() - cos_src.mean(),
-        "hard_fraction": pairs.hard.float().mean(),
+        "cos_anchor_synthetic": cos_syn,
+        "cos_anchor_source": cos_src,
+        "hardness_gain": cos_syn - cos_src,
+        "hard_fraction": masked_mean(pairs.hard.float(), valid),
         "lambda_mean": lam_mean,
         "lambda_std": lam_std,
     }
@@ -202,6 +217,15 @@ def takes_synthetic_negatives(loss: Callable) -> bool:
     except (TypeError, ValueError):
         return False
     return "neg_embeddings" in params
+
+
+def _takes_keyword(loss: Callable, name: str) -> bool:
+    """Whether ``loss``'s ``forward`` (or the callable itself) has a parameter ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(getattr(loss, "forward", loss)).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _nonnegative(name: str, value) -> float:
@@ -291,6 +315,7 @@ class GCAHNGObjective(nn.Module):
         self.generator = generator
         self.loss = metric_loss
         self.synthetic_route = "graphneg" if takes_synthetic_negatives(metric_loss) else "pml"
+        self._loss_takes_mask = _takes_keyword(metric_loss, "neg_mask")
         self.num_classes, self.embedding_dim = int(num_classes), int(embedding_dim)
         self.synthetic_beta = _nonnegative("synthetic_beta", synthetic_beta)
         self.classifier_weight = _nonnegative("classifier_weight", classifier_weight)
@@ -354,8 +379,11 @@ class GCAHNGObjective(nn.Module):
         call path lets the metric loss reach the generator."""
         z, y = negatives.graph.x, negatives.graph.y
         if self.synthetic_route == "graphneg":
+            if negatives.mask is not None and not self._loss_takes_mask:
+                negatives = negatives.compact()  # a loss without neg_mask: drop the padding (one host sync)
+            kwargs = {} if negatives.mask is None else {"neg_mask": negatives.mask}
             return self.loss(z, y, neg_embeddings=negatives.x, neg_labels=negatives.labels,
-                                       anchor_index=negatives.anchor_index)
+                             anchor_index=negatives.anchor_index, **kwargs)
         t = pml_inputs(negatives)
         return self.loss(z, y, t.indices_tuple, t.ref_emb, t.ref_labels)
 
@@ -407,7 +435,9 @@ class GCAHNGObjective(nn.Module):
     @torch.no_grad()
     def histograms(self, negatives: GeneratedNegatives) -> Dict[str, Tensor]:
         """Per-pair values for histograms: ``lambda`` of the pairs (flattened), the anchor-negative
-        distances of the real pairs and of the synthetic negatives."""
+        distances of the real pairs and of the synthetic negatives (of the compact layout: one host sync
+        in the padded one; called once per epoch)."""
+        negatives = negatives.compact()
         pairs, emb, x = negatives.pairs, negatives.graph.x.detach(), negatives.x.detach()
         lam = negatives.gnn.lam.detach().index_select(0, pairs.edge)
         real = (emb.index_select(0, pairs.anchor) - emb.index_select(0, pairs.negative)).norm(dim=1)

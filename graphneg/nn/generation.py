@@ -14,6 +14,7 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 
 from graphneg.nn.functional import gather_lerp
+from graphneg.ops.random import counter_uniform, draw_seed
 
 __all__ = ["hdml_interpolate", "chain_weights", "dirichlet_weights", "rank_within_groups"]
 
@@ -31,14 +32,29 @@ def rank_within_groups(group: Tensor, key: Tensor, num_groups: int, key_range: i
     return rank, counts
 
 
-def _uniform(shape, generator: Optional[torch.Generator], device, dtype) -> Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+def _segment_prefix_and_total(values: Tensor, group: Tensor, order: Tensor) -> Tuple[Tensor, Tensor]:
+    """Inclusive prefix sums of ``values`` within each group, and each element's group total, where
+    ``order`` is a permutation that sorts the elements by group, then by position in the group; one
+    cumsum, no Python loop, no host sync."""
+    vs = values.index_select(0, order)
+    gs = group.index_select(0, order)
+    n = vs.numel()
+    pos = torch.arange(n, device=vs.device)
+    change = gs[1:] != gs[:-1]
+    first = torch.cat([change.new_ones(1), change])
+    last = torch.cat([change, change.new_ones(1)])
+    start = torch.cummax(torch.where(first, pos, torch.zeros_like(pos)), dim=0).values
+    end = torch.cummin(torch.where(last, pos, torch.full_like(pos, n - 1)).flip(0), dim=0).values.flip(0)
+    cs = vs.cumsum(0)
+    prefix = cs - cs.index_select(0, start) + vs.index_select(0, start)
+    total = prefix.index_select(0, end)
+    back = torch.empty_like(order).index_copy_(0, order, pos)  # position of each element in sorted order
+    return prefix.index_select(0, back), total.index_select(0, back)
 
 
 def chain_weights(
-    step: Tensor, size: Tensor, chunk: Tensor, generator: Optional[torch.Generator] = None,
-    dtype: torch.dtype = torch.float32,
+    step: Tensor, chunk: Tensor, generator: Optional[torch.Generator] = None,
+    dtype: torch.dtype = torch.float32, *, group: Tensor, seed: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Convex weights equivalent to the official chained random mixing.
 
@@ -51,46 +67,56 @@ def chain_weights(
     .. math:: w_0 = \prod_{s=1}^{K-1} u_s,\qquad
               w_t = (1 - u_t) \prod_{s=t+1}^{K-1} u_s \quad (t \ge 1),
 
-    which sum to 1. Draws: ``u = torch.rand(R, T, generator=generator)`` with ``R`` = number of
-    chunks (max ``chunk`` + 1) and ``T = max(size) - 1``; ``u[r, t - 1]`` is the draw of step
-    ``t`` for anchors of chunk ``r`` (the official draw order). Products are taken in log space.
+    which sum to 1. Draws: ``u_t`` of chunk ``r`` is
+    ``graphneg.ops.random.counter_uniform(seed, r, t)``, a counter-based draw (a function of
+    ``(seed, r, t)`` only), so every anchor of chunk ``r`` and every class share it as officially, and
+    no draw table of data-dependent shape (hence no host sync) is needed; ``seed`` defaults to
+    ``draw_seed(generator)``. Products are sums of logs within each group (one float64 segmented
+    cumsum).
 
     Args:
-        step: position ``t`` of each pair within its (anchor, class) group ``[P]``.
-        size: size ``K`` of the pair's group ``[P]``.
+        step: position ``t`` of each pair within its (anchor, class) group ``[P]`` (``0 .. K - 1``, each once).
         chunk: chunk (rank in class) ``r`` of the pair's anchor ``[P]``.
+        group: the pair's group ``[P]`` (any integer ids; the pairs of one group share ``chunk``).
+        seed: 0-d int64 seed tensor (default: drawn from ``generator``).
 
     Returns:
         weights ``[P]``.
     """
-    if not size.numel():
+    if isinstance(generator, Tensor):
+        raise TypeError("chain_weights(step, chunk, generator=None, dtype=..., *, group, seed=None): the group "
+                        "sizes are no longer passed (the third argument is the torch.Generator); pass group=")
+    if seed is None:
+        seed = draw_seed(generator, step.device)
+    if not step.numel():
         return torch.ones(step.shape, dtype=dtype, device=step.device)
-    # the draw layout (R, T) is data-dependent and fixes which draw each pair gets: one host sync for both
-    max_size, max_chunk = torch.stack([size.max(), chunk.max().to(size.dtype)]).tolist()
-    num_steps = int(max_size) - 1
-    if num_steps <= 0:
-        return torch.ones(step.shape, dtype=dtype, device=step.device)
-    num_chunks = int(max_chunk) + 1
-    u = _uniform((num_chunks, num_steps), generator, step.device, dtype)
-    log_u = u.clamp_min(torch.finfo(dtype).tiny).log()
-    cum = torch.cat([torch.zeros(num_chunks, 1, dtype=dtype, device=step.device),
-                     log_u.cumsum(dim=1)], dim=1)  # cum[r, t] = sum_{s<=t} log u_s
-    tail = (cum[chunk, size - 1] - cum[chunk, step]).exp()
-    head = torch.where(step == 0, torch.ones_like(tail), 1.0 - u[chunk, (step - 1).clamp_min(0)])
-    return head * tail
+    u = counter_uniform(seed, chunk, step, dtype=torch.float64)  # u_t of chunk r (t >= 1)
+    later = step >= 1
+    log_u = torch.where(later, u.log(), torch.zeros_like(u))
+    order = torch.argsort(group * (step.numel() + 1) + step)  # by group, then step
+    prefix, total = _segment_prefix_and_total(log_u, group, order)  # sum_{1<=s<=t}, sum_{1<=s<=K-1} log u_s
+    tail = (total - prefix).exp()
+    head = torch.where(later, 1.0 - u, torch.ones_like(u))
+    return (head * tail).to(dtype)
 
 
 def dirichlet_weights(
     group: Tensor, num_groups: int, generator: Optional[torch.Generator] = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float32, *, seed: Optional[Tensor] = None, counter: Optional[Tensor] = None,
 ) -> Tensor:
     """Flat Dirichlet(1, ..., 1) weights within each group (normalised i.i.d. Exp(1) draws).
 
     Reconstructed alternative to the chain (not in the official code): the chain's weights are
     not exchangeable (later samples get larger expected weight); Dirichlet(1) is uniform on the
-    simplex. ``u = torch.rand(P, generator=generator)``, ``w = -log(1 - u)`` normalised per group.
+    simplex. ``u = counter_uniform(seed, counter)`` (``counter`` default ``arange(P)``; the generator
+    passes the pair's edge id), ``w = -log(1 - u)`` normalised per group; ``seed`` defaults to
+    ``draw_seed(generator)``.
     """
-    u = _uniform(group.shape, generator, group.device, dtype)
+    if seed is None:
+        seed = draw_seed(generator, group.device)
+    if counter is None:
+        counter = torch.arange(group.numel(), device=group.device)
+    u = counter_uniform(seed, counter, dtype=dtype)
     e = -torch.log1p(-u)
     total = scatter(e, group, dim=0, dim_size=num_groups, reduce="sum")
     return e / total.clamp_min(torch.finfo(dtype).tiny).index_select(0, group)

@@ -47,14 +47,19 @@ from graphneg.nn.generation import (  # noqa: F401  (public here too: graphneg.n
     chain_weights, dirichlet_weights, hdml_interpolate, rank_within_groups,
 )
 from graphneg.ops.labels import next_positive_index, rank_in_class
+from graphneg.ops.random import draw_seed
 from graphneg.precision import to_float32
 from graphneg.validation import (
     check_batch, check_embeddings, check_labels, value_checks, value_checks_enabled,
 )
 
-__all__ = ["GCAHNG", "GeneratedNegatives", "NegativePairs", "RW_MODES"]
+__all__ = ["GCAHNG", "GeneratedNegatives", "NegativePairs", "RW_MODES", "COMPACT_DEVICE_TYPES"]
 
 RW_MODES = ("chain", "dirichlet", None)
+
+#: device types on which ``static_shapes=None`` returns the compact layout (a host sync costs nothing on
+#: the CPU); on every other device (CUDA, ...) the padded layout, so a training step has no host sync
+COMPACT_DEVICE_TYPES = {"cpu"}
 
 
 class NegativePairs(NamedTuple):
@@ -70,6 +75,10 @@ class NegativePairs(NamedTuple):
     * ``hard``: ``d+ < d-`` (``False``: the real negative itself was returned);
     * ``x``: the generated negative before mixing ``[P, D]`` (``None`` with random weighting
       unless ``return_pairs=True``; equal to :attr:`GeneratedNegatives.x` when ``rw=None``).
+    * ``valid``: ``None`` when the pairs are exactly the anchor -> negative edges (compact layout);
+      in the padded layout (``static_shapes``) the pairs are *all* ``E`` edges and ``valid`` ``[E]``
+      marks those joining two classes; the others have ``weight`` 0, ``hard`` ``False`` and ``group``
+      equal to the number of rows of :attr:`GeneratedNegatives.x` (no row).
     """
 
     anchor: Tensor
@@ -79,6 +88,7 @@ class NegativePairs(NamedTuple):
     weight: Tensor
     hard: Tensor
     x: Optional[Tensor]
+    valid: Optional[Tensor] = None
 
 
 @dataclass
@@ -96,12 +106,19 @@ class GeneratedNegatives:
             edge_index)`` (``graph.x`` is the input tensor itself, not a copy).
         gnn: the :class:`~graphneg.nn.GCAGNNOutput` on that graph: ``lam`` ``[E, D]``
             (interpolation vectors, never detached here), node ``logits`` ``[B, num_classes]``.
+        mask: ``None`` (compact layout: every row is a synthetic negative) or, in the padded layout
+            (``GCAHNG(static_shapes=True)``, the default on CUDA), ``[G]`` bool: ``True`` for the real
+            rows, which come first and in the compact layout's order; the padding rows after them hold
+            zeros in ``x`` and 0 in ``labels`` / ``anchor_index``. ``G`` is then a static bound
+            (``E`` without random weighting, else ``min(E, B * min(num_classes - 1, B - 1))``), so the
+            step needs no host sync; :meth:`compact` drops the padding (one sync).
 
     ``x, labels, anchor_index`` go straight into a graphneg metric loss
     (``loss(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
     anchor_index=out.anchor_index)``); :func:`graphneg.losses.pml_inputs` gives the
     pytorch-metric-learning form. The training objective built on it is
-    :class:`graphneg.losses.GCAHNGObjective`.
+    :class:`graphneg.losses.GCAHNGObjective`. In the padded layout pass ``neg_mask=out.mask`` too (every
+    graphneg metric loss takes it; the objective and :func:`graphneg.losses.pml_inputs` do this).
     """
 
     x: Tensor
@@ -110,6 +127,25 @@ class GeneratedNegatives:
     pairs: NegativePairs
     graph: Data
     gnn: GCAGNNOutput
+    mask: Optional[Tensor] = None
+
+    def compact(self) -> "GeneratedNegatives":
+        """The compact layout: the real rows and pairs only (``mask`` and ``pairs.valid`` ``None``); itself
+        when already compact. Reads the number of rows on the host (one sync); in a training step
+        prefer passing ``mask`` to the loss."""
+        if self.mask is None and self.pairs.valid is None:
+            return self
+        pairs = self.pairs
+        if pairs.valid is not None:
+            keep = pairs.valid.nonzero().view(-1)
+            pairs = NegativePairs(*(v.index_select(0, keep) if isinstance(v, Tensor) else v for v in pairs[:-1]),
+                                  valid=None)
+        x, labels, anchor = self.x, self.labels, self.anchor_index
+        if self.mask is not None:
+            rows = self.mask.nonzero().view(-1)
+            x, labels, anchor = x.index_select(0, rows), labels.index_select(0, rows), anchor.index_select(0, rows)
+        return GeneratedNegatives(x=x, labels=labels, anchor_index=anchor, pairs=pairs, graph=self.graph,
+                                  gnn=self.gnn, mask=None)
 
     def detach(self) -> "GeneratedNegatives":
         """The same negatives with every tensor detached (no copy; frees the autograd graph), e.g. to
@@ -122,7 +158,7 @@ class GeneratedNegatives:
         gnn = type(self.gnn)(*(det(v) for v in self.gnn))
         pairs = NegativePairs(*(det(v) for v in self.pairs))
         return GeneratedNegatives(x=self.x.detach(), labels=self.labels, anchor_index=self.anchor_index,
-                                  pairs=pairs, graph=graph, gnn=gnn)
+                                  pairs=pairs, graph=graph, gnn=gnn, mask=self.mask)
 
 
 class GCAHNG(nn.Module):
@@ -194,6 +230,11 @@ class GCAHNG(nn.Module):
             complete mode); same values and gradients. Passed straight down to the layers.
             (default ``False``)
         checkpoint (bool, deprecated): the former name of ``recompute_hidden``.
+        static_shapes (bool, optional): the layout of the output. ``True``: padded, a static number of
+            rows with :attr:`GeneratedNegatives.mask` (no host synchronisation in :meth:`forward`, for
+            CUDA and ``torch.compile``); ``False``: compact, exactly one row per synthetic negative (the
+            row count is read on the host). The real rows and every value are the same in both.
+            ``None`` (default): compact on the CPU (:data:`COMPACT_DEVICE_TYPES`), padded elsewhere.
         fixed_lambda (float, optional): replace the GNN's ``lambda`` by this constant in the
             generation (ablation): with ``1.0`` it is exactly HDML's interpolation (Zheng et al.,
             CVPR 2019, Eq. 4: ``r = (d+ + (d- - d+) exp(-alpha / J_mean)) / d-``). The GNN still runs
@@ -222,6 +263,7 @@ class GCAHNG(nn.Module):
         recompute_hidden: bool = False,
         fixed_lambda: Optional[float] = None,
         checkpoint: Optional[bool] = None,
+        static_shapes: Optional[bool] = None,
     ):
         super().__init__()
         check_edge_mode(edges, k)
@@ -256,6 +298,9 @@ class GCAHNG(nn.Module):
         if not isinstance(recompute_hidden, bool):
             raise TypeError(f"recompute_hidden must be True or False, got {recompute_hidden!r}")
         self.recompute_hidden = recompute_hidden
+        if static_shapes is not None and not isinstance(static_shapes, bool):
+            raise TypeError(f"static_shapes must be True, False or None (by device), got {static_shapes!r}")
+        self.static_shapes = static_shapes
         self.gnn = GCAGNN(dim, num_classes, num_layers, heads, hidden_channels, dropout,
                           recompute_hidden=recompute_hidden)
 
@@ -333,7 +378,10 @@ class GCAHNG(nn.Module):
                 step). ``False`` on embeddings that require grad lets a loss on ``out.x`` train
                 ``lambda`` and the encoder at once (a metric loss would then teach the generator
                 *easier* negatives) and warns.
-            generator: ``torch.Generator`` for the random weighting draws.
+            generator: ``torch.Generator`` the random weighting's seed is drawn from (one
+                ``randint`` per call; the draws themselves are counter-based,
+                :func:`graphneg.ops.random.counter_uniform`); default: the global generator of the
+                embeddings' device.
             return_pairs: keep the per-pair negatives ``pairs.x`` before mixing (always kept
                 when ``rw=None``, where they are ``x``); off by default to save ``P x D`` memory.
             edge_index: optional graph ``[2, E]`` (``edge_index[0]`` = source) to run on, e.g.
@@ -359,8 +407,13 @@ class GCAHNG(nn.Module):
             j_mean = j_mean.to(device=embeddings.device, dtype=embeddings.dtype)
         scale = self.hardness_scale(j_mean)
         graph = None if edge_index is None else self._given_graph(embeddings, labels, edge_index)
+        check_values = value_checks_enabled()
+        static = self.static_shapes
+        if static is None:
+            static = embeddings.device.type not in COMPACT_DEVICE_TYPES
         with value_checks(False):
-            return self._generate(embeddings, labels, graph, scale, detach_lam, generator, return_pairs)
+            return self._generate(embeddings, labels, graph, scale, detach_lam, generator, return_pairs,
+                                  static, check_values)
 
     def _detach_lam(self, detach_lam: Optional[bool], embeddings) -> bool:
         grad_path = isinstance(embeddings, Tensor) and embeddings.requires_grad and torch.is_grad_enabled()
@@ -378,66 +431,93 @@ class GCAHNG(nn.Module):
         return bool(detach_lam)
 
     def _generate(self, embeddings: Tensor, labels: Tensor, graph: Optional[Data], scale, detach_lam: bool,
-                  generator: Optional[torch.Generator], return_pairs: bool) -> GeneratedNegatives:
+                  generator: Optional[torch.Generator], return_pairs: bool, static: bool,
+                  check_values: bool) -> GeneratedNegatives:
+        """The generation on the padded layout (static shapes, no host sync); compacted at the end unless
+        ``static`` (one host sync for the number of rows)."""
         b, d = embeddings.shape
+        device = embeddings.device
         if graph is None:
             graph = self.build_graph(embeddings, labels)
         src, tgt = graph.edge_index
-        pair_edge = (labels.index_select(0, src) != labels.index_select(0, tgt)).nonzero().view(-1)
-        if pair_edge.numel() == 0:
+        num_edges = src.numel()
+        neg_label = labels.index_select(0, tgt)
+        cross = labels.index_select(0, src) != neg_label  # [E]: the anchor -> negative pairs
+        if check_values and not bool(cross.any()):
             raise ValueError(
                 "the graph has no edge between samples of different classes, so there is no "
                 "anchor -> negative pair to generate from; add other-class edges (e.g. "
                 "batch_graph(x, labels, edges='knn', k=...))"
             )
         out = self.gnn(embeddings, graph.edge_index, labels=labels)
-        a, n = src.index_select(0, pair_edge), tgt.index_select(0, pair_edge)
 
+        # every edge is interpolated (same-class edges are dropped below): no data-dependent pair count
         pos = next_positive_index(labels)
         d_pos = F.pairwise_distance(embeddings, embeddings.index_select(0, pos))  # official eps 1e-6
-        d_neg = gather_distance(embeddings, a, n)  # == F.pairwise_distance(z[a], z[n])
+        d_neg = gather_distance(embeddings, src, tgt)  # == F.pairwise_distance(z[a], z[n])
         lam = to_float32(out.lam)  # generation in float32 under mixed precision
-        lam_index = pair_edge
+        lam_index = None  # lam is an edge tensor in edge order
         if self.fixed_lambda is not None:  # ablation: one constant lambda for every pair and channel (HDML: 1.0)
-            lam, lam_index = embeddings.new_full((1, d), self.fixed_lambda), torch.zeros_like(pair_edge)
+            lam, lam_index = embeddings.new_full((1, d), self.fixed_lambda), torch.zeros_like(src)
         pair_x, hard = hdml_interpolate(
-            embeddings, embeddings, d_pos.index_select(0, a), d_neg,
+            embeddings, embeddings, d_pos.index_select(0, src), d_neg,
             lam.detach() if detach_lam else lam, scale,
-            anchor_index=a, negative_index=n, lam_index=lam_index,
+            anchor_index=src, negative_index=tgt, lam_index=lam_index,
         )
+        hard = hard & cross
 
-        num_pairs = pair_edge.numel()
+        # output rows: one per pair (rw=None) or per (anchor, negative class) group, keyed, sorted, and
+        # numbered in key order (what torch.unique would give) into a static number of rows; rows past
+        # the last group are padding (mask False), same-class edges go to a dropped dump row
+        num_cls = self.num_classes
         if self.rw is None:
-            x, out_anchor, out_labels = pair_x, a, labels.index_select(0, n)
-            pair_group = torch.arange(num_pairs, device=embeddings.device)
-            weights = torch.ones(num_pairs, dtype=embeddings.dtype, device=embeddings.device)
+            key, rows = torch.arange(num_edges, device=device), num_edges
         else:
-            # groups = (anchor, negative class), sorted by anchor, then class; keyed with the static
-            # num_classes (labels lie in [0, num_classes)), so only the group count itself needs the host
-            # (the number of output rows, data-dependent by nature)
-            num_cls = self.num_classes
-            uniq, pair_group = torch.unique(a * num_cls + labels.index_select(0, n), return_inverse=True)
-            num_groups = uniq.numel()
-            out_anchor, out_labels = uniq // num_cls, uniq % num_cls
+            key, rows = src * num_cls + neg_label, min(num_edges, b * max(min(num_cls - 1, b - 1), 0))
+        absent = b * num_cls + num_edges  # larger than every key
+        key = torch.where(cross, key, torch.full_like(key, absent))
+        sorted_key, order = torch.sort(key, stable=True)
+        new_run = torch.ones_like(sorted_key, dtype=torch.bool)
+        new_run[1:] = sorted_key[1:] != sorted_key[:-1]
+        present = sorted_key != absent
+        run = torch.where(present, new_run.cumsum(0) - 1, torch.full_like(sorted_key, rows))
+        group = torch.empty_like(run).index_copy_(0, order, run)  # the row of each edge (rows: dropped)
+        num_rows = (new_run & present).sum()  # 0-d tensor: the number of real rows
+        mask = torch.arange(rows, device=device) < num_rows
+        row_key = key.new_full((rows + 1,), absent).scatter_(0, group, key)[:rows]
+        if self.rw is None:
+            edge_of_row = row_key.clamp_max(max(num_edges - 1, 0))
+            out_anchor, out_labels = src.index_select(0, edge_of_row), neg_label.index_select(0, edge_of_row)
+        else:
+            out_anchor, out_labels = row_key // num_cls, row_key % num_cls
+        zero = torch.zeros_like(out_anchor)
+        out_anchor, out_labels = torch.where(mask, out_anchor, zero), torch.where(mask, out_labels, zero)
+
+        if self.rw is None:
+            weights = cross.to(embeddings.dtype)
+        else:
+            seed = draw_seed(generator, device)
             if self.rw == "chain":
-                step, size = rank_within_groups(pair_group, n, num_groups, b)
-                weights = chain_weights(step, size.index_select(0, pair_group),
-                                        rank_in_class(labels).index_select(0, a), generator,
-                                        embeddings.dtype)
+                step, _ = rank_within_groups(group, tgt, rows + 1, b)
+                weights = chain_weights(step, rank_in_class(labels).index_select(0, src), dtype=embeddings.dtype,
+                                        group=group, seed=seed)
             else:
-                weights = dirichlet_weights(pair_group, num_groups, generator, embeddings.dtype)
-            x = scatter(pair_x * weights.unsqueeze(1), pair_group, dim=0, dim_size=num_groups,
-                        reduce="sum")
+                weights = dirichlet_weights(group, rows + 1, dtype=embeddings.dtype, seed=seed,
+                                            counter=torch.arange(num_edges, device=device))
+            weights = torch.where(cross, weights, torch.zeros_like(weights))
+        x = scatter(pair_x * weights.unsqueeze(1), group, dim=0, dim_size=rows + 1, reduce="sum")[:rows]
         pairs = NegativePairs(
-            anchor=a, negative=n, edge=pair_edge, group=pair_group, weight=weights, hard=hard,
-            x=pair_x if (return_pairs or self.rw is None) else None,
+            anchor=src, negative=tgt, edge=torch.arange(num_edges, device=device), group=group, weight=weights,
+            hard=hard, x=pair_x if (return_pairs or self.rw is None) else None, valid=cross,
         )
-        return GeneratedNegatives(x=x, labels=out_labels, anchor_index=out_anchor, pairs=pairs,
-                                  graph=graph, gnn=out)
+        res = GeneratedNegatives(x=x, labels=out_labels, anchor_index=out_anchor, pairs=pairs, graph=graph,
+                                 gnn=out, mask=mask)
+        return res if static else res.compact()
 
     def __repr__(self) -> str:
         k = f", k={self.k}" if self.k is not None else ""
         ckpt = ", recompute_hidden=True" if self.recompute_hidden else ""
+        ckpt += f", static_shapes={self.static_shapes}" if self.static_shapes is not None else ""
         return (f"{self.__class__.__name__}({self.dim}, num_classes={self.num_classes}, "
                 f"edges={self.edges!r}{k}, alpha={self.alpha}, rw={self.rw!r}, "
                 + (f"fixed_lambda={self.fixed_lambda}, " if self.fixed_lambda is not None else "")
