@@ -62,8 +62,9 @@ def main() -> None:
         ("GCAGNN(8, 4, heads=2, recompute_hidden=True)(x, edge_index, labels=)",
          GCAGNN(8, 4, num_layers=1, heads=2, recompute_hidden=True), (z, ei), dict(labels=y)),
     ]
-    cases += [(f"GCAHNG(rw={rw!r}, edges='complete').forward", GCAHNG(8, 4, num_layers=1, heads=2, rw=rw), (z, y), {})
-              for rw in (None, "chain")]
+    cases += [(f"GCAHNG(rw={rw!r}, edges='complete', static_shapes={st}).forward",
+               GCAHNG(8, 4, num_layers=1, heads=2, rw=rw, static_shapes=st), (z, y), {})
+              for st in (False, True) for rw in (None, "chain", "dirichlet")]
     cases.append(("MultiSimilarityLoss(mining=True)(z, y)", MultiSimilarityLoss(mining=True), (z, y), {}))
     print("| call | graph breaks, value checks on | off (reasons recorded) | remaining reasons (off) |")
     print("|---|---|---|---|")

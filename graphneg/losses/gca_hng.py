@@ -135,7 +135,7 @@ def generator_loss(
     softmax_ce = softmax_factor * masked_mean(ce, out.mask)
     # == F.cosine_similarity(graph.x[anchor_index], out.x); no gathered [P, D] anchor copy
     similarity = masked_mean(1.0 - gather_cosine(out.graph.x, out.anchor_index, out.x), out.mask)
-    diversity = 1e-2 * diversity_loss(to_float32(out.gnn.lam), out.graph.edge_index, out.graph.num_nodes)
+    diversity = 1e-2 * diversity_loss(to_float32(out.gnn.lam), out.graph.edge_index, out.graph.x.size(0))
     total = 0.5 * (softmax_ce + dot_weight * similarity + div_weight * diversity)
     return GCAHNGLoss(total, softmax_ce, similarity, diversity)
 
