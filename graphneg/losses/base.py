@@ -158,6 +158,9 @@ def pair_block(
     anchor, read from the shape, so no host sync, issue 21; the padding is masked out, so the losses
     are those of the tight ``K = max_a |{k : anchor_index[k] = a}|`` packing); their values
     ``distance.pairwise(z_a, n_k)`` are computed row-wise, ``O(M D)``; the block takes ``O(B M)`` memory.
+    With ``synthetic.mask`` the padding rows (``mask[k] = False``) are placed after their anchor's real
+    rows and left out of ``neg_mask``, so the block equals the compact call's on its first columns
+    (``neg_index`` still points at them, ``-1`` only on empty columns).
     """
     mat = distance(embeddings, ref_emb)
     pos_mask, neg_mask = pair_masks(indices_tuple, labels, ref_labels)
@@ -165,17 +168,22 @@ def pair_block(
     if synthetic is None:
         index = torch.arange(mat.size(1), device=device).expand(n, mat.size(1))
         return PairBlock(mat, pos_mask, mat, neg_mask, index)
-    anchor = synthetic.anchor_index
+    anchor, real = synthetic.anchor_index, synthetic.mask
     m = anchor.numel()
     counts = torch.zeros(n, dtype=torch.long, device=device).index_add_(0, anchor, torch.ones_like(anchor))
     width = max(m, 1)  # static bound on the widest anchor (no host sync)
-    order = torch.argsort(anchor, stable=True)
+    # with a mask, an anchor's padding rows go after its real ones: the real ones fill the same columns as
+    # in the compact call (rows neg_mask[k] = False dropped)
+    order = torch.argsort(anchor if real is None else 2 * anchor + (~real).long(), stable=True)
     a_sorted = anchor[order]
     slot = torch.arange(m, device=device) - (torch.cumsum(counts, 0) - counts)[a_sorted]
     values = distance.pairwise(embeddings[anchor], synthetic.x)  # [M]
     neg_sim = values.new_zeros(n, width).index_put((a_sorted, slot), values[order])
     neg_index = torch.full((n, width), -1, dtype=torch.long, device=device)
     neg_index = neg_index.index_put((a_sorted, slot), order)
+    if real is not None:
+        keep = torch.zeros(n, width, dtype=torch.bool, device=device).index_put((a_sorted, slot), real[order])
+        return PairBlock(mat, pos_mask, neg_sim, keep, neg_index)
     return PairBlock(mat, pos_mask, neg_sim, neg_index >= 0, neg_index)
 
 
@@ -230,6 +238,7 @@ class BaseMetricLoss(nn.Module, ABC):
         neg_embeddings: Optional[Tensor] = None,
         neg_labels: Optional[Tensor] = None,
         anchor_index: Optional[Tensor] = None,
+        neg_mask: Optional[Tensor] = None,
     ) -> Tensor:
         name = type(self).__name__
         check_embeddings(embeddings)
@@ -243,7 +252,7 @@ class BaseMetricLoss(nn.Module, ABC):
                 "loss(emb, labels, neg_embeddings=..., neg_labels=..., anchor_index=...)")
         if (ref_emb is None) != (ref_labels is None):
             raise ValueError(f"{name}: pass ref_emb [R, D] and ref_labels [R] together (or neither)")
-        synth = check_synthetic(embeddings, labels, neg_embeddings, neg_labels, anchor_index)
+        synth = check_synthetic(embeddings, labels, neg_embeddings, neg_labels, anchor_index, neg_mask)
         if synth is not None and not self.accepts_synthetic:
             raise ValueError(f"{name} does not take synthetic negatives (neg_embeddings / neg_labels / anchor_index)")
         if synth is not None and (indices_tuple is not None or ref_emb is not None):
