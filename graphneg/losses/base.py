@@ -7,6 +7,8 @@ r"""The contract every graphneg metric loss follows (pytorch-metric-learning sty
     loss = criterion(embeddings, labels, ref_emb=r, ref_labels=t) # anchors vs a reference set
     loss = criterion(embeddings, labels, neg_embeddings=z_neg,    # synthetic negatives (J_syn)
                      neg_labels=y_neg, anchor_index=a)
+    loss = criterion(embeddings, labels, neg_embeddings=z_neg,    # ... in a padded layout
+                     neg_labels=y_neg, anchor_index=a, neg_mask=real)
 
 :class:`BaseMetricLoss` ``forward`` validates its inputs once (through :mod:`graphneg.validation`;
 value checks only while :func:`graphneg.validation.value_checks_enabled`) and calls
@@ -28,12 +30,21 @@ are keyword-only.
   synthetic term :math:`J_{syn}` of HDML, Zheng et al. CVPR 2019 Sec. 3.4, and GCA-HNG, official
   ``scripts/models.py``). They cannot be combined with ``indices_tuple`` / ``ref_emb``; to feed them to a
   PML loss use :func:`graphneg.losses.synthetic_indices_tuple`.
+* ``neg_mask`` ``[M]`` (bool, optional, keyword-only; ``None`` = every row is a synthetic negative): the
+  padded layout with a static number of rows that :class:`graphneg.nn.GCAHNG` returns on CUDA (no host
+  sync, issue 21). ``True`` marks a real synthetic negative, ``False`` a padding row (finite ``x``, e.g.
+  zeros; any ``neg_labels`` / ``anchor_index``, even the anchor's class or out of range: the value checks
+  skip padding rows and :func:`check_synthetic` sets them to 0). Every loss gives the value and the
+  gradients (up to rounding) of the compact call on the rows ``neg_mask`` selects (``neg_embeddings[neg_mask]``, ...),
+  padding rows get zero gradient, and an all-``False`` mask is the call with ``M = 0``; the mask is folded
+  into each loss's pair / triplet masks (``-inf`` logits, masked means), so no host sync is added.
+  :class:`SyntheticNegatives` carries it as ``mask``.
 
 What a loss needs is declared by class attributes (read them instead of ``isinstance``):
 
 * ``requires_positives``: the batch needs a class with at least two samples (use an m-per-class
   sampler with ``m >= 2``, :class:`graphneg.data.MPerClassBatchSampler`).
-* ``accepts_synthetic``: takes ``neg_embeddings / neg_labels / anchor_index``.
+* ``accepts_synthetic``: takes ``neg_embeddings / neg_labels / anchor_index`` (and ``neg_mask``).
 * ``has_proxies``: owns learnable parameters (proxies) that the optimiser must see.
 * ``supports_indices_tuple``, ``supports_ref_emb``: as above.
 

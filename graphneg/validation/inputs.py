@@ -183,7 +183,8 @@ def check_synthetic(
     anchor_index = anchor_index.to(device=embeddings.device, dtype=torch.long)
     if neg_mask is not None:
         if not isinstance(neg_mask, Tensor) or neg_mask.dtype != torch.bool or tuple(neg_mask.shape) != (m,):
-            got = f"{neg_mask.dtype} {tuple(neg_mask.shape)}" if isinstance(neg_mask, Tensor) else type(neg_mask).__name__
+            got = (f"{neg_mask.dtype} {tuple(neg_mask.shape)}" if isinstance(neg_mask, Tensor)
+                   else type(neg_mask).__name__)
             raise ValueError(
                 f"neg_mask must be a bool tensor of shape [M] = [{m}] (one entry per synthetic negative, "
                 f"True = a real one, False = padding), got {got}; pass e.g. neg_mask.bool()"
