@@ -1,8 +1,9 @@
 """Losses: metric losses on one pytorch-metric-learning-style contract (:class:`BaseMetricLoss`:
 ``loss(embeddings, labels, indices_tuple=None, ref_emb=None, ref_labels=None, *, neg_embeddings=None,
-neg_labels=None, anchor_index=None)``) with shared distances and reducers, GCA-HNG's losses and training
-objective (:class:`GCAHNGObjective`), and contrastive losses taking two views ``(z1, z2)`` (optionally
-labels)."""
+neg_labels=None, anchor_index=None, neg_mask=None)``; ``neg_mask`` ``[M]`` bool marks the real rows of
+padded synthetic negatives, see :mod:`graphneg.losses.base`) with shared distances and reducers, GCA-HNG's
+losses and training objective (:class:`GCAHNGObjective`), and contrastive losses taking two views
+``(z1, z2)`` (optionally labels)."""
 from graphneg.losses import distances, reducers
 from graphneg.losses.base import BaseMetricLoss
 from graphneg.losses.distances import CosineSimilarity, DotProductSimilarity, LpDistance

@@ -7,6 +7,8 @@ r"""The contract every graphneg metric loss follows (pytorch-metric-learning sty
     loss = criterion(embeddings, labels, ref_emb=r, ref_labels=t) # anchors vs a reference set
     loss = criterion(embeddings, labels, neg_embeddings=z_neg,    # synthetic negatives (J_syn)
                      neg_labels=y_neg, anchor_index=a)
+    loss = criterion(embeddings, labels, neg_embeddings=z_neg,    # ... in a padded layout
+                     neg_labels=y_neg, anchor_index=a, neg_mask=real)
 
 :class:`BaseMetricLoss` ``forward`` validates its inputs once (through :mod:`graphneg.validation`;
 value checks only while :func:`graphneg.validation.value_checks_enabled`) and calls
@@ -28,12 +30,21 @@ are keyword-only.
   synthetic term :math:`J_{syn}` of HDML, Zheng et al. CVPR 2019 Sec. 3.4, and GCA-HNG, official
   ``scripts/models.py``). They cannot be combined with ``indices_tuple`` / ``ref_emb``; to feed them to a
   PML loss use :func:`graphneg.losses.synthetic_indices_tuple`.
+* ``neg_mask`` ``[M]`` (bool, optional, keyword-only; ``None`` = every row is a synthetic negative): the
+  padded layout with a static number of rows that :class:`graphneg.nn.GCAHNG` returns on CUDA (no host
+  sync, issue 21). ``True`` marks a real synthetic negative, ``False`` a padding row (finite ``x``, e.g.
+  zeros; any ``neg_labels`` / ``anchor_index``, even the anchor's class or out of range: the value checks
+  skip padding rows and :func:`check_synthetic` sets them to 0). Every loss gives the value and the
+  gradients (up to rounding) of the compact call on the rows ``neg_mask`` selects (``neg_embeddings[neg_mask]``, ...),
+  padding rows get zero gradient, and an all-``False`` mask is the call with ``M = 0``; the mask is folded
+  into each loss's pair / triplet masks (``-inf`` logits, masked means), so no host sync is added.
+  :class:`SyntheticNegatives` carries it as ``mask``.
 
 What a loss needs is declared by class attributes (read them instead of ``isinstance``):
 
 * ``requires_positives``: the batch needs a class with at least two samples (use an m-per-class
   sampler with ``m >= 2``, :class:`graphneg.data.MPerClassBatchSampler`).
-* ``accepts_synthetic``: takes ``neg_embeddings / neg_labels / anchor_index``.
+* ``accepts_synthetic``: takes ``neg_embeddings / neg_labels / anchor_index`` (and ``neg_mask``).
 * ``has_proxies``: owns learnable parameters (proxies) that the optimiser must see.
 * ``supports_indices_tuple``, ``supports_ref_emb``: as above.
 
@@ -158,6 +169,9 @@ def pair_block(
     anchor, read from the shape, so no host sync, issue 21; the padding is masked out, so the losses
     are those of the tight ``K = max_a |{k : anchor_index[k] = a}|`` packing); their values
     ``distance.pairwise(z_a, n_k)`` are computed row-wise, ``O(M D)``; the block takes ``O(B M)`` memory.
+    With ``synthetic.mask`` the padding rows (``mask[k] = False``) are placed after their anchor's real
+    rows and left out of ``neg_mask``, so the block equals the compact call's on its first columns
+    (``neg_index`` still points at them, ``-1`` only on empty columns).
     """
     mat = distance(embeddings, ref_emb)
     pos_mask, neg_mask = pair_masks(indices_tuple, labels, ref_labels)
@@ -165,17 +179,22 @@ def pair_block(
     if synthetic is None:
         index = torch.arange(mat.size(1), device=device).expand(n, mat.size(1))
         return PairBlock(mat, pos_mask, mat, neg_mask, index)
-    anchor = synthetic.anchor_index
+    anchor, real = synthetic.anchor_index, synthetic.mask
     m = anchor.numel()
     counts = torch.zeros(n, dtype=torch.long, device=device).index_add_(0, anchor, torch.ones_like(anchor))
     width = max(m, 1)  # static bound on the widest anchor (no host sync)
-    order = torch.argsort(anchor, stable=True)
+    # with a mask, an anchor's padding rows go after its real ones: the real ones fill the same columns as
+    # in the compact call (rows neg_mask[k] = False dropped)
+    order = torch.argsort(anchor if real is None else 2 * anchor + (~real).long(), stable=True)
     a_sorted = anchor[order]
     slot = torch.arange(m, device=device) - (torch.cumsum(counts, 0) - counts)[a_sorted]
     values = distance.pairwise(embeddings[anchor], synthetic.x)  # [M]
     neg_sim = values.new_zeros(n, width).index_put((a_sorted, slot), values[order])
     neg_index = torch.full((n, width), -1, dtype=torch.long, device=device)
     neg_index = neg_index.index_put((a_sorted, slot), order)
+    if real is not None:
+        keep = torch.zeros(n, width, dtype=torch.bool, device=device).index_put((a_sorted, slot), real[order])
+        return PairBlock(mat, pos_mask, neg_sim, keep, neg_index)
     return PairBlock(mat, pos_mask, neg_sim, neg_index >= 0, neg_index)
 
 
@@ -230,6 +249,7 @@ class BaseMetricLoss(nn.Module, ABC):
         neg_embeddings: Optional[Tensor] = None,
         neg_labels: Optional[Tensor] = None,
         anchor_index: Optional[Tensor] = None,
+        neg_mask: Optional[Tensor] = None,
     ) -> Tensor:
         name = type(self).__name__
         check_embeddings(embeddings)
@@ -243,7 +263,7 @@ class BaseMetricLoss(nn.Module, ABC):
                 "loss(emb, labels, neg_embeddings=..., neg_labels=..., anchor_index=...)")
         if (ref_emb is None) != (ref_labels is None):
             raise ValueError(f"{name}: pass ref_emb [R, D] and ref_labels [R] together (or neither)")
-        synth = check_synthetic(embeddings, labels, neg_embeddings, neg_labels, anchor_index)
+        synth = check_synthetic(embeddings, labels, neg_embeddings, neg_labels, anchor_index, neg_mask)
         if synth is not None and not self.accepts_synthetic:
             raise ValueError(f"{name} does not take synthetic negatives (neg_embeddings / neg_labels / anchor_index)")
         if synth is not None and (indices_tuple is not None or ref_emb is not None):

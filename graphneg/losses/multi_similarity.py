@@ -85,21 +85,24 @@ class MultiSimilarityLoss(BaseMetricLoss):
     def _compute_synthetic(self, embeddings, labels, synthetic) -> Tensor:
         """:meth:`compute` with synthetic negatives on the flat ``[M]`` layout (anchor ``anchor_index[k]``):
         the same terms as the padded :func:`pair_block` block, in ``O(B^2 + M)`` memory and without a
-        host sync (issue 21)."""
+        host sync (issue 21). Padding rows (``synthetic.mask`` False) are left out of the mining maximum
+        and of the negative term (``-inf`` logits), so the loss is that of the compact rows."""
         mat = self.distance(embeddings)
         pos_mask, _ = pair_masks(None, labels, None)
         if value_checks_enabled() and not bool(pos_mask.any()):
             raise ValueError(NO_POSITIVE)
-        a = synthetic.anchor_index
+        a, real = synthetic.anchor_index, synthetic.mask  # real: None, or False on padding rows
         neg = self.distance.pairwise(embeddings.index_select(0, a), synthetic.x)  # [M], as pair_block
-        pos_keep, neg_keep = pos_mask, torch.ones_like(neg, dtype=torch.bool)
+        pos_keep = pos_mask
+        neg_keep = torch.ones_like(neg, dtype=torch.bool) if real is None else real
         if self.mining:
             sign = 1.0 if self.distance.is_inverted else -1.0
             sp, sn = sign * mat.detach(), sign * neg.detach()
             min_pos = sp.masked_fill(~pos_mask, float("inf")).amin(dim=1)
             max_neg = sn.new_full((embeddings.size(0),), float("-inf")).scatter_reduce(
-                0, a, sn, reduce="amax", include_self=True)
-            neg_keep = sn + self.epsilon > min_pos.index_select(0, a)
+                0, a, sn if real is None else sn.masked_fill(~real, float("-inf")), reduce="amax",
+                include_self=True)
+            neg_keep = neg_keep & (sn + self.epsilon > min_pos.index_select(0, a))
             pos_keep = pos_keep & (sp - self.epsilon < max_neg[:, None])
         pos_term = log1p_sum_exp(self.alpha * self.distance.margin(mat, self.base), pos_keep) / self.alpha
         neg_x = (self.beta * self.distance.margin(self.base, neg)).masked_fill(~neg_keep, float("-inf"))

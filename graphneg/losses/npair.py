@@ -64,6 +64,7 @@ class NPairLoss(BaseMetricLoss):
       ``C-1`` of one chunk, which raises ``J_m`` (and so the hardness ``exp(-alpha / J_m)`` of GCA-HNG):
       at initialisation ``log(m (C-1) + 1)`` instead of ``log C`` (C=27, m=3: 4.37 vs 3.30 nats).
     * Anchors without a positive are skipped; an anchor without synthetic negatives contributes 0.
+      Padding rows of synthetic negatives (``neg_mask`` False) are in neither the logits nor the tile.
 
     Versus pytorch-metric-learning's ``NPairsLoss`` (a different name on purpose): PML takes one
     (anchor, positive) pair per class, the first in batch order, normalises the embeddings by default
@@ -110,6 +111,8 @@ class NPairLoss(BaseMetricLoss):
             a = synthetic.anchor_index
             s_pos = self._sim(self.distance.pairwise(embeddings, embeddings.index_select(0, partner)))[:, None]
             neg = self._sim(self.distance.pairwise(embeddings.index_select(0, a), synthetic.x))
+            if synthetic.mask is not None:  # padding rows: no logit (exp(-inf) = 0, zero gradient)
+                neg = neg.masked_fill(~synthetic.mask, float("-inf"))
             lse = segment_log_sum_exp(neg, a, s_pos[:, 0])
         ce = masked_mean(lse - s_pos[:, 0], valid)
 
@@ -118,6 +121,8 @@ class NPairLoss(BaseMetricLoss):
             reg = masked_mean(sq + sq[partner], valid)
         else:
             keep = valid[synthetic.anchor_index]
+            if synthetic.mask is not None:  # padding rows are not in the tile
+                keep = keep & synthetic.mask
             tile = torch.where(valid, sq[partner], torch.zeros_like(sq)).sum() + torch.where(
                 keep, synthetic.x.pow(2).sum(dim=1), sq.new_zeros(())
             ).sum()

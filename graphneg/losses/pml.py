@@ -15,12 +15,12 @@ from synthetic negatives). The exact pair sets are in ``indices_tuple``; the sou
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from graphneg.losses.base import check_synthetic
+from graphneg.losses.base import SyntheticNegatives, check_synthetic
 from graphneg.validation import check_embeddings, check_labels
 
 __all__ = ["PMLInputs", "synthetic_indices_tuple", "pml_inputs"]
@@ -41,6 +41,7 @@ def synthetic_indices_tuple(
     neg_labels: Tensor,
     anchor_index: Tensor,
     kind: str = "pairs",
+    neg_mask: Optional[Tensor] = None,
 ) -> PMLInputs:
     r"""Feed synthetic negatives to a pytorch-metric-learning loss: a reference set and an indices tuple.
 
@@ -69,12 +70,20 @@ def synthetic_indices_tuple(
     neg.anchor_index)``, and pytorch-metric-learning's ``TripletMarginLoss`` on the triplets equals
     ``TripletMarginLoss(mining="all", reduction="nonzero")`` (``tests/test_generator.py`` checks this
     against loops over the tuple). Building the tuple has data-dependent sizes (like a miner).
+
+    ``neg_mask`` (optional bool ``[M]``, the padded layout of :class:`graphneg.nn.GCAHNG` on CUDA): only
+    the rows where it is ``True`` are synthetic negatives. They are compacted first (``nonzero``: one
+    host sync, which the tuple's data-dependent length needs anyway), so the result equals the call on
+    ``neg_embeddings[neg_mask], neg_labels[neg_mask], anchor_index[neg_mask]``.
     """
     if kind not in ("pairs", "triplets"):
         raise ValueError(f"kind must be 'pairs' or 'triplets', got {kind!r}")
     check_embeddings(embeddings)
     labels = check_labels(labels, embeddings.size(0)).to(embeddings.device)
-    synth = check_synthetic(embeddings, labels, neg_embeddings, neg_labels, anchor_index)
+    synth = check_synthetic(embeddings, labels, neg_embeddings, neg_labels, anchor_index, neg_mask)
+    if synth.mask is not None:  # compact the padded layout: one host sync (the tuple's length is data-dependent)
+        rows = synth.mask.nonzero().squeeze(1)
+        synth = SyntheticNegatives(*(t.index_select(0, rows) for t in synth[:3]))
     n, device = embeddings.size(0), embeddings.device
     m = synth.anchor_index.numel()
     same = labels[:, None] == labels[None, :]
@@ -104,6 +113,10 @@ def pml_inputs(negatives, kind: str = "pairs") -> PMLInputs:
         out = gen(emb, labels)
         t = pml_inputs(out)
         loss = pml_losses.MultiSimilarityLoss()(out.graph.x, out.graph.y, t.indices_tuple, t.ref_emb, t.ref_labels)
+
+    A padded output (``negatives.mask``, bool ``[M]``, when present and not ``None``) is compacted to its
+    real rows first (see ``neg_mask`` of :func:`synthetic_indices_tuple`).
     """
     graph = negatives.graph
-    return synthetic_indices_tuple(graph.x, graph.y, negatives.x, negatives.labels, negatives.anchor_index, kind)
+    return synthetic_indices_tuple(graph.x, graph.y, negatives.x, negatives.labels, negatives.anchor_index, kind,
+                                   neg_mask=getattr(negatives, "mask", None))

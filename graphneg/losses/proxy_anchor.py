@@ -30,7 +30,7 @@ class ProxyAnchorLoss(BaseMetricLoss):
     its number of occurrences in the tuple over the largest such number (PML ``convert_to_weights``).
     ``ref_emb`` is not supported (as PML). With synthetic negatives the synthetic samples join the
     batch with their own labels ``neg_labels`` (label-preserving, as HDML); ``anchor_index`` is
-    validated only.
+    validated only; padding rows (``neg_mask`` False) are left out (no proxy counts them).
 
     Args:
         num_classes (int): number of training classes; labels must lie in ``[0, num_classes)``.
@@ -67,19 +67,24 @@ class ProxyAnchorLoss(BaseMetricLoss):
                 f"embedding_size={self.embedding_size}"
             )
         check_labels(labels, labels.numel(), "labels", num_classes=self.num_classes)
-        x, y = embeddings, labels
+        x, y, real = embeddings, labels, None
         if synthetic is not None:
             check_labels(synthetic.labels, synthetic.labels.numel(), "neg_labels", num_classes=self.num_classes)
             x, y = torch.cat([x, synthetic.x]), torch.cat([y, synthetic.labels])
+            if synthetic.mask is not None:  # padding rows (mask False) join no proxy's X_p^+ or X_p^-
+                real = torch.cat([torch.ones_like(labels, dtype=torch.bool), synthetic.mask])
         mat = self.distance(self.proxies.to(dtype=x.dtype), x)  # [C, N]
         member = torch.arange(self.num_classes, device=y.device)[:, None] == y[None, :]  # [C, N]
+        other = ~member
+        if real is not None:
+            member, other = member & real[None, :], other & real[None, :]
         shift = x.new_zeros(1, x.size(0))
         if indices_tuple is not None:  # PML convert_to_weights, then weights - 1
             counts = torch.bincount(torch.cat(indices_tuple), minlength=x.size(0)).to(x.dtype)
             w = torch.where(counts.sum() > 0, counts / counts.max().clamp(min=1), torch.ones_like(counts))
             shift = (w - 1)[None, :]
         pos = log1p_sum_exp(self.alpha * self.distance.margin(mat, self.margin) + shift, member)
-        neg = log1p_sum_exp(self.alpha * self.distance.margin(-self.margin, mat) + shift, ~member)
+        neg = log1p_sum_exp(self.alpha * self.distance.margin(-self.margin, mat) + shift, other)
         return masked_mean(pos, member.any(dim=1)) + neg.mean()
 
     def extra_repr(self) -> str:

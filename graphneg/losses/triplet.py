@@ -41,8 +41,9 @@ class TripletMarginLoss(BaseMetricLoss):
     * ``mining="semihard"``: all triplets with :math:`0 < d_{an} - d_{ap} \le \text{margin}`
       (PML ``TripletMarginMiner(type_of_triplets="semihard")``); 0 if none.
 
-    With synthetic negatives, the negatives of anchor ``a`` are its synthetic negatives. Memory of the
-    all-triplets form is ``O(B^2 K)``.
+    With synthetic negatives, the negatives of anchor ``a`` are its synthetic negatives (padding rows,
+    ``neg_mask`` False, form no triplet; with ``triplets_per_anchor=k`` they get zero sampling weight).
+    Memory of the all-triplets form is ``O(B^2 K)``.
 
     Args:
         margin (float): finite, >= 0. swap (bool), smooth_loss (bool), triplets_per_anchor ("all" or int):
@@ -119,6 +120,8 @@ class TripletMarginLoss(BaseMetricLoss):
             # (pair_block's static width M, issue 21); the values are pair_block's (distance.pairwise)
             a = synthetic.anchor_index
             keep = b.pos_mask.index_select(0, a)  # [M, R]
+            if synthetic.mask is not None:  # padding rows form no triplet
+                keep = keep & synthetic.mask[:, None]
             ap = b.pos_sim.index_select(0, a)
             an = self.distance.pairwise(embeddings.index_select(0, a), synthetic.x)[:, None]
         else:

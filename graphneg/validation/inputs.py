@@ -123,11 +123,16 @@ def check_edge_mask(mask, num_edges: int, name: str = "attn_mask") -> None:
 
 
 class SyntheticNegatives(NamedTuple):
-    """Validated synthetic negatives: ``x`` ``[M, D]``, ``labels`` ``[M]``, ``anchor_index`` ``[M]``."""
+    """Validated synthetic negatives: ``x`` ``[M, D]``, ``labels`` ``[M]``, ``anchor_index`` ``[M]`` and
+    ``mask``: ``None`` (every row is a synthetic negative) or a bool ``[M]`` on the embeddings' device
+    (``True`` = a real synthetic negative, ``False`` = a padding row that every loss ignores; the padded,
+    static-shape layout of :class:`graphneg.nn.GCAHNG` on CUDA, issue 21). With a mask, ``labels`` and
+    ``anchor_index`` hold 0 on the padding rows (so they index safely)."""
 
     x: Tensor
     labels: Tensor
     anchor_index: Tensor
+    mask: Optional[Tensor] = None
 
 
 def check_synthetic(
@@ -136,14 +141,26 @@ def check_synthetic(
     neg_embeddings: Optional[Tensor],
     neg_labels: Optional[Tensor],
     anchor_index: Optional[Tensor],
+    neg_mask: Optional[Tensor] = None,
 ) -> Optional[SyntheticNegatives]:
     """Validate the optional synthetic negatives; ``None`` when none are given.
 
-    Raises a clear ``ValueError`` for a partial set of arguments, a wrong shape or dimension, an
+    ``neg_mask`` (optional bool ``[M]``): which rows are real synthetic negatives (``None``: all); the
+    value checks (anchor range, "not the anchor's class") look at those rows only, and the padding rows'
+    ``labels`` / ``anchor_index`` are replaced by 0 (no host sync: ``masked_fill``). Padding rows of
+    ``neg_embeddings`` must be finite (zeros in :class:`graphneg.nn.GCAHNG`'s padded layout).
+
+    Raises a clear ``ValueError`` for a partial set of arguments, a wrong shape or dimension, a
+    ``neg_mask`` without synthetic negatives or not a bool ``[M]`` tensor, and (value checks) an
     ``anchor_index`` outside ``[0, B)`` or a synthetic negative that carries its anchor's class.
     """
     given = {"neg_embeddings": neg_embeddings, "neg_labels": neg_labels, "anchor_index": anchor_index}
     if all(v is None for v in given.values()):
+        if neg_mask is not None:
+            raise ValueError(
+                "neg_mask was given without synthetic negatives: pass it together with neg_embeddings [M, D], "
+                "neg_labels [M] and anchor_index [M] (or drop neg_mask)"
+            )
         return None
     missing = [k for k, v in given.items() if v is None]
     if missing:
@@ -164,18 +181,35 @@ def check_synthetic(
     if anchor_index.is_floating_point() or anchor_index.dtype == torch.bool:
         raise ValueError(f"anchor_index must hold integer row indices, got dtype {anchor_index.dtype}")
     anchor_index = anchor_index.to(device=embeddings.device, dtype=torch.long)
+    if neg_mask is not None:
+        if not isinstance(neg_mask, Tensor) or neg_mask.dtype != torch.bool or tuple(neg_mask.shape) != (m,):
+            got = (f"{neg_mask.dtype} {tuple(neg_mask.shape)}" if isinstance(neg_mask, Tensor)
+                   else type(neg_mask).__name__)
+            raise ValueError(
+                f"neg_mask must be a bool tensor of shape [M] = [{m}] (one entry per synthetic negative, "
+                f"True = a real one, False = padding), got {got}; pass e.g. neg_mask.bool()"
+            )
+        neg_mask = neg_mask.to(embeddings.device)
     n = embeddings.size(0)
-    if m and value_checks_enabled() and bool(((anchor_index < 0) | (anchor_index >= n)).any()):
-        raise ValueError(
-            f"anchor_index must index rows of embeddings, i.e. lie in [0, {n}); got values in "
-            f"[{int(anchor_index.min())}, {int(anchor_index.max())}]"
-        )
-    if m and value_checks_enabled() and bool((neg_labels == labels[anchor_index]).any()):
-        raise ValueError(
-            "a synthetic negative carries its anchor's class (neg_labels[k] == labels[anchor_index[k]]); "
-            "neg_labels must be the class of the real negative each sample was generated from"
-        )
-    return SyntheticNegatives(neg_embeddings, neg_labels, anchor_index)
+    if m and value_checks_enabled():
+        bad = (anchor_index < 0) | (anchor_index >= n)
+        if bool((bad if neg_mask is None else bad & neg_mask).any()):
+            shown = anchor_index if neg_mask is None else anchor_index[neg_mask]
+            raise ValueError(
+                f"anchor_index must index rows of embeddings, i.e. lie in [0, {n}); got values in "
+                f"[{int(shown.min())}, {int(shown.max())}]"
+            )
+    if neg_mask is not None:
+        pad = ~neg_mask
+        anchor_index, neg_labels = anchor_index.masked_fill(pad, 0), neg_labels.masked_fill(pad, 0)
+    if m and value_checks_enabled():
+        own = neg_labels == labels[anchor_index]
+        if bool((own if neg_mask is None else own & neg_mask).any()):
+            raise ValueError(
+                "a synthetic negative carries its anchor's class (neg_labels[k] == labels[anchor_index[k]]); "
+                "neg_labels must be the class of the real negative each sample was generated from"
+            )
+    return SyntheticNegatives(neg_embeddings, neg_labels, anchor_index, neg_mask)
 
 
 def check_indices_tuple(indices_tuple, n: int, r: int, owner: str) -> Tuple[Tensor, ...]:
