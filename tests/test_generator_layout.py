@@ -262,3 +262,50 @@ def test_padded_generator_step_compiles_in_one_graph_and_equals_eager():
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(b, a)
+
+
+class _NoMaskLoss(torch.nn.Module):
+    """A user's synthetic-negative loss without neg_mask: the mean anchor-to-negative distance."""
+
+    accepts_synthetic = True
+
+    def forward(self, embeddings, labels, *, neg_embeddings=None, neg_labels=None, anchor_index=None):
+        if neg_embeddings is None:
+            return embeddings.pow(2).sum(1).mean()
+        return (embeddings[anchor_index] - neg_embeddings).norm(dim=1).mean()
+
+
+@pytest.mark.parametrize("loss", ["ms", "npair", "triplet", "pml_ms", "no_mask"])
+def test_objective_metric_step_is_the_same_in_both_layouts(loss):
+    """GCAHNGObjective.metric_loss: the padded layout (neg_mask to graphneg losses, compacted for PML's
+    tuple and for a loss without neg_mask) gives the compact layout's losses and gradients."""
+    from graphneg.losses import GCAHNGObjective, MultiSimilarityLoss, NPairLoss, TripletMarginLoss
+
+    def make():
+        if loss == "pml_ms":
+            from pytorch_metric_learning import losses as pml_losses
+            return pml_losses.MultiSimilarityLoss()
+        return {"ms": lambda: MultiSimilarityLoss(mining=True), "npair": lambda: NPairLoss(anchors="official"),
+                "triplet": TripletMarginLoss, "no_mask": _NoMaskLoss}[loss]()
+
+    z, y = _batch(5)
+    y = torch.arange(5).repeat(3)  # official layout, so N-pair's official anchors exist
+    z = z[: y.numel()].float()
+    results = []
+    for static in (False, True):
+        torch.manual_seed(0)
+        obj = GCAHNGObjective(GCAHNG(8, num_classes=5, heads=2, static_shapes=static, dropout=0.0), make())
+        obj.j_gen_mean.fill_(2.0)
+        emb = z.clone().requires_grad_(True)
+        step = obj.metric_loss(emb, y)
+        step.total.backward()
+        results.append((step, emb.grad, [p.grad for p in obj.generator.parameters()]))
+    (c, gc, pc), (p, gp, pp) = results
+    assert c.negatives.mask is None and p.negatives.mask is not None
+    for name in ("total", "real", "synthetic", "synthetic_raw", "node"):
+        torch.testing.assert_close(getattr(p, name), getattr(c, name), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gp, gc, rtol=1e-5, atol=1e-6)
+    for a, b in zip(pp, pc):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
