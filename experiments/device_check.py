@@ -277,7 +277,7 @@ def section_gca_step(sec: Section, cfg, device, out_dir: Path) -> None:
             gen, clf, y, z0, n_cls, m = setup(edges, b)
             amp = dtypes[dtype_name]
             if mode == "dense":
-                u = torch.rand(m, m - 1, generator=torch.Generator().manual_seed(0))
+                u = bg.chain_draws(m, 0)  # the generator's draws for seed 0
 
                 def step():
                     gen.zero_grad(set_to_none=True)
