@@ -14,7 +14,10 @@ What the CLI adds to Lightning's:
   ``<root>/version_N`` with ``os.mkdir`` of the next free number, retried on ``FileExistsError``
   (:func:`graphneg.runs.claim_version_dir`), so runs started at the same moment (a seed sweep) each get
   their own folder, config and checkpoints; ``config.yaml`` is never overwritten (created exclusively). A
-  start that fails before its first training step and checkpoint leaves no folder behind.
+  start that fails before its first training step and checkpoint leaves no folder behind. Each
+  ``TensorBoardLogger`` / ``CSVLogger`` without a fixed ``version`` (Lightning's default logger included)
+  is built again with its config's arguments and ``version=N`` (:func:`graphneg.runs.claim_logger_versions`,
+  rank zero); the saved ``config.yaml`` keeps the version unset, so running it again claims a new folder.
 * **Resuming** (``--ckpt_path last``): Lightning looks for ``last.ckpt`` only in the new run's own
   folder, so it never resumes when each run gets a new ``lightning_logs/version_N``. graphneg resolves
   ``last`` itself (:func:`choose_last_checkpoint`): among the ``version_N/checkpoints`` folders under the
@@ -64,7 +67,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,7 +81,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
 from graphneg.runs import (
-    checkpoint_folders, check_ckpt_path, choose_last_checkpoint, claim_version_dir, find_last_checkpoint,
+    checkpoint_folders, check_ckpt_path, choose_last_checkpoint, claim_logger_versions, find_last_checkpoint,
 )
 
 
@@ -290,25 +292,9 @@ class GraphnegCLI(LightningCLI):
             # the saved config.yaml names the file itself, so re-running it resumes the same state
             for cfg in (config, parsed):
                 cfg["ckpt_path"] = str(resolved)
-        self._claimed = self._claim_run_dirs(trainer) if sub in ("fit", "validate", "test", "predict") else []
-
-    @staticmethod
-    def _claim_run_dirs(trainer: L.Trainer) -> List[Path]:
-        """Give each logger without a fixed version a folder of its own, claimed atomically
-        (:func:`graphneg.runs.claim_version_dir`) before anything is written (rank zero only; Lightning
-        broadcasts the checkpoint folder to the other ranks). Loggers sharing a root share the number."""
-        if not trainer.is_global_zero:
-            return []
-        claimed: dict = {}
-        for logger in trainer.loggers:
-            root = getattr(logger, "root_dir", None)
-            if root is None or not hasattr(logger, "_version") or logger._version is not None:
-                continue
-            root = str(Path(root).absolute())
-            if root not in claimed:
-                claimed[root] = claim_version_dir(root)
-            logger._version = claimed[root][0]
-        return [path for _, path in claimed.values()]
+        # each logger without a fixed version is rebuilt on a folder claimed for this run (rank zero only)
+        in_run = sub in ("fit", "validate", "test", "predict")
+        self._claimed = claim_logger_versions(trainer, _lookup(parsed, "trainer.logger")) if in_run else []
 
     def _release_run_dirs(self) -> None:
         """After a failed start: remove the claimed folders of a run that wrote no checkpoint and trained no
