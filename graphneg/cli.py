@@ -122,9 +122,7 @@ class SaveFullConfig(SaveConfigCallback):
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        logger = trainer.logger  # not trainer.log_dir: it broadcasts, and this runs on rank zero only
-        log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) if logger else None
-        log_dir = str(log_dir or trainer.default_root_dir)
+        log_dir = run_log_dir(trainer)
         fs = get_filesystem(log_dir)
         path = os.path.join(log_dir, self.config_filename)
         exists = RuntimeError(f"{path} exists; graphneg does not overwrite the config of an earlier run (give "
@@ -163,6 +161,15 @@ class SaveFullConfig(SaveConfigCallback):
             if isinstance(node, dict):
                 node[keys[-1]] = value
         return "\n".join(header + [yaml.safe_dump(data, sort_keys=False)])
+
+
+def run_log_dir(trainer: L.Trainer) -> str:
+    """``trainer.log_dir`` without its broadcast (a collective that hangs or fails when only rank zero calls
+    it, as the config writer and the end-of-fit print do): the first logger's ``log_dir`` (else its
+    ``save_dir``), without a logger ``trainer.default_root_dir``."""
+    logger = trainer.logger
+    log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) if logger else None
+    return str(log_dir or trainer.default_root_dir)
 
 
 def _lookup(config, key: str):
@@ -360,8 +367,8 @@ def format_fit_summary(trainer: L.Trainer) -> str:
         lines += [f"  {k:<{width}}  {v:.4f}" for k, v in metrics.items()]
     else:
         lines.append("  no evaluation metric was logged (no validation / test data or probe)")
-    if trainer.log_dir:
-        lines.append(f"  logs: {trainer.log_dir}  (tensorboard --logdir {trainer.log_dir})")
+    log_dir = run_log_dir(trainer)
+    lines.append(f"  logs: {log_dir}  (tensorboard --logdir {log_dir})")
     return "\n".join(lines)
 
 
@@ -417,7 +424,7 @@ def main() -> None:
     cli_main()
 
 
-__all__ = ["GraphnegCLI", "SaveFullConfig", "evaluation_metrics", "format_fit_summary", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
+__all__ = ["GraphnegCLI", "SaveFullConfig", "evaluation_metrics", "format_fit_summary", "run_log_dir", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
            "check_ckpt_path", "main", "LINKS", "SIZE_LINKS"]
 
 

@@ -162,6 +162,23 @@ def test_three_simultaneous_fits_keep_their_own_folder_config_and_checkpoints(tm
     assert sorted(lrs) == [0.001, 0.002, 0.003]
 
 
+@pytest.mark.slow
+def test_ddp_fit_claims_on_rank_zero_and_ends_cleanly(tmp_path):
+    """Two CPU processes (gloo DDP) through the CLI, twice: rank zero claims one folder per run (version_0,
+    then version_1; the other rank creates none), both ranks write into it, and the end-of-fit summary (rank
+    zero only) names it without a collective call that would wait for the finished rank."""
+    args = [sys.executable, "-m", "graphneg.cli", "fit", "--config", CONFIG, *TINY, "--trainer.max_epochs=1",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.strategy=ddp", "--trainer.devices=2",
+            "--trainer.accelerator=cpu", "--trainer.use_distributed_sampler=false"]
+    for n in (0, 1):
+        done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        run = tmp_path / "lightning_logs" / f"version_{n}"
+        assert f"logs: {run}" in done.stdout
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+        assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == [f"version_{i}" for i in range(n + 1)]
+
+
 def test_failed_start_leaves_no_version_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="MNIST-5k file not found"):
         cli_main(["fit", "--config", CONFIG, *TINY, f"--trainer.default_root_dir={tmp_path}",
