@@ -424,8 +424,10 @@ def main() -> None:
     cli_main()
 
 
-__all__ = ["GraphnegCLI", "SaveFullConfig", "evaluation_metrics", "format_fit_summary", "run_log_dir", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
-           "check_ckpt_path", "main", "LINKS", "SIZE_LINKS"]
+__all__ = [
+    "GraphnegCLI", "SaveFullConfig", "evaluation_metrics", "format_fit_summary", "run_log_dir", "quiet_lightning",
+    "cli_main", "find_last_checkpoint", "choose_last_checkpoint", "check_ckpt_path", "main", "LINKS", "SIZE_LINKS",
+]
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ without running code from them.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import re
@@ -260,6 +261,7 @@ def logger_rebuild_arguments(trainer, logger_config: Any) -> List[Optional[dict]
     for logger, entry in zip(loggers, entries):
         spec = _class_spec(entry)
         if (spec is None or not isinstance(logger, VERSIONED_LOGGERS)
+                or "version" not in inspect.signature(type(logger)).parameters
                 or spec[0].rsplit(".", 1)[-1] != type(logger).__name__ or spec[1].get("version") is not None):
             out.append(None)
             continue
