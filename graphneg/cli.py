@@ -14,7 +14,10 @@ What the CLI adds to Lightning's:
   ``<root>/version_N`` with ``os.mkdir`` of the next free number, retried on ``FileExistsError``
   (:func:`graphneg.runs.claim_version_dir`), so runs started at the same moment (a seed sweep) each get
   their own folder, config and checkpoints; ``config.yaml`` is never overwritten (created exclusively). A
-  start that fails before its first training step and checkpoint leaves no folder behind.
+  start that fails before its first training step and checkpoint leaves no folder behind. Each
+  ``TensorBoardLogger`` / ``CSVLogger`` without a fixed ``version`` (Lightning's default logger included)
+  is built again with its config's arguments and ``version=N`` (:func:`graphneg.runs.claim_logger_versions`,
+  rank zero); the saved ``config.yaml`` keeps the version unset, so running it again claims a new folder.
 * **Resuming** (``--ckpt_path last``): Lightning looks for ``last.ckpt`` only in the new run's own
   folder, so it never resumes when each run gets a new ``lightning_logs/version_N``. graphneg resolves
   ``last`` itself (:func:`choose_last_checkpoint`): among the ``version_N/checkpoints`` folders under the
@@ -64,7 +67,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,7 +81,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from graphneg.checkpoint import DetectNaN, RNGStateCallback, remove_orphaned_temp_files, use_atomic_checkpoints
 from graphneg.runs import (
-    checkpoint_folders, check_ckpt_path, choose_last_checkpoint, claim_version_dir, find_last_checkpoint,
+    checkpoint_folders, check_ckpt_path, choose_last_checkpoint, claim_logger_versions, find_last_checkpoint,
 )
 
 
@@ -120,9 +122,7 @@ class SaveFullConfig(SaveConfigCallback):
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        logger = trainer.logger  # not trainer.log_dir: it broadcasts, and this runs on rank zero only
-        log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) if logger else None
-        log_dir = str(log_dir or trainer.default_root_dir)
+        log_dir = run_log_dir(trainer)
         fs = get_filesystem(log_dir)
         path = os.path.join(log_dir, self.config_filename)
         exists = RuntimeError(f"{path} exists; graphneg does not overwrite the config of an earlier run (give "
@@ -161,6 +161,15 @@ class SaveFullConfig(SaveConfigCallback):
             if isinstance(node, dict):
                 node[keys[-1]] = value
         return "\n".join(header + [yaml.safe_dump(data, sort_keys=False)])
+
+
+def run_log_dir(trainer: L.Trainer) -> str:
+    """``trainer.log_dir`` without its broadcast (a collective that hangs or fails when only rank zero calls
+    it, as the config writer and the end-of-fit print do): the first logger's ``log_dir`` (else its
+    ``save_dir``), without a logger ``trainer.default_root_dir``."""
+    logger = trainer.logger
+    log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) if logger else None
+    return str(log_dir or trainer.default_root_dir)
 
 
 def _lookup(config, key: str):
@@ -290,25 +299,9 @@ class GraphnegCLI(LightningCLI):
             # the saved config.yaml names the file itself, so re-running it resumes the same state
             for cfg in (config, parsed):
                 cfg["ckpt_path"] = str(resolved)
-        self._claimed = self._claim_run_dirs(trainer) if sub in ("fit", "validate", "test", "predict") else []
-
-    @staticmethod
-    def _claim_run_dirs(trainer: L.Trainer) -> List[Path]:
-        """Give each logger without a fixed version a folder of its own, claimed atomically
-        (:func:`graphneg.runs.claim_version_dir`) before anything is written (rank zero only; Lightning
-        broadcasts the checkpoint folder to the other ranks). Loggers sharing a root share the number."""
-        if not trainer.is_global_zero:
-            return []
-        claimed: dict = {}
-        for logger in trainer.loggers:
-            root = getattr(logger, "root_dir", None)
-            if root is None or not hasattr(logger, "_version") or logger._version is not None:
-                continue
-            root = str(Path(root).absolute())
-            if root not in claimed:
-                claimed[root] = claim_version_dir(root)
-            logger._version = claimed[root][0]
-        return [path for _, path in claimed.values()]
+        # each logger without a fixed version is rebuilt on a folder claimed for this run (rank zero only)
+        in_run = sub in ("fit", "validate", "test", "predict")
+        self._claimed = claim_logger_versions(trainer, _lookup(parsed, "trainer.logger")) if in_run else []
 
     def _release_run_dirs(self) -> None:
         """After a failed start: remove the claimed folders of a run that wrote no checkpoint and trained no
@@ -374,8 +367,8 @@ def format_fit_summary(trainer: L.Trainer) -> str:
         lines += [f"  {k:<{width}}  {v:.4f}" for k, v in metrics.items()]
     else:
         lines.append("  no evaluation metric was logged (no validation / test data or probe)")
-    if trainer.log_dir:
-        lines.append(f"  logs: {trainer.log_dir}  (tensorboard --logdir {trainer.log_dir})")
+    log_dir = run_log_dir(trainer)
+    lines.append(f"  logs: {log_dir}  (tensorboard --logdir {log_dir})")
     return "\n".join(lines)
 
 
@@ -431,8 +424,10 @@ def main() -> None:
     cli_main()
 
 
-__all__ = ["GraphnegCLI", "SaveFullConfig", "evaluation_metrics", "format_fit_summary", "quiet_lightning", "cli_main", "find_last_checkpoint", "choose_last_checkpoint",
-           "check_ckpt_path", "main", "LINKS", "SIZE_LINKS"]
+__all__ = [
+    "GraphnegCLI", "SaveFullConfig", "evaluation_metrics", "format_fit_summary", "run_log_dir", "quiet_lightning",
+    "cli_main", "find_last_checkpoint", "choose_last_checkpoint", "check_ckpt_path", "main", "LINKS", "SIZE_LINKS",
+]
 
 
 if __name__ == "__main__":

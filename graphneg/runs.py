@@ -11,9 +11,13 @@ without running code from them.
   newest first, the first that holds a checkpoint that loads; in it, the checkpoint with the highest
   global step (``last.ckpt`` on a tie). Corrupt files and runs without a checkpoint are skipped, with the
   reason.
+* :func:`claim_logger_versions` gives a Trainer's loggers their claimed folders: each
+  ``TensorBoardLogger`` / ``CSVLogger`` without a fixed version is built again with ``version=N`` through
+  its public constructor and put in ``trainer.loggers``.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import re
@@ -23,11 +27,13 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 __all__ = ["claim_version_dir", "version_number", "inspect_checkpoint", "CheckpointChoice",
            "newest_checkpoint", "checkpoint_folders", "choose_last_checkpoint", "find_last_checkpoint",
-           "check_ckpt_path", "LAST_NAME"]
+           "check_ckpt_path", "LAST_NAME", "VERSIONED_LOGGERS", "logger_rebuild_arguments", "claim_logger_versions"]
 
 LAST_NAME = "last.ckpt"
 _VERSION_RE = re.compile(r"version_(\d+)")
@@ -211,3 +217,80 @@ def check_ckpt_path(path: Any) -> Optional[Path]:
         raise ValueError(f"--ckpt_path {text} is not a checkpoint graphneg can resume: {why}; pass a .ckpt file "
                          "written by graphneg fit, or --ckpt_path last to resume the latest run")
     return local
+
+
+# ------------------------------------------------------------------ loggers on claimed folders (graphneg.cli)
+#: the loggers that keep each run in ``<root_dir>/version_<N>`` and take that folder as ``version=N``
+VERSIONED_LOGGERS = (TensorBoardLogger, CSVLogger)
+
+
+def _class_spec(item: Any) -> Optional[Tuple[str, dict]]:
+    """``(class_path, constructor arguments)`` of a parsed ``{class_path, init_args}`` logger entry."""
+    get = getattr(item, "get", None)
+    if not callable(get) or not isinstance(get("class_path"), str):
+        return None
+    init, extra = get("init_args") or {}, get("dict_kwargs") or {}
+    init = init.as_dict() if hasattr(init, "as_dict") else dict(init)
+    return get("class_path"), {**init, **dict(extra)}
+
+
+def logger_rebuild_arguments(trainer, logger_config: Any) -> List[Optional[dict]]:
+    """For each of ``trainer.loggers``: the constructor arguments, all but ``version``, that build it again;
+    ``None`` for a logger that keeps the folder it has (a fixed ``version``, a logger without ``version_N``
+    folders (not one of :data:`VERSIONED_LOGGERS`), or one not built from ``logger_config``).
+
+    Args:
+        trainer: a Trainer built from the config.
+        logger_config: the parsed ``trainer.logger`` value of its LightningCLI config: ``None`` / ``True``
+            (Lightning's default logger, ``TensorBoardLogger`` or ``CSVLogger`` with
+            ``save_dir=trainer.default_root_dir`` and the SLURM job id, if any, as its version), ``False``, or
+            one or a list of ``{class_path, init_args}`` entries (as jsonargparse parses them).
+    """
+    loggers = list(trainer.loggers)
+    if logger_config is None or logger_config is True:
+        # Lightning's default logger, recognised by what Lightning built (not a logger passed as an object)
+        default = (len(loggers) == 1 and type(loggers[0]) in VERSIONED_LOGGERS and loggers[0].name == "lightning_logs"
+                   and os.fspath(loggers[0].save_dir) == os.fspath(trainer.default_root_dir))
+        if default and SLURMEnvironment.job_id() is None:
+            return [{"save_dir": trainer.default_root_dir}]
+        return [None] * len(loggers)
+    entries = logger_config if isinstance(logger_config, (list, tuple)) else [logger_config]
+    if len(entries) != len(loggers):
+        return [None] * len(loggers)
+    out: List[Optional[dict]] = []
+    for logger, entry in zip(loggers, entries):
+        spec = _class_spec(entry)
+        if (spec is None or not isinstance(logger, VERSIONED_LOGGERS)
+                or "version" not in inspect.signature(type(logger)).parameters
+                or spec[0].rsplit(".", 1)[-1] != type(logger).__name__ or spec[1].get("version") is not None):
+            out.append(None)
+            continue
+        out.append({k: v for k, v in spec[1].items() if k != "version"})
+    return out
+
+
+def claim_logger_versions(trainer, logger_config: Any) -> List[Path]:
+    """Give each logger of ``trainer`` without a fixed version a folder of its own, claimed atomically
+    (:func:`claim_version_dir`) before anything is written; return the claimed folders.
+
+    The logger is built again through its public constructor, with the arguments it was built with
+    (:func:`logger_rebuild_arguments`) and ``version=N``, and the new list is set as ``trainer.loggers``.
+    Loggers sharing a root folder share the number. Rank zero only (other ranks return ``[]`` and keep
+    their loggers; Lightning broadcasts rank zero's checkpoint folder to them). Loggers passed as objects
+    rather than through the config are left as they are.
+    """
+    if not trainer.is_global_zero:
+        return []
+    claimed: dict = {}
+    loggers: List[Logger] = []
+    for logger, kwargs in zip(trainer.loggers, logger_rebuild_arguments(trainer, logger_config)):
+        if kwargs is None:
+            loggers.append(logger)
+            continue
+        root = str(Path(logger.root_dir).absolute())
+        if root not in claimed:
+            claimed[root] = claim_version_dir(root)
+        loggers.append(type(logger)(**kwargs, version=claimed[root][0]))
+    if claimed:
+        trainer.loggers = loggers
+    return [path for _, path in claimed.values()]

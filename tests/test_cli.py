@@ -281,3 +281,21 @@ def test_fit_prints_its_evaluation_metrics(tmp_path, capsys):
         assert printed[tag] == pytest.approx(acc.Scalars(tag)[-1].value, abs=5e-5), tag
     assert printed["probe/accuracy"] == 0.25
     assert "global step 3" in out and cli.trainer.logger.log_dir in out
+
+
+def test_rank_zero_only_writers_make_no_collective_call(tmp_path, monkeypatch):
+    """The config writer and the end-of-fit summary run on rank zero only; under DDP a collective call there
+    (``trainer.log_dir`` broadcasts) waits for ranks that never make it. Both find the run's folder without
+    one: the logger's log_dir, without a logger trainer.default_root_dir (tests/test_reliability.py runs
+    the 2-process case, marked slow)."""
+    from graphneg.cli import format_fit_summary, run_log_dir
+
+    def no_collective(*args, **kwargs):
+        raise AssertionError("a collective call on rank zero only")
+
+    for extra, expected in (([], os.path.join(str(tmp_path), "lightning_logs", "version_0")),
+                            (["--trainer.logger=false"], str(tmp_path))):
+        cli = cli_main(["--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", *SMALL, *extra], run=False)
+        monkeypatch.setattr(cli.trainer.strategy, "broadcast", no_collective)
+        assert run_log_dir(cli.trainer) == expected
+        assert f"logs: {expected}  (tensorboard --logdir {expected})" in format_fit_summary(cli.trainer)

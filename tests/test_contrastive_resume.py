@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-import graphneg.checkpoint as ckpt_mod
+import graphneg.checkpoint.rng_state as rng_state_mod
 from graphneg.checkpoint import AtomicCheckpointIO, RNGStateCallback
 from graphneg.data import MNIST5kDataModule, TUDataModule
 from graphneg.losses import InfoNCELoss, UnReMixLoss
@@ -94,7 +94,7 @@ def test_image_contrastive_resume_is_bit_identical(tmp_path):
 def test_without_loader_state_the_resume_diverges(tmp_path, monkeypatch):
     """The control: with the loader generators left out of the checkpoint the resumed graph run differs
     (so the test above checks something)."""
-    monkeypatch.setattr(ckpt_mod, "_loader_generators", lambda trainer: {})
+    monkeypatch.setattr(rng_state_mod, "_loader_generators", lambda trainer: {})
     model, data = _graph_parts(tmp_path)
     full, resumed, _ = _straight_and_resumed(tmp_path, model, data)
     assert _differ(full, resumed)

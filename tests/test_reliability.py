@@ -65,6 +65,77 @@ def test_eight_processes_claim_eight_distinct_version_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"version_{n}" for n in range(3, 12))
 
 
+def _csv(save_dir, **kw):
+    return {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(save_dir), **kw}}
+
+
+def test_loggers_are_rebuilt_on_claimed_folders_through_their_constructor(tmp_path):
+    """Two trainers on one root that both start before either writes: Lightning alone gives both version_0
+    (the next free number, nothing claimed yet); claim_logger_versions gives 0 and 1, folders created first.
+    Loggers sharing a root share the number; a fixed version is kept as given."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from graphneg.runs import claim_logger_versions
+
+    def trainer(loggers):
+        return L.Trainer(logger=loggers, default_root_dir=str(tmp_path), enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+
+    configs = [_csv(tmp_path), {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                "init_args": {"save_dir": str(tmp_path), "name": "lightning_logs"}}]
+    a = trainer([CSVLogger(tmp_path), TensorBoardLogger(tmp_path)])
+    b = trainer([CSVLogger(tmp_path), TensorBoardLogger(tmp_path)])
+    assert a.loggers[0].version == b.loggers[0].version == 0  # Lightning's own choice collides
+    a = trainer([CSVLogger(tmp_path), TensorBoardLogger(tmp_path)])
+    b = trainer([CSVLogger(tmp_path), TensorBoardLogger(tmp_path)])
+    got_a, got_b = claim_logger_versions(a, configs), claim_logger_versions(b, configs)
+    assert got_a == [tmp_path / "lightning_logs" / "version_0"] and got_b == [tmp_path / "lightning_logs" / "version_1"]
+    assert [type(lg) for lg in a.loggers] == [CSVLogger, TensorBoardLogger]
+    assert [lg.version for lg in a.loggers] == [0, 0] and [lg.version for lg in b.loggers] == [1, 1]
+    assert b.loggers[1].log_dir == str(tmp_path / "lightning_logs" / "version_1") and got_b[0].is_dir()
+    # Lightning's default logger (config value None): save_dir is the trainer's default_root_dir
+    c = trainer(True)
+    assert claim_logger_versions(c, None) == [tmp_path / "lightning_logs" / "version_2"]
+    assert isinstance(c.logger, TensorBoardLogger) and c.logger.version == 2
+    # a fixed version stays; so do a logger passed as an object (the config's value is the default but the
+    # logger is not Lightning's default) and config entries that do not match the loggers
+    d = trainer([CSVLogger(tmp_path, version=7)])
+    assert claim_logger_versions(d, [_csv(tmp_path, version=7)]) == [] and d.logger.version == 7
+    other = CSVLogger(tmp_path / "other")
+    e = trainer([other])
+    assert claim_logger_versions(e, None) == [] and e.logger is other
+    assert claim_logger_versions(e, [_csv(tmp_path), _csv(tmp_path)]) == [] and e.logger is other
+    assert not (tmp_path / "other").exists()
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == [f"version_{n}" for n in range(3)]
+
+
+def test_slurm_job_id_version_of_the_default_logger_is_kept(tmp_path, monkeypatch):
+    """Lightning names its default logger's version after the SLURM job id; that fixed version is kept."""
+    from graphneg.runs import claim_logger_versions
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_JOB_NAME", raising=False)
+    t = L.Trainer(logger=True, default_root_dir=str(tmp_path), enable_progress_bar=False)
+    assert t.logger.version == 4242
+    assert claim_logger_versions(t, None) == [] and t.logger.version == 4242
+
+
+def test_configured_csv_logger_gets_claimed_folders_and_config_keeps_version_unset(tmp_path):
+    """Through the CLI: an explicit CSVLogger without a version gets version_0, then version_1; each run's
+    config.yaml leaves the version unset (so running it again claims a new folder) and a given version is used."""
+    import yaml
+
+    logger = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={tmp_path}/csv"]
+    base = ["fit", "--config", CONFIG, *TINY, "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}"]
+    dirs = [cli_main([*base, *logger]).trainer.log_dir for _ in range(2)]
+    assert dirs == [f"{tmp_path}/csv/lightning_logs/version_{n}" for n in (0, 1)]
+    for d in dirs:
+        saved = yaml.safe_load(Path(d, "config.yaml").read_text())["trainer"]["logger"]
+        assert saved["init_args"]["version"] is None and Path(d, "checkpoints", "last.ckpt").is_file()
+    fixed = cli_main([*base, *logger, "--trainer.logger.version=run_a"]).trainer.log_dir
+    assert fixed == f"{tmp_path}/csv/lightning_logs/run_a"
+
+
 def _config_lr(path):
     import yaml
 
@@ -89,6 +160,23 @@ def test_three_simultaneous_fits_keep_their_own_folder_config_and_checkpoints(tm
         assert ckpt["hyper_parameters"]["lr"] == lr  # the checkpoint belongs to the run of this config
         lrs.append(lr)
     assert sorted(lrs) == [0.001, 0.002, 0.003]
+
+
+@pytest.mark.slow
+def test_ddp_fit_claims_on_rank_zero_and_ends_cleanly(tmp_path):
+    """Two CPU processes (gloo DDP) through the CLI, twice: rank zero claims one folder per run (version_0,
+    then version_1; the other rank creates none), both ranks write into it, and the end-of-fit summary (rank
+    zero only) names it without a collective call that would wait for the finished rank."""
+    args = [sys.executable, "-m", "graphneg.cli", "fit", "--config", CONFIG, *TINY, "--trainer.max_epochs=1",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.strategy=ddp", "--trainer.devices=2",
+            "--trainer.accelerator=cpu", "--trainer.use_distributed_sampler=false"]
+    for n in (0, 1):
+        done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        run = tmp_path / "lightning_logs" / f"version_{n}"
+        assert f"logs: {run}" in done.stdout
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+        assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == [f"version_{i}" for i in range(n + 1)]
 
 
 def test_failed_start_leaves_no_version_folder(tmp_path):
