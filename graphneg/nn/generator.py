@@ -293,7 +293,7 @@ class GCAHNG(nn.Module):
         self.gather_distributed = gather_distributed
         if checkpoint is not None:
             warnings.warn("GCAHNG(checkpoint=...) is deprecated: use recompute_hidden=... (the same switch; "
-                          "'checkpoint' also names graphneg/checkpoint.py)", DeprecationWarning, stacklevel=2)
+                          "'checkpoint' also names the graphneg.checkpoint package)", DeprecationWarning, stacklevel=2)
             recompute_hidden = bool(checkpoint)
         if not isinstance(recompute_hidden, bool):
             raise TypeError(f"recompute_hidden must be True or False, got {recompute_hidden!r}")
