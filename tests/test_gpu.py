@@ -27,6 +27,7 @@ from graphneg.losses import (
 from graphneg.metrics import retrieval_metrics
 from graphneg.metrics.probe import knn_predict
 from graphneg.nn import GCAHNG
+from graphneg.nn.generator import COMPACT_DEVICE_TYPES
 from graphneg.ops.knn import chunked_topk, knn_index
 from test_autocast_backward import check_gca_autocast_step
 
@@ -72,17 +73,25 @@ def _gca_run(gen, clf, z, y, device):
     return out, loss.detach(), z.grad, grads
 
 
+@pytest.mark.parametrize("static_shapes", [None, False])
 @pytest.mark.parametrize("edges,k", [("complete", None), ("knn", 4)])
-def test_gcahng_step_values_and_gradients_match_cpu(cuda, edges, k):
+def test_gcahng_step_values_and_gradients_match_cpu(cuda, edges, k, static_shapes):
     """Every layer of the generator (correlation encoder, node attention, edge->node, node->edge, the
-    GCA blocks, the lambda head) through one training step: values, and the gradients of each parameter."""
+    GCA blocks, the lambda head) through one training step: values, and the gradients of each parameter.
+    On CUDA the default layout is the padded one (``out.mask``), the CPU's the compact one: the real rows
+    and pairs are compared (``compact()``); ``static_shapes=False`` runs the compact layout on CUDA too."""
     gen, clf, z, y = _gca_setup(edges, k)
+    gen.static_shapes = static_shapes
     gen_c, clf_c = copy.deepcopy(gen), copy.deepcopy(clf)
     out_cpu, loss_cpu, zg_cpu, g_cpu = _gca_run(gen, clf, z, y, torch.device("cpu"))
     out_gpu, loss_gpu, zg_gpu, g_gpu = _gca_run(gen_c, clf_c, z, y, cuda)
+    assert (out_gpu.mask is not None) == (static_shapes is None and cuda.type not in COMPACT_DEVICE_TYPES)
     assert torch.equal(out_gpu.graph.edge_index.cpu(), out_cpu.graph.edge_index)
-    assert torch.equal(out_gpu.pairs.hard.cpu(), out_cpu.pairs.hard)
-    torch.testing.assert_close(out_gpu.x.cpu(), out_cpu.x, **FWD)
+    real = out_gpu.compact()
+    assert torch.equal(real.pairs.hard.cpu(), out_cpu.pairs.hard)
+    assert torch.equal(real.anchor_index.cpu(), out_cpu.anchor_index)
+    assert torch.equal(real.labels.cpu(), out_cpu.labels)
+    torch.testing.assert_close(real.x.cpu(), out_cpu.x, **FWD)
     torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, **FWD)
     assert_grads_close(zg_gpu, zg_cpu, "embeddings")
     for name in g_cpu:
@@ -97,10 +106,11 @@ def test_generator_with_ms_loss_matches_cpu(cuda):
     loss_cpu = MultiSimilarityLoss(mining=True)(emb, y, neg_embeddings=out_cpu.x, neg_labels=out_cpu.labels,
                                                 anchor_index=out_cpu.anchor_index)
     gen_cuda = gen.to(cuda)
-    out_gpu = gen_cuda(emb.to(cuda), y.to(cuda), j_mean=2.0)
+    out_gpu = gen_cuda(emb.to(cuda), y.to(cuda), j_mean=2.0)  # padded on CUDA: the mask goes to the loss
     loss_gpu = MultiSimilarityLoss(mining=True)(emb.to(cuda), y.to(cuda), neg_embeddings=out_gpu.x,
-                                                neg_labels=out_gpu.labels, anchor_index=out_gpu.anchor_index)
-    torch.testing.assert_close(out_gpu.x.cpu(), out_cpu.x, **FWD)
+                                                neg_labels=out_gpu.labels, anchor_index=out_gpu.anchor_index,
+                                                neg_mask=out_gpu.mask)
+    torch.testing.assert_close(out_gpu.compact().x.cpu(), out_cpu.x, **FWD)
     torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, **FWD)
 
 
@@ -237,3 +247,30 @@ def test_losses_under_cuda_autocast_within_tolerance(cuda, dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16-mixed", "16-mixed"])
 def test_gcahng_step_under_cuda_autocast_within_tolerance(cuda, dtype):
     check_gca_autocast_step(cuda, dtype)
+
+
+def test_gca_hng_metric_and_generator_steps_have_no_host_sync_on_cuda(cuda):
+    """issue 21: the GCA-HNG objective's three steps on CUDA (default, padded layout) with value checks off,
+    counted by tests/sync_counter.py (the sync-forcing ops, and CUDA's own sync debug mode)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from sync_counter import count_syncs
+
+    from graphneg.losses import GCAHNGObjective
+    from graphneg.validation import value_checks
+
+    torch.manual_seed(0)
+    obj = GCAHNGObjective(GCAHNG(32, num_classes=6, num_layers=2, heads=4), MultiSimilarityLoss(mining=True)).to(cuda)
+    z = torch.randn(18, 32, device=cuda, requires_grad=True)
+    y = torch.arange(6, device=cuda).repeat(3)
+    obj.metric_loss(z, y)  # warm-up (lazy initialisations, cuBLAS handles)
+    with value_checks(False), count_syncs() as rep:
+        step = obj.metric_loss(z, y)
+        step.total.backward()
+        obj.classifier_loss(z, y).backward()
+        obj.generator_loss(z, y).total.backward()
+        obj.diagnostics(step)
+    assert step.negatives.mask is not None  # the padded layout
+    assert len(rep) == 0 and not rep.cuda_warnings, rep.message()
