@@ -22,12 +22,15 @@ never next to a file that differs from grakel's copy); the raw files are checked
 each error naming the file and line) before PyG processes them; the processed cache lives in
 ``<root>/<NAME>/processed/<fingerprint>/``, keyed on the raw files' content, so editing a raw file
 makes the next load re-process it instead of reading a stale cache.
+
+Homes: the raw files' layout and checks are :mod:`graphneg.data.tu_files`, the checked dataset and its
+processed cache :mod:`graphneg.data.tu_cache` (:class:`~graphneg.data.tu_cache.CheckedTUDataset`), the
+augmentations by name :mod:`graphneg.data.graph_augment.by_name` (:func:`build_augmentation`,
+:data:`AUGMENTATIONS`); their public names stay importable from here.
 """
 from __future__ import annotations
 
 import copy
-import os
-import warnings
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -37,8 +40,7 @@ from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import get_worker_info
 
 import lightning as L
-from torch_geometric.data import Data, InMemoryDataset
-from torch_geometric.datasets import TUDataset
+from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader as PyGDataLoader
 from torch_geometric.transforms import BaseTransform, Compose, OneHotDegree
 from torch_geometric.utils import degree
@@ -52,6 +54,7 @@ from graphneg.data.tu_files import (  # noqa: F401  (public here too)
     tu_fingerprint,
     tu_layout_message,
 )
+from graphneg.data.tu_cache import CheckedTUDataset
 from graphneg.data.graph_augment import (  # noqa: F401  (importable from here too, as before the split)
     AUGMENTATIONS,
     AttributeMask,
@@ -131,88 +134,6 @@ class StandardizeNodeAttributes(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.mean.numel()})"
-
-
-_CACHE_FILES = ("data.pt", "pre_transform.pt", "pre_filter.pt")
-
-
-def _load_cache(processed_dir: str):
-    """The processed cache of :class:`_CheckedTUDataset` read with ``torch.load(weights_only=True)`` (no code
-    from the files runs): ``(data.pt's tuple, None)``, or ``(None, why)`` when a file is missing, does not
-    load that way (a pickle with other globals: possibly planted code) or has the wrong structure."""
-    out = None
-    for name in _CACHE_FILES:
-        path = os.path.join(processed_dir, name)
-        if not os.path.isfile(path):
-            return None, f"{name} is missing"
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any failure means: rebuild from the raw files
-            return None, f"{name} does not load with torch.load(weights_only=True) ({type(err).__name__})"
-        if name == "data.pt":
-            if not (isinstance(obj, tuple) and len(obj) == 4 and isinstance(obj[0], dict)
-                    and isinstance(obj[1], dict) and isinstance(obj[2], dict)
-                    and isinstance(obj[3], type) and issubclass(obj[3], Data)):
-                return None, f"{name} is not a graph cache written by this PyG version"
-            out = obj
-        elif obj != "None":  # graphneg processes without pre_transform / pre_filter
-            return None, f"{name} names a pre-processing step graphneg did not use ({str(obj)[:80]!r})"
-    return out, None
-
-
-class _CheckedTUDataset(TUDataset):
-    """``torch_geometric.datasets.TUDataset`` with a content-keyed processed cache
-    (``processed/<fingerprint>``, :func:`tu_fingerprint`), raw files checked by
-    :func:`check_tu_files` before processing, no download, and a cache that cannot run code.
-
-    PyG reads ``pre_transform.pt`` / ``pre_filter.pt`` with ``torch.load(weights_only=False)`` and falls back
-    to it for ``data.pt`` too, so a pickle payload planted in a shipped ``processed/`` folder (its fingerprint
-    is a hash of the raw files: anyone can compute it) would run. Here every cache file is read with
-    ``weights_only=True`` only; a cache that does not load that way, or has another structure, is reported
-    with a warning and rebuilt from the raw files (the bad files are overwritten, never unpickled).
-    """
-
-    def __init__(self, root: str, name: str, use_node_attr: bool = False):
-        self.fingerprint = tu_fingerprint(name, root)
-        self.name, self.cleaned = name, False
-        self._cache = None
-        # TUDataset.__init__ minus its data.pt load (PyG's loader may fall back to weights_only=False):
-        # InMemoryDataset's __init__ runs our _process, which leaves the validated cache in self._cache
-        InMemoryDataset.__init__(self, root)
-        data, self.slices, self.sizes, data_cls = self._cache
-        self.data = data_cls.from_dict(data)
-        self._cache = None
-        # as TUDataset.__init__ (use_edge_attr=False)
-        if self._data.x is not None and not use_node_attr:
-            self._data.x = self._data.x[:, self.num_node_attributes:]
-        if self._data.edge_attr is not None:
-            self._data.edge_attr = self._data.edge_attr[:, self.num_edge_attributes:]
-
-    @property
-    def processed_dir(self) -> str:
-        return os.path.join(self.root, self.name, "processed", self.fingerprint)
-
-    def download(self) -> None:
-        raise FileNotFoundError(tu_layout_message(self.name, self.root))
-
-    def _process(self) -> None:
-        cache, why = _load_cache(self.processed_dir)
-        if cache is None:
-            if any(os.path.exists(os.path.join(self.processed_dir, f)) for f in _CACHE_FILES):
-                warnings.warn(f"graphneg: the processed cache {self.processed_dir} is not used ({why}); rebuilding "
-                              f"it from the raw files in {self.raw_dir}", stacklevel=2)
-            os.makedirs(self.processed_dir, exist_ok=True)
-            self.process()
-            torch.save("None", os.path.join(self.processed_dir, "pre_transform.pt"))
-            torch.save("None", os.path.join(self.processed_dir, "pre_filter.pt"))
-            cache, why = _load_cache(self.processed_dir)
-            if cache is None:
-                raise RuntimeError(f"the TU cache just written to {self.processed_dir} does not load: {why}")
-        self._cache = cache
-
-    def process(self) -> None:
-        check_tu_files(self.name, self.root)
-        super().process()
 
 
 def _worker_init(worker_id: int) -> None:
@@ -331,7 +252,7 @@ class TUDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         self._ensure_raw()
-        _CheckedTUDataset(self.root, self.name, self.use_node_attr)  # processes once per raw content
+        CheckedTUDataset(self.root, self.name, self.use_node_attr)  # processes once per raw content
 
     def setup(self, stage: Optional[str] = None) -> None:
         self._load()
@@ -340,7 +261,7 @@ class TUDataModule(L.LightningDataModule):
         if self._dataset is not None:
             return self._dataset
         self._ensure_raw()
-        base = _CheckedTUDataset(self.root, self.name, self.use_node_attr)
+        base = CheckedTUDataset(self.root, self.name, self.use_node_attr)
         if len(base) == 0:
             raise ValueError(f"TU dataset {self.name!r} in {self.raw_dir} holds no graphs")
         if base[0].x is None:
