@@ -309,3 +309,20 @@ def test_objective_metric_step_is_the_same_in_both_layouts(loss):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_static_groups_number_keys_as_torch_unique_does(seed):
+    """Reference: torch.unique(key[present], return_inverse=True) (the compact layout's former grouping)."""
+    from graphneg.nn.generation import static_groups
+
+    g = torch.Generator().manual_seed(seed)
+    key = torch.randint(0, 12, (40,), generator=g) * 1000 + 7
+    present = torch.rand(40, generator=g) < 0.7
+    rows = 16
+    group, mask, row_key = static_groups(key, present, rows)
+    uniq, inverse = torch.unique(key[present], return_inverse=True)
+    assert torch.equal(group[present], inverse)
+    assert bool((group[~present] == rows).all())
+    assert torch.equal(mask, torch.arange(rows) < uniq.numel())
+    assert torch.equal(row_key[: uniq.numel()], uniq) and bool((row_key[uniq.numel():] == -1).all())

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from graphneg.losses.pml import pml_inputs
 from graphneg.losses.reducers import masked_mean
 from graphneg.nn.functional import gather_cosine, group_squared_deviation
-from graphneg.nn.generator import GeneratedNegatives
+from graphneg.nn.negatives import GeneratedNegatives
 from graphneg.precision import full_precision, to_float32
 from graphneg.validation import check_labels
 

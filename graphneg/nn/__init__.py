@@ -18,7 +18,8 @@ from graphneg.nn.edge_to_node import EdgeToNodeConv
 from graphneg.nn.gca_block import GCABlock, attention_mask_from_labels
 from graphneg.nn.gca_gnn import GCAGNN, GCAGNNOutput
 from graphneg.nn.generation import chain_weights, dirichlet_weights, hdml_interpolate
-from graphneg.nn.generator import GCAHNG, GeneratedNegatives, NegativePairs
+from graphneg.nn.generator import GCAHNG
+from graphneg.nn.negatives import GeneratedNegatives, NegativePairs
 from graphneg.nn.node_attention import NodeAttentionConv, softmax_with_zero_logit
 from graphneg.nn.node_to_edge import NodeToEdgeConv
 

@@ -16,7 +16,31 @@ from torch_geometric.utils import scatter
 from graphneg.nn.functional import gather_lerp
 from graphneg.ops.random import counter_uniform, draw_seed
 
-__all__ = ["hdml_interpolate", "chain_weights", "dirichlet_weights", "rank_within_groups"]
+__all__ = ["hdml_interpolate", "chain_weights", "dirichlet_weights", "rank_within_groups", "static_groups"]
+
+
+def static_groups(key: Tensor, present: Tensor, rows: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Number the distinct ``key`` values of the ``present`` elements ``0, 1, ...`` in increasing key order
+    (``torch.unique(key[present], return_inverse=True)``'s numbering) into a static number of ``rows``
+    (``>=`` the number of distinct keys), without a host sync: one stable sort and a cumsum.
+
+    Reconstructed for GCA-HNG's padded layout: the (anchor, negative class) groups of its random
+    weighting, whose count depends on the labels. Returns ``group`` ``[P]`` (the row of each element;
+    ``rows`` for the absent ones), ``mask`` ``[rows]`` (rows that hold a group: the first ones) and
+    ``row_key`` ``[rows]`` (each row's key, ``-1`` on the others). ``key`` must be ``>= 0``.
+    """
+    absent = torch.iinfo(key.dtype).max
+    key = torch.where(present, key, torch.full_like(key, absent))
+    sorted_key, order = torch.sort(key, stable=True)
+    new_run = torch.ones_like(sorted_key, dtype=torch.bool)
+    new_run[1:] = sorted_key[1:] != sorted_key[:-1]
+    real = sorted_key != absent
+    run = torch.where(real, new_run.cumsum(0) - 1, torch.full_like(sorted_key, rows))
+    group = torch.empty_like(run).index_copy_(0, order, run)
+    num_rows = (new_run & real).sum()  # 0-d tensor: the number of groups
+    mask = torch.arange(rows, device=key.device) < num_rows
+    row_key = key.new_full((rows + 1,), -1).scatter_(0, group, torch.where(present, key, -1))[:rows]
+    return group, mask, row_key
 
 
 def rank_within_groups(group: Tensor, key: Tensor, num_groups: int, key_range: int) -> Tuple[Tensor, Tensor]:

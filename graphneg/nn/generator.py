@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +41,10 @@ from torch_geometric.utils import scatter
 from graphneg.distributed import gather_layout, gather_rows
 from graphneg.graph import EDGE_MODES, batch_graph, check_edge_mode
 from graphneg.nn.functional import gather_distance
-from graphneg.nn.gca_gnn import GCAGNN, GCAGNNOutput
+from graphneg.nn.gca_gnn import GCAGNN
+from graphneg.nn.negatives import GeneratedNegatives, NegativePairs  # noqa: F401  (public here too)
 from graphneg.nn.generation import (  # noqa: F401  (public here too: graphneg.nn.generator.hdml_interpolate)
-    chain_weights, dirichlet_weights, hdml_interpolate, rank_within_groups,
+    chain_weights, dirichlet_weights, hdml_interpolate, rank_within_groups, static_groups,
 )
 from graphneg.ops.labels import next_positive_index, rank_in_class
 from graphneg.ops.random import draw_seed
@@ -60,105 +60,6 @@ RW_MODES = ("chain", "dirichlet", None)
 #: device types on which ``static_shapes=None`` returns the compact layout (a host sync costs nothing on
 #: the CPU); on every other device (CUDA, ...) the padded layout, so a training step has no host sync
 COMPACT_DEVICE_TYPES = {"cpu"}
-
-
-class NegativePairs(NamedTuple):
-    """The ``P`` (anchor, real negative) pairs the synthetic negatives are made from.
-
-    Pair ``p`` is the graph edge ``edge[p]`` (``anchor -> negative``, official edge ``(r, c)``), one
-    per edge joining two classes. Attributes, all ``[P]`` except ``x``:
-
-    * ``anchor``, ``negative``: rows of the embeddings (``edge_index[:, edge]``);
-    * ``edge``: the column of ``edge_index``, so ``lambda_an = gnn.lam[edge]``;
-    * ``group``: the row of :attr:`GeneratedNegatives.x` the pair is mixed into;
-    * ``weight``: its convex mixing weight (ones when ``rw=None``);
-    * ``hard``: ``d+ < d-`` (``False``: the real negative itself was returned);
-    * ``x``: the generated negative before mixing ``[P, D]`` (``None`` with random weighting
-      unless ``return_pairs=True``; equal to :attr:`GeneratedNegatives.x` when ``rw=None``).
-    * ``valid``: ``None`` when the pairs are exactly the anchor -> negative edges (compact layout);
-      in the padded layout (``static_shapes``) the pairs are *all* ``E`` edges and ``valid`` ``[E]``
-      marks those joining two classes; the others have ``weight`` 0, ``hard`` ``False`` and ``group``
-      equal to the number of rows of :attr:`GeneratedNegatives.x` (no row).
-    """
-
-    anchor: Tensor
-    negative: Tensor
-    edge: Tensor
-    group: Tensor
-    weight: Tensor
-    hard: Tensor
-    x: Optional[Tensor]
-    valid: Optional[Tensor] = None
-
-
-@dataclass
-class GeneratedNegatives:
-    """Output of :meth:`GCAHNG.forward`.
-
-    Attributes:
-        x: ``G`` synthetic negatives ``[G, D]``. Without random weighting (``rw=None``) row ``g``
-            is pair ``g``; with it, row ``g`` mixes the pairs with ``pairs.group == g`` (one row
-            per anchor and other class present among its negatives).
-        labels: their class, the class of the real negatives they come from ``[G]``.
-        anchor_index: the anchor (row of the embeddings) of each synthetic negative ``[G]``.
-        pairs: per-pair details (:class:`NegativePairs`).
-        graph: the batch graph the generator ran on, ``Data(x=embeddings, y=labels,
-            edge_index)`` (``graph.x`` is the input tensor itself, not a copy).
-        gnn: the :class:`~graphneg.nn.GCAGNNOutput` on that graph: ``lam`` ``[E, D]``
-            (interpolation vectors, never detached here), node ``logits`` ``[B, num_classes]``.
-        mask: ``None`` (compact layout: every row is a synthetic negative) or, in the padded layout
-            (``GCAHNG(static_shapes=True)``, the default on CUDA), ``[G]`` bool: ``True`` for the real
-            rows, which come first and in the compact layout's order; the padding rows after them hold
-            zeros in ``x`` and 0 in ``labels`` / ``anchor_index``. ``G`` is then a static bound
-            (``E`` without random weighting, else ``min(E, B * min(num_classes - 1, B - 1))``), so the
-            step needs no host sync; :meth:`compact` drops the padding (one sync).
-
-    ``x, labels, anchor_index`` go straight into a graphneg metric loss
-    (``loss(out.graph.x, out.graph.y, neg_embeddings=out.x, neg_labels=out.labels,
-    anchor_index=out.anchor_index)``); :func:`graphneg.losses.pml_inputs` gives the
-    pytorch-metric-learning form. The training objective built on it is
-    :class:`graphneg.losses.GCAHNGObjective`. In the padded layout pass ``neg_mask=out.mask`` too (every
-    graphneg metric loss takes it; the objective and :func:`graphneg.losses.pml_inputs` do this).
-    """
-
-    x: Tensor
-    labels: Tensor
-    anchor_index: Tensor
-    pairs: NegativePairs
-    graph: Data
-    gnn: GCAGNNOutput
-    mask: Optional[Tensor] = None
-
-    def compact(self) -> "GeneratedNegatives":
-        """The compact layout: the real rows and pairs only (``mask`` and ``pairs.valid`` ``None``); itself
-        when already compact. Reads the number of rows on the host (one sync); in a training step
-        prefer passing ``mask`` to the loss."""
-        if self.mask is None and self.pairs.valid is None:
-            return self
-        pairs = self.pairs
-        if pairs.valid is not None:
-            keep = pairs.valid.nonzero().view(-1)
-            pairs = NegativePairs(*(v.index_select(0, keep) if isinstance(v, Tensor) else v for v in pairs[:-1]),
-                                  valid=None)
-        x, labels, anchor = self.x, self.labels, self.anchor_index
-        if self.mask is not None:
-            rows = self.mask.nonzero().view(-1)
-            x, labels, anchor = x.index_select(0, rows), labels.index_select(0, rows), anchor.index_select(0, rows)
-        return GeneratedNegatives(x=x, labels=labels, anchor_index=anchor, pairs=pairs, graph=self.graph,
-                                  gnn=self.gnn, mask=None)
-
-    def detach(self) -> "GeneratedNegatives":
-        """The same negatives with every tensor detached (no copy; frees the autograd graph), e.g. to
-        keep a batch's output for epoch-end histograms."""
-        def det(v):
-            return v.detach() if isinstance(v, Tensor) else v
-
-        graph = Data(x=self.graph.x.detach(), y=self.graph.y, edge_index=self.graph.edge_index,
-                     num_nodes=self.graph.num_nodes)
-        gnn = type(self.gnn)(*(det(v) for v in self.gnn))
-        pairs = NegativePairs(*(det(v) for v in self.pairs))
-        return GeneratedNegatives(x=self.x.detach(), labels=self.labels, anchor_index=self.anchor_index,
-                                  pairs=pairs, graph=graph, gnn=gnn, mask=self.mask)
 
 
 class GCAHNG(nn.Module):
@@ -474,22 +375,12 @@ class GCAHNG(nn.Module):
             key, rows = torch.arange(num_edges, device=device), num_edges
         else:
             key, rows = src * num_cls + neg_label, min(num_edges, b * max(min(num_cls - 1, b - 1), 0))
-        absent = b * num_cls + num_edges  # larger than every key
-        key = torch.where(cross, key, torch.full_like(key, absent))
-        sorted_key, order = torch.sort(key, stable=True)
-        new_run = torch.ones_like(sorted_key, dtype=torch.bool)
-        new_run[1:] = sorted_key[1:] != sorted_key[:-1]
-        present = sorted_key != absent
-        run = torch.where(present, new_run.cumsum(0) - 1, torch.full_like(sorted_key, rows))
-        group = torch.empty_like(run).index_copy_(0, order, run)  # the row of each edge (rows: dropped)
-        num_rows = (new_run & present).sum()  # 0-d tensor: the number of real rows
-        mask = torch.arange(rows, device=device) < num_rows
-        row_key = key.new_full((rows + 1,), absent).scatter_(0, group, key)[:rows]
+        group, mask, row_key = static_groups(key, cross, rows)  # group == rows: a same-class edge, no row
         if self.rw is None:
-            edge_of_row = row_key.clamp_max(max(num_edges - 1, 0))
+            edge_of_row = row_key.clamp(0, max(num_edges - 1, 0))
             out_anchor, out_labels = src.index_select(0, edge_of_row), neg_label.index_select(0, edge_of_row)
         else:
-            out_anchor, out_labels = row_key // num_cls, row_key % num_cls
+            out_anchor, out_labels = row_key.clamp_min(0) // num_cls, row_key.clamp_min(0) % num_cls
         zero = torch.zeros_like(out_anchor)
         out_anchor, out_labels = torch.where(mask, out_anchor, zero), torch.where(mask, out_labels, zero)
 
