@@ -51,11 +51,12 @@ def _absorb(h, word) -> Tensor:
 
 def draw_seed(generator: Optional[torch.Generator] = None, device=None) -> Tensor:
     """One 32-bit seed as a 0-d int64 tensor on ``device``, drawn from ``generator`` (or the global generator
-    of ``device``'s type): a device tensor, so no host sync."""
+    of ``device``'s type): a device tensor, so no host sync. A CPU generator's seed is copied to the device
+    with ``non_blocking=True`` (a blocking host-to-device copy would synchronise the stream)."""
     device = torch.device("cpu") if device is None else torch.device(device)
     gen_device = generator.device if generator is not None else device
     seed = torch.randint(0, 2 ** 32, (), generator=generator, device=gen_device, dtype=torch.int64)
-    return seed.to(device)
+    return seed.to(device, non_blocking=True)
 
 
 def counter_uniform(seed: Tensor, *counters: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
