@@ -277,8 +277,10 @@ class GCAHNGObjective(nn.Module):
         classifier_weight: weight of the classifier's CE (official 10).
         node_loss_weight: weight of :math:`J_{gce}` (official 1; 0 is an ablation).
         grad_clip: value of :meth:`clip_gradients` (official ``GRAD_L2_CLIP`` 10; ``None``: no clipping).
-        seed: seed of the random-weighting ``torch.Generator`` (CPU draws; on CUDA the draws follow the
-            global CUDA generator, seeded by ``torch.manual_seed`` / Lightning's ``seed_everything``).
+        seed: seed of the random-weighting ``torch.Generator`` (a CPU generator on every device: it draws
+            one seed per generator call, copied to the device without a sync, and the generator's
+            counter-based draws do the rest, so CPU and CUDA runs mix with the same weights and the
+            state in the ``state_dict`` resumes them exactly).
     """
 
     def __init__(
@@ -342,9 +344,6 @@ class GCAHNGObjective(nn.Module):
     def set_extra_state(self, state: Tensor) -> None:
         self.rw_generator.set_state(state.cpu())
 
-    def _rw_generator_for(self, device: torch.device) -> Optional[torch.Generator]:
-        return self.rw_generator if device.type == "cpu" else None
-
     def _accumulate(self, name: str, value: Tensor) -> None:
         if self.training:  # official: J.update(max(j.item(), 1e-6)); no host sync here
             getattr(self, name + "_sum").add_(value.detach().clamp_min(1e-6).to(torch.float32))
@@ -391,7 +390,7 @@ class GCAHNGObjective(nn.Module):
         """Step 1 (official ``jmetric``): backpropagate ``.total`` into the encoder and the generator."""
         j_m = self.loss(embeddings, labels)
         out = self.generator(embeddings, labels, j_mean=self.j_mean, detach_lam=True,
-                             generator=self._rw_generator_for(embeddings.device))
+                             generator=self.rw_generator)  # CPU on every device: one seed a call
         weight = self.synthetic_weight
         j_syn_raw = self._synthetic_loss(out)
         j_syn = weight * j_syn_raw
@@ -409,7 +408,7 @@ class GCAHNGObjective(nn.Module):
         ``embeddings.detach()`` with live ``lambda``; backpropagate ``.total`` into the generator."""
         gen = self.generator
         out = gen(embeddings.detach(), labels, j_mean=self.j_mean, detach_lam=False,
-                  generator=self._rw_generator_for(embeddings.device))
+                  generator=self.rw_generator)  # CPU on every device: one seed a call
         terms = generator_loss(out, self.classifier, gen.softmax_factor, gen.dot_weight, gen.div_weight)
         terms.negatives = out
         self._accumulate("j_gen_mean", terms.total)
