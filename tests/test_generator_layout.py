@@ -80,7 +80,8 @@ def test_a_draw_depends_on_its_counters_only_and_the_seed_follows_the_generator(
     full = counter_uniform(seed, torch.arange(30)[:, None], torch.arange(40)[None, :])
     some = counter_uniform(seed, torch.tensor([3, 29, 0]), torch.tensor([39, 0, 7]))
     assert torch.equal(some, full[[3, 29, 0], [39, 0, 7]])
-    assert not torch.equal(full, counter_uniform(torch.tensor(12), torch.arange(30)[:, None], torch.arange(40)[None, :]))
+    other = counter_uniform(torch.tensor(12), torch.arange(30)[:, None], torch.arange(40)[None, :])
+    assert not torch.equal(full, other)
     a = draw_seed(torch.Generator().manual_seed(5))
     assert a.dtype == torch.int64 and a.dim() == 0 and 0 <= int(a) < 2 ** 32
     assert int(a) == int(draw_seed(torch.Generator().manual_seed(5)))

@@ -11,8 +11,9 @@ comes from a ``torch.Generator`` (one ``randint`` per call), so ``torch.manual_s
 The hash is ``lowbias32`` (C. Wellons, "Prospecting for hash functions", 2018, hash-prospector:
 ``x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16``, an invertible 32-bit
 mixer with a measured avalanche bias of 0.17), chained over the seed and the low and high 32-bit
-words of each counter (each step ``h = lowbias32((h ^ word) + 0x9E3779B9)``). Arithmetic is in int64 on values below ``2**32``, each 32-bit product split
-into 16-bit halves so that nothing overflows (torch does not define signed overflow).
+words of each counter (each step ``h = lowbias32((h ^ word) + 0x9E3779B9)``). Arithmetic is in int64 on
+values below ``2**32``, each 32-bit product split into 16-bit halves so that nothing overflows (torch does
+not define signed overflow).
 """
 from __future__ import annotations
 
