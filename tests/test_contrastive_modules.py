@@ -598,8 +598,7 @@ def test_training_beats_the_untrained_encoder_on_mnist(loss_cls, mnist_views, tm
     # the plain Linear head this test was written with: SmallCNN's default became GCA-HNG's BatchNorm1d +
     # Linear head (issue 18), with which 5 epochs lift kNN top-1 by only 0.026 (InfoNCE, seed 0)
     model = ContrastiveModule(SmallCNN(1, 64, width=16, head="linear"), loss_cls(), projector_dims=(128, 64),
-                              lr=2e-3,
-                              log_histograms=False)
+                              lr=2e-3, log_histograms=False)
     knn = KNNProbe(k=20)
     before = knn.evaluate(model, dm)["knn_top1"]
     trainer = L.Trainer(max_epochs=SLOW_EPOCHS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
