@@ -12,8 +12,9 @@ a time budget, checked between its items, and items past it are listed as skippe
    the losses, the kNN kernel and the retrieval metrics; autocast bf16 / fp16 tolerances); the counts
    of passed / failed / skipped tests and the failures' names.
 2. ``gca_step``: one GCA-HNG training step (``out = gen(z, y, j_mean)``; ``generator_loss(out, classifier,
-   ...).total + node_loss(out)`` of :mod:`graphneg.losses.gca_hng`; backward; as ``experiments/bench_gca.py``) with D = 512, 2 blocks, 4 heads,
-   chain random weighting, the official batch layouts (``bench_gca.layout``: 27 x 3 at B = 81, B/4 x 4
+   ...).total + node_loss(out)`` of :mod:`graphneg.losses.gca_hng`; backward; as ``experiments/bench_gca.py``)
+   with D = 512, 2 blocks, 4 heads, chain random weighting, the padded output (``static_shapes=True``, the
+   CUDA default, no host sync; also on the CPU with ``--small``), the official batch layouts (``bench_gca.layout``: 27 x 3 at B = 81, B/4 x 4
    otherwise): complete graph at B = 81, 256, 1024 and class-aware kNN (k = 16) at B = 1024, 4096, 16384;
    float32 and bf16 autocast, eager and ``torch.compile`` (of the generator's forward); the dense
    ``[B, B, D]`` reference (``bench_gca.dense_step``, imported, same weights) where it fits. Median time
@@ -264,7 +265,8 @@ def section_gca_step(sec: Section, cfg, device, out_dir: Path) -> None:
             n_cls, m = bg.layout(b)  # the official layouts: 27 x 3 at B = 81, B/4 x 4 otherwise
             torch.manual_seed(0)
             gen = GCAHNG(d, num_classes=n_cls, num_layers=cfg["layers"], heads=cfg["heads"], dropout=0.0,
-                         rw="chain", edges=edges, k=cfg["knn_k"] if edges == "knn" else None).to(device)
+                         rw="chain", edges=edges, k=cfg["knn_k"] if edges == "knn" else None,
+                         static_shapes=True).to(device)  # the CUDA default layout, on the CPU (--small) too
             torch.manual_seed(1)
             clf = torch.nn.Linear(d, n_cls).to(device)
             y = torch.arange(n_cls, device=device).repeat(m)
