@@ -232,37 +232,53 @@ def test_padded_layout_of_a_graph_without_cross_class_edges_is_all_padding_and_r
     assert not bool(out.mask.any()) and bool((out.x == 0).all()) and out.compact().x.size(0) == 0
 
 
-def test_padded_generator_step_compiles_in_one_graph_and_equals_eager():
-    """torch.compile(fullgraph=True) of the generator step (forward, generator loss, node loss) in the padded
-    layout with value checks off: no graph break at all (compact layout: 1, in compact()); the compiled
-    step gives the eager values and gradients (the same seed draw, so the same chain weights)."""
+def _compiled_generator_step(backend, dtype=torch.float32):
+    """Eager and ``torch.compile(fullgraph=True)`` results of the padded generator step (forward, generator
+    loss, node loss), value checks off, the same seed draw: ``(loss, x, grads)`` twice."""
     from graphneg.validation import value_checks
 
     torch.manual_seed(0)
-    y, z = torch.arange(4).repeat(3), torch.randn(12, 8)
+    y, z = torch.arange(4).repeat(3), torch.randn(12, 8, dtype=dtype)
     torch.manual_seed(1)
-    gen = GCAHNG(8, 4, num_layers=1, heads=2, rw="chain", static_shapes=True, dropout=0.0)
-    clf = torch.nn.Linear(8, 4)
+    gen = GCAHNG(8, 4, num_layers=1, heads=2, rw="chain", static_shapes=True, dropout=0.0).to(dtype)
+    clf = torch.nn.Linear(8, 4).to(dtype)
     params = [p for p in gen.parameters() if p.requires_grad]
 
     def step(z, y):
-        out = gen(z, y, j_mean=torch.tensor(2.0))
+        out = gen(z, y, j_mean=torch.tensor(2.0, dtype=dtype))
         terms = generator_loss(out, clf, gen.softmax_factor, gen.dot_weight, gen.div_weight)
         return terms.total + node_loss(out), out.x
 
+    results = []
     with value_checks(False):
-        torch.manual_seed(5)
-        loss, x = step(z, y)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        torch.manual_seed(5)
-        c_loss, c_x = torch.compile(step, fullgraph=True, backend="aot_eager")(z, y)
-        c_grads = torch.autograd.grad(c_loss, params, allow_unused=True)
-    torch.testing.assert_close(c_loss, loss)
-    torch.testing.assert_close(c_x, x)
+        for fn in (step, torch.compile(step, fullgraph=True, backend=backend)):
+            torch.manual_seed(5)
+            loss, x = fn(z, y)
+            results.append((loss, x, torch.autograd.grad(loss, params, allow_unused=True)))
+    return results
+
+
+def _assert_same_step(eager, compiled, **tol):
+    (loss, x, grads), (c_loss, c_x, c_grads) = eager, compiled
+    torch.testing.assert_close(c_loss, loss, **tol)
+    torch.testing.assert_close(c_x, x, **tol)
     for a, b in zip(grads, c_grads):
         assert (a is None) == (b is None)
         if a is not None:
-            torch.testing.assert_close(b, a)
+            torch.testing.assert_close(b, a, **tol)
+
+
+def test_padded_generator_step_compiles_in_one_graph_and_equals_eager():
+    """torch.compile(fullgraph=True) of the generator step in the padded layout with value checks off: no
+    graph break at all (compact layout: 1, in compact()); the compiled step gives the eager values and
+    gradients (the same seed draw, so the same chain weights)."""
+    _assert_same_step(*_compiled_generator_step("aot_eager"))
+
+
+@pytest.mark.slow
+def test_padded_generator_step_compiles_with_inductor_like_eager():
+    """The same with inductor's generated kernels, in float64 (its fused float32 kernels round differently)."""
+    _assert_same_step(*_compiled_generator_step("inductor", torch.float64), atol=1e-10, rtol=1e-8)
 
 
 class _NoMaskLoss(torch.nn.Module):
