@@ -56,7 +56,8 @@ def scatter(session):
 def bench(session):
     """Speed / memory benchmarks; tables go to experiments/results/."""
     _install(session, "dev")
-    for script in ("experiments/bench_losses.py", "experiments/bench_gca.py", "experiments/bench_retrieval_eval.py"):
+    for script in ("experiments/bench_losses.py", "experiments/bench_gca.py", "experiments/bench_retrieval_eval.py",
+                   "experiments/bench_synthetic_losses.py"):
         session.run("python", script, *session.posargs, env=ENV)
 
 

@@ -122,7 +122,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the markdown table here")
     p.add_argument("--child", choices=("torch", "faiss", "interleaved"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true",
+                   help="n = 10,000 and 1,000 classes (as the other benchmarks' --quick: `nox -s bench -- --quick`)")
     args = p.parse_args()
+    if args.quick:
+        args.n, args.classes = 10000, 1000
     if args.child == "interleaved":
         print(json.dumps(interleaved(args.n, args.dim, args.classes, args.seed, args.threads)))
         return

@@ -74,8 +74,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[81, 256])
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="B = 81 only, 2 repetitions (as the other benchmarks' --quick)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_synthetic_losses.md"))
     args = p.parse_args()
+    if args.quick:
+        args.sizes, args.reps = [81], 2
     torch.set_num_threads(1)
     load = os.getloadavg()
     t_start = time.perf_counter()
