@@ -203,6 +203,14 @@ def generator_diagnostics(out: GeneratedNegatives, fixed_lambda: Optional[float]
     return res
 
 
+def _forward_parameters(loss: Callable):
+    """The parameters of ``loss``'s ``forward`` (or of the callable itself); empty when not inspectable."""
+    try:
+        return inspect.signature(getattr(loss, "forward", loss)).parameters
+    except (TypeError, ValueError):
+        return {}
+
+
 def takes_synthetic_negatives(loss: Callable) -> bool:
     """Whether ``loss`` takes synthetic negatives as ``neg_embeddings / neg_labels / anchor_index``
     keywords (graphneg's metric-loss contract): its ``accepts_synthetic`` attribute, or, for a loss
@@ -212,19 +220,12 @@ def takes_synthetic_negatives(loss: Callable) -> bool:
     flag = getattr(loss, "accepts_synthetic", None)
     if flag is not None:
         return bool(flag)
-    try:
-        params = inspect.signature(getattr(loss, "forward", loss)).parameters
-    except (TypeError, ValueError):
-        return False
-    return "neg_embeddings" in params
+    return "neg_embeddings" in _forward_parameters(loss)
 
 
 def _takes_keyword(loss: Callable, name: str) -> bool:
     """Whether ``loss``'s ``forward`` (or the callable itself) has a parameter ``name`` (or ``**kwargs``)."""
-    try:
-        params = inspect.signature(getattr(loss, "forward", loss)).parameters
-    except (TypeError, ValueError):
-        return False
+    params = _forward_parameters(loss)
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
