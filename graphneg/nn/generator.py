@@ -342,6 +342,7 @@ class GCAHNG(nn.Module):
             graph = self.build_graph(embeddings, labels)
         src, tgt = graph.edge_index
         num_edges = src.numel()
+        edge_id = torch.arange(num_edges, device=device)
         neg_label = labels.index_select(0, tgt)
         cross = labels.index_select(0, src) != neg_label  # [E]: the anchor -> negative pairs
         if check_values and not bool(cross.any()):
@@ -372,7 +373,7 @@ class GCAHNG(nn.Module):
         # the last group are padding (mask False), same-class edges go to a dropped dump row
         num_cls = self.num_classes
         if self.rw is None:
-            key, rows = torch.arange(num_edges, device=device), num_edges
+            key, rows = edge_id, num_edges
         else:
             key, rows = src * num_cls + neg_label, min(num_edges, b * max(min(num_cls - 1, b - 1), 0))
         group, mask, row_key = static_groups(key, cross, rows)  # group == rows: a same-class edge, no row
@@ -394,11 +395,11 @@ class GCAHNG(nn.Module):
                                         group=group, seed=seed)
             else:
                 weights = dirichlet_weights(group, rows + 1, dtype=embeddings.dtype, seed=seed,
-                                            counter=torch.arange(num_edges, device=device))
+                                            counter=edge_id)
             weights = torch.where(cross, weights, torch.zeros_like(weights))
         x = scatter(pair_x * weights.unsqueeze(1), group, dim=0, dim_size=rows + 1, reduce="sum")[:rows]
         pairs = NegativePairs(
-            anchor=src, negative=tgt, edge=torch.arange(num_edges, device=device), group=group, weight=weights,
+            anchor=src, negative=tgt, edge=edge_id, group=group, weight=weights,
             hard=hard, x=pair_x if (return_pairs or self.rw is None) else None, valid=cross,
         )
         res = GeneratedNegatives(x=x, labels=out_labels, anchor_index=out_anchor, pairs=pairs, graph=graph,
